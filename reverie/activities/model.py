@@ -1,0 +1,278 @@
+"""`model_step`: one Messages API call, recorded exactly once.
+
+The workflow passes ids; this activity loads the transcript, calls the model through the
+official SDK (its own retries off: Temporal owns retries so they survive a crash and show in the
+Web UI), and records the answer, its events and its usage in one transaction keyed by the step id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anthropic
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from reverie.activities.transcript import build_messages, build_system, user_blocks
+from reverie.models.agents import Agent
+from reverie.models.common import derived_id
+from reverie.models.sessions import Usage
+from reverie.models.workflow_io import (
+    ModelErrorDetails,
+    ModelStepInput,
+    ModelStepResult,
+    ToolUseRef,
+)
+from reverie.settings import Settings
+from reverie.store import agents, events, sessions, transcript
+from reverie.store.pool import Pool
+
+# Statuses worth another try: timeouts, conflicts, rate limits, server errors, overload.
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+HEARTBEAT_EVERY = timedelta(seconds=1)
+
+
+def model_client(settings: Settings) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key or "simulated",
+        base_url=settings.anthropic_base_url,
+        max_retries=0,
+        timeout=settings.model_timeout_seconds,
+    )
+
+
+def _usage(raw: Any) -> Usage:
+    return Usage(
+        input_tokens=raw.input_tokens or 0,
+        output_tokens=raw.output_tokens or 0,
+        cache_creation_input_tokens=getattr(raw, "cache_creation_input_tokens", 0) or 0,
+        cache_read_input_tokens=getattr(raw, "cache_read_input_tokens", 0) or 0,
+    )
+
+
+def _retry_after(error: anthropic.APIStatusError) -> float | None:
+    value = error.response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify(error: Exception) -> tuple[ModelErrorDetails, bool, float | None]:
+    """(what to report, whether to retry, the delay the server asked for)."""
+    if isinstance(error, anthropic.APITimeoutError):
+        return (
+            ModelErrorDetails(
+                error_type="model_request_failed_error", message="model request timed out"
+            ),
+            True,
+            None,
+        )
+    if isinstance(error, anthropic.APIConnectionError):
+        return (
+            ModelErrorDetails(
+                error_type="model_request_failed_error", message=f"cannot reach the model: {error}"
+            ),
+            True,
+            None,
+        )
+    if isinstance(error, anthropic.APIStatusError):
+        status = error.status_code
+        kind = {429: "model_rate_limited_error", 529: "model_overloaded_error"}.get(
+            status, "model_request_failed_error"
+        )
+        details = ModelErrorDetails(
+            error_type=kind,  # type: ignore[arg-type]
+            message=f"model answered {status}: {error.message}",
+            status_code=status,
+        )
+        return details, status in RETRYABLE_STATUS or status >= 500, _retry_after(error)
+    return ModelErrorDetails(error_type="unknown_error", message=repr(error)), True, None
+
+
+class ModelActivities:
+    def __init__(self, pool: Pool, settings: Settings, client: anthropic.AsyncAnthropic) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._client = client
+
+    @activity.defn
+    async def model_step(self, params: ModelStepInput) -> ModelStepResult:
+        done = await transcript.finished_step(self._pool, params.step_id)
+        if done is not None:
+            return ModelStepResult.model_validate(done)
+        agent = await agents.get(self._pool, params.agent_id, params.agent_version)
+        await self._add_user_turn(params)
+        start_id = derived_id("sevt", params.step_id, "start")
+        await self._record(params.session_id, [(start_id, "span.model_request_start", {})])
+        request = await self._request(params.session_id, agent)
+        try:
+            message = await self._call_with_heartbeats(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise await self._failure(params, error) from error
+        return await self._commit(params, agent, message, start_id)
+
+    async def _add_user_turn(self, params: ModelStepInput) -> None:
+        if not params.input_event_ids:
+            return
+        inputs = await events.get_many(self._pool, params.input_event_ids)
+        blocks = user_blocks(inputs)
+        await transcript.add(self._pool, f"{params.step_id}:in", params.session_id, "user", blocks)
+
+    async def _request(self, session_id: str, agent: Agent) -> dict[str, Any]:
+        messages = build_messages(await transcript.load(self._pool, session_id))
+        request: dict[str, Any] = {
+            "model": agent.model.id,
+            "max_tokens": self._settings.max_tokens,
+            "messages": messages,
+        }
+        system = build_system(agent.system)
+        if system:
+            request["system"] = system
+        return request
+
+    async def _call_with_heartbeats(self, request: dict[str, Any]) -> Any:
+        """Heartbeats let Temporal notice a dead worker quickly and deliver cancellation."""
+        call = asyncio.ensure_future(self._client.messages.create(**request))
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=HEARTBEAT_EVERY.total_seconds())
+                if done:
+                    return call.result()
+                activity.heartbeat()
+        finally:
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await call
+
+    async def _failure(self, params: ModelStepInput, error: Exception) -> ApplicationError:
+        details, retryable, retry_after = classify(error)
+        attempt = activity.info().attempt
+        if retryable and attempt < params.max_attempts:
+            now = datetime.now(UTC)
+            error_payload = {
+                "error": {
+                    "type": details.error_type,
+                    "message": details.message,
+                    "retry_status": {"type": "retrying"},
+                }
+            }
+            async with self._pool.acquire() as conn, conn.transaction():
+                await events.append(
+                    conn,
+                    params.session_id,
+                    [
+                        (
+                            derived_id("sevt", params.step_id, "error", str(attempt)),
+                            "session.error",
+                            error_payload,
+                            now,
+                        ),
+                        (
+                            derived_id("sevt", params.step_id, "rescheduled", str(attempt)),
+                            "session.status_rescheduled",
+                            {},
+                            now,
+                        ),
+                    ],
+                )
+                await sessions.set_status(conn, params.session_id, "rescheduling")
+        delay = self._backoff(attempt, retry_after)
+        return ApplicationError(
+            details.message,
+            details.model_dump(),
+            type=details.error_type,
+            non_retryable=not retryable,
+            next_retry_delay=delay if retryable else None,
+            category=ApplicationErrorCategory.BENIGN
+            if details.error_type == "model_rate_limited_error"
+            else ApplicationErrorCategory.UNSPECIFIED,
+        )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> timedelta:
+        """Honour `retry-after` when given, else exponential from 1 s; capped either way."""
+        cap = self._settings.model_max_backoff_seconds
+        seconds = retry_after if retry_after is not None else 2 ** (attempt - 1)
+        return timedelta(seconds=max(0.0, min(seconds, cap)))
+
+    async def _commit(
+        self, params: ModelStepInput, agent: Agent, message: Any, start_id: str
+    ) -> ModelStepResult:
+        content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
+        usage = _usage(message.usage)
+        rows: list[tuple[str, str, dict[str, Any], datetime]] = []
+        now = datetime.now(UTC)
+        text = [b for b in content if b["type"] == "text"]
+        thinking = [b for b in content if b["type"] in ("thinking", "redacted_thinking")]
+        if thinking:
+            rows.append((derived_id("sevt", params.step_id, "thinking"), "agent.thinking", {}, now))
+        if text:
+            rows.append(
+                (
+                    derived_id("sevt", params.step_id, "message"),
+                    "agent.message",
+                    {"content": [{"type": "text", "text": b["text"]} for b in text]},
+                    now,
+                )
+            )
+        tool_uses: list[ToolUseRef] = []
+        for block in content:
+            if block["type"] != "tool_use":
+                continue
+            event_id = derived_id("sevt", params.step_id, "tool_use", block["id"])
+            tool_uses.append(
+                ToolUseRef(
+                    event_id=event_id, tool_use_id=block["id"], name=block["name"], kind="builtin"
+                )
+            )
+            rows.append(
+                (
+                    event_id,
+                    "agent.tool_use",
+                    {"name": block["name"], "input": block["input"], "tool_use_id": block["id"]},
+                    now,
+                )
+            )
+        rows.append(
+            (
+                derived_id("sevt", params.step_id, "end"),
+                "span.model_request_end",
+                {
+                    "model_request_start_id": start_id,
+                    "is_error": False,
+                    "model_usage": usage.model_dump(exclude={"active_seconds"}),
+                },
+                now,
+            )
+        )
+        result = ModelStepResult(
+            stop_reason=message.stop_reason or "end_turn", tool_uses=tool_uses, usage=usage
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await transcript.finish_step(
+                conn, params.step_id, params.session_id, result.model_dump(mode="json")
+            ):
+                return result
+            await transcript.add(
+                conn, f"{params.step_id}:out", params.session_id, "assistant", content
+            )
+            status, _ = await sessions.status_of(conn, params.session_id)
+            if status == "rescheduling":
+                # The retry worked: say so before the answer, as the hosted API does.
+                resumed = derived_id("sevt", params.step_id, "resumed")
+                rows.insert(0, (resumed, "session.status_running", {}, now))
+                await sessions.set_status(conn, params.session_id, "running")
+            await events.append(conn, params.session_id, rows)
+            await sessions.add_usage(conn, params.session_id, usage)
+        return result
+
+    async def _record(self, session_id: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+        now = datetime.now(UTC)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await events.append(conn, session_id, [(i, t, p, now) for i, t, p in rows])

@@ -1,0 +1,132 @@
+"""Session events: what clients send, and the recorded shape every event takes."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from reverie.models.common import StrictModel
+
+# Largest accepted input event, serialised. Content lives in Postgres, not in Temporal, but one
+# event is still one row that every later model call re-reads: keep it to a sane size.
+MAX_EVENT_BYTES = 256 * 1024
+MAX_EVENTS_PER_REQUEST = 50
+
+
+class TextBlock(StrictModel):
+    type: Literal["text"] = "text"
+    text: str = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be blank")
+        return value
+
+
+class MediaBlock(BaseModel):
+    """Image and document blocks pass through to the model as given."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["image", "document"]
+    source: dict[str, Any]
+
+
+ContentBlock = Annotated[TextBlock | MediaBlock, Field(discriminator="type")]
+
+
+def _text_to_blocks(value: Any) -> Any:
+    return [{"type": "text", "text": value}] if isinstance(value, str) else value
+
+
+class UserMessage(StrictModel):
+    type: Literal["user.message"] = "user.message"
+    content: list[ContentBlock] = Field(min_length=1)
+
+    _coerce = field_validator("content", mode="before")(_text_to_blocks)
+
+
+class UserInterrupt(StrictModel):
+    type: Literal["user.interrupt"] = "user.interrupt"
+    session_thread_id: str | None = None
+
+
+class UserToolConfirmation(StrictModel):
+    type: Literal["user.tool_confirmation"] = "user.tool_confirmation"
+    tool_use_id: str = Field(min_length=1)
+    result: Literal["allow", "deny"]
+    deny_message: str | None = Field(default=None, max_length=10_000)
+
+
+class UserCustomToolResult(StrictModel):
+    type: Literal["user.custom_tool_result"] = "user.custom_tool_result"
+    custom_tool_use_id: str = Field(min_length=1)
+    content: list[ContentBlock] = Field(default_factory=list)
+    is_error: bool = False
+
+    _coerce = field_validator("content", mode="before")(_text_to_blocks)
+
+
+class UserDefineOutcome(StrictModel):
+    type: Literal["user.define_outcome"] = "user.define_outcome"
+    description: str = Field(min_length=1)
+    rubric: dict[str, Any]
+    max_iterations: int = Field(default=3, ge=1, le=20)
+
+
+InputEvent = Annotated[
+    UserMessage | UserInterrupt | UserToolConfirmation | UserCustomToolResult | UserDefineOutcome,
+    Field(discriminator="type"),
+]
+INPUT_EVENT_TYPES = (
+    "user.message",
+    "user.interrupt",
+    "user.tool_confirmation",
+    "user.custom_tool_result",
+    "user.define_outcome",
+)
+_input_adapter: TypeAdapter[InputEvent] = TypeAdapter(InputEvent)
+
+
+def parse_input_event(raw: Any) -> InputEvent:
+    """Validate one client event, with a message that names the known types on a bad `type`."""
+    if isinstance(raw, BaseModel):
+        raw = raw.model_dump(exclude_none=True)
+    if not isinstance(raw, dict):
+        raise ValueError("an event must be an object with a `type`")
+    if raw.get("type") not in INPUT_EVENT_TYPES:
+        raise ValueError(
+            f"unknown event type {raw.get('type')!r}; input events are {', '.join(INPUT_EVENT_TYPES)}"
+        )
+    size = len(json.dumps(raw, default=str).encode())
+    if size > MAX_EVENT_BYTES:
+        raise ValueError(f"event of {size} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes")
+    return _input_adapter.validate_python(raw)
+
+
+class SendEventsRequest(StrictModel):
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+    @model_validator(mode="after")
+    def _each_valid(self) -> SendEventsRequest:
+        for event in self.events:
+            parse_input_event(event)
+        return self
+
+
+class Event(BaseModel):
+    """A recorded event: `id`, `type`, `processed_at` and the type's own fields."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: str
+    processed_at: datetime
+    session_id: str | None = None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})

@@ -1,0 +1,73 @@
+"""Sessions: one durable conversation of one agent version."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from reverie.models.agents import Agent, AgentRef
+from reverie.models.common import Metadata, StrictModel
+
+SessionStatus = Literal["rescheduling", "running", "idle", "terminated"]
+MAX_INITIAL_EVENTS = 50
+DEFAULT_ENVIRONMENT_ID = "env_default"
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    active_seconds: float = 0.0
+
+    def plus(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens
+            + other.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            active_seconds=self.active_seconds + other.active_seconds,
+        )
+
+
+class SessionStats(BaseModel):
+    active_seconds: float = 0.0
+    duration_seconds: float = 0.0
+    turns: int = 0
+    model_requests: int = 0
+    events: int = 0
+
+
+class SessionCreate(StrictModel):
+    agent: str | AgentRef
+    environment_id: str | None = None
+    title: str | None = Field(default=None, max_length=512)
+    metadata: Metadata = Field(default_factory=dict)
+    resources: list[dict[str, Any]] = []
+    initial_events: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=MAX_INITIAL_EVENTS
+    )
+
+    def agent_ref(self) -> AgentRef:
+        return AgentRef(id=self.agent) if isinstance(self.agent, str) else self.agent
+
+
+class Session(BaseModel):
+    type: Literal["session"] = "session"
+    id: str
+    agent: Agent
+    environment_id: str
+    title: str | None = None
+    metadata: dict[str, str] = {}
+    resources: list[dict[str, Any]] = []
+    status: SessionStatus
+    usage: Usage = Usage()
+    stats: SessionStats = SessionStats()
+    outcome_evaluations: list[dict[str, Any]] = []
+    vault_ids: list[str] = []
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None = None

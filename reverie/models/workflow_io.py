@@ -1,0 +1,130 @@
+"""Inputs and outputs of workflows and activities: small, serialisable, ids not content.
+
+Everything here lands in Temporal history, so nothing here may carry a transcript, a file or
+a memory's content: activities load those from Postgres by id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from reverie.models.sessions import SessionStatus, Usage
+
+StopReason = Literal["end_turn", "requires_action", "retries_exhausted", "budget_reached"]
+
+
+class InputRef(BaseModel):
+    """An input event staged in Postgres, named by id, with the few fields routing needs."""
+
+    id: str
+    type: str
+    tool_use_id: str | None = None
+    custom_tool_use_id: str | None = None
+    result: Literal["allow", "deny"] | None = None
+
+
+class SendEventsInput(BaseModel):
+    events: list[InputRef] = Field(min_length=1)
+
+
+class EventEcho(BaseModel):
+    id: str
+    type: str
+    processed_at: datetime
+
+
+class CarriedState(BaseModel):
+    """What survives continue-as-new: small by construction."""
+
+    status: SessionStatus = "idle"
+    queued: list[InputRef] = []
+    held_input_ids: list[str] = []
+    turns: int = 0
+    model_requests: int = 0
+    last_stop_reason: str | None = None
+
+
+class SessionOptions(BaseModel):
+    """Chosen by whoever starts the session and fixed for its life, so replay sees the same."""
+
+    # Attempts of one model call before the session idles with `retries_exhausted`.
+    model_max_attempts: int = Field(default=6, ge=1)
+    # One model call may take this long before it counts as a (retryable) failure.
+    model_timeout_seconds: float = Field(default=600.0, gt=0)
+    # A worker that stops heartbeating for this long is presumed dead: the step is retried.
+    heartbeat_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class SessionWorkflowInput(BaseModel):
+    session_id: str
+    agent_id: str
+    agent_version: int
+    title: str | None = None
+    options: SessionOptions = SessionOptions()
+    carried: CarriedState | None = None
+
+
+class NewEvent(BaseModel):
+    """An event the workflow itself emits (statuses, errors): small fields only."""
+
+    id: str
+    type: str
+    processed_at: datetime
+    payload: dict[str, Any] = {}
+
+
+class RecordEventsInput(BaseModel):
+    session_id: str
+    events: list[NewEvent]
+    # Set the session row's status in the same transaction as the events.
+    status: SessionStatus | None = None
+    archive: bool = False
+    turns: int | None = None
+
+
+class PromoteInputsInput(BaseModel):
+    session_id: str
+    event_ids: list[str]
+    processed_at: datetime
+
+
+class ModelStepInput(BaseModel):
+    session_id: str
+    agent_id: str
+    agent_version: int
+    # Deterministic (workflow-made): names every row the step writes, so a retry writes none twice.
+    step_id: str
+    # Events whose content becomes the next user turn (messages, tool results), in order.
+    input_event_ids: list[str] = []
+    # Attempts the workflow's retry policy allows; the last failure is the workflow's to report.
+    max_attempts: int
+
+
+class ToolUseRef(BaseModel):
+    event_id: str
+    tool_use_id: str
+    name: str
+    kind: Literal["builtin", "custom"]
+    evaluated_permission: Literal["allow", "ask"] = "allow"
+
+
+class ModelStepResult(BaseModel):
+    stop_reason: str
+    tool_uses: list[ToolUseRef] = []
+    usage: Usage = Usage()
+
+
+class ModelErrorDetails(BaseModel):
+    """What a failed model call tells the workflow, carried in the ApplicationError's details."""
+
+    error_type: Literal[
+        "model_rate_limited_error",
+        "model_overloaded_error",
+        "model_request_failed_error",
+        "unknown_error",
+    ]
+    message: str
+    status_code: int | None = None

@@ -1,0 +1,56 @@
+"""One settings object for every process Reverie runs (CLI, worker, stack, tests)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Read from the environment; unset values fall back to the embedded stack's defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    temporal_address: str | None = Field(default=None, alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str | None = Field(default=None, alias="TEMPORAL_NAMESPACE")
+    # A Temporal envconfig profile (TOML); used when TEMPORAL_ADDRESS is not set.
+    temporal_profile: str | None = Field(default=None, alias="TEMPORAL_PROFILE")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    reverie_home: Path = Field(default=Path("~/.reverie"), alias="REVERIE_HOME")
+    task_queue: str = Field(default="reverie", alias="REVERIE_TASK_QUEUE")
+    # Attempts of one model call before the session idles with `retries_exhausted`.
+    model_max_attempts: int = Field(default=6, alias="REVERIE_MODEL_MAX_ATTEMPTS", ge=1)
+    # Upper bound on one backoff, whatever `retry-after` asks for: a session should not sleep
+    # for an hour because a proxy said so.
+    model_max_backoff_seconds: float = Field(
+        default=60.0, alias="REVERIE_MODEL_MAX_BACKOFF_SECONDS", gt=0
+    )
+    # Per-request HTTP timeout of one model call; a timeout counts as a retryable failure.
+    model_timeout_seconds: float = Field(default=600.0, alias="REVERIE_MODEL_TIMEOUT_SECONDS", gt=0)
+    max_tokens: int = Field(default=8192, alias="REVERIE_MAX_TOKENS", ge=1)
+
+    @cached_property
+    def home(self) -> Path:
+        return self.reverie_home.expanduser().resolve()
+
+    @property
+    def temporal_data_file(self) -> Path:
+        return self.home / "temporal.sqlite"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def stack_file(self) -> Path:
+        """Where `reverie up` writes the addresses of what it started, for other commands."""
+        return self.home / "stack.json"
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,338 @@
+"""Typed async helpers that user code (and the `reverie` command) calls to drive Reverie.
+
+Everything is validated here, at the edge, before anything is written: a bad request raises a
+`ReverieError` subclass with a message meant for a person, and leaves no trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from reverie.connections import connect_database, connect_temporal
+from reverie.models.agents import Agent, AgentCreate, AgentUpdate, check_supported
+from reverie.models.common import Page, new_id
+from reverie.models.errors import InvalidRequestError, NotFoundError, NotSupportedError
+from reverie.models.events import Event, InputEvent, parse_input_event
+from reverie.models.sessions import DEFAULT_ENVIRONMENT_ID, Session, SessionCreate
+from reverie.models.workflow_io import (
+    InputRef,
+    SendEventsInput,
+    SessionOptions,
+    SessionWorkflowInput,
+)
+from reverie.settings import Settings, load_settings
+from reverie.store import agents, events, sessions
+from reverie.store.pool import Pool
+from reverie.workflows.session import AGENT_ID, SESSION_STATUS, SessionWorkflow
+
+SETTLED_EVENTS = ("session.status_idle", "session.status_terminated")
+
+
+def _invalid(error: ValidationError) -> InvalidRequestError:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()
+    )
+    return InvalidRequestError(problems)
+
+
+def _parse(model: type, value: Any) -> Any:
+    try:
+        return value if isinstance(value, model) else model.model_validate(value)
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
+def _parse_events(raw: Sequence[Any]) -> list[InputEvent]:
+    parsed = []
+    for index, event in enumerate(raw):
+        try:
+            parsed.append(parse_input_event(event))
+        except ValidationError as error:
+            raise InvalidRequestError(f"events[{index}]: {_invalid(error).message}") from None
+        except ValueError as error:
+            raise InvalidRequestError(f"events[{index}]: {error}") from None
+    return parsed
+
+
+def _refuse_unsupported(parsed: list[InputEvent]) -> None:
+    for event in parsed:
+        if event.type == "user.define_outcome":
+            raise NotSupportedError("outcomes (user.define_outcome) are not supported yet")
+
+
+def _ref(event_id: str, event: InputEvent) -> InputRef:
+    return InputRef(
+        id=event_id,
+        type=event.type,
+        tool_use_id=getattr(event, "tool_use_id", None),
+        custom_tool_use_id=getattr(event, "custom_tool_use_id", None),
+        result=getattr(event, "result", None),
+    )
+
+
+class ReverieClient:
+    """One Temporal client and one database pool; cheap to share, close it when done."""
+
+    def __init__(self, temporal: Client, pool: Pool, settings: Settings) -> None:
+        self.temporal = temporal
+        self.pool = pool
+        self.settings = settings
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> ReverieClient:
+        settings = settings or load_settings()
+        return cls(await connect_temporal(settings), await connect_database(settings), settings)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> ReverieClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # ---- agents ------------------------------------------------------------------------------
+
+    async def create_agent(self, params: AgentCreate | dict[str, Any]) -> Agent:
+        params = _parse(AgentCreate, params)
+        check_supported(params)
+        return await agents.create(self.pool, params)
+
+    async def update_agent(self, agent_id: str, params: AgentUpdate | dict[str, Any]) -> Agent:
+        params = _parse(AgentUpdate, params)
+        current = await agents.get(self.pool, agent_id)
+        try:
+            check_supported(params.apply_to(current))
+        except ValidationError as error:
+            raise _invalid(error) from None
+        return await agents.update(self.pool, agent_id, params)
+
+    async def get_agent(self, agent_id: str, version: int | None = None) -> Agent:
+        return await agents.get(self.pool, agent_id, version)
+
+    async def list_agents(
+        self, *, limit: int = 20, page: str | None = None, include_archived: bool = False
+    ) -> Page[Agent]:
+        return await agents.list_agents(
+            self.pool, limit=limit, page=page, include_archived=include_archived
+        )
+
+    async def agent_versions(self, agent_id: str) -> list[Agent]:
+        return await agents.versions(self.pool, agent_id)
+
+    async def archive_agent(self, agent_id: str) -> Agent:
+        return await agents.archive(self.pool, agent_id)
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    async def create_session(
+        self, params: SessionCreate | dict[str, Any], *, options: SessionOptions | None = None
+    ) -> Session:
+        """Create the row, start its workflow, then send any initial events."""
+        params = _parse(SessionCreate, params)
+        if params.resources:
+            raise NotSupportedError(
+                "session resources (memory stores, files) are not supported yet"
+            )
+        environment_id = params.environment_id or DEFAULT_ENVIRONMENT_ID
+        if environment_id != DEFAULT_ENVIRONMENT_ID:
+            raise NotFoundError(f"no environment with id {environment_id!r}")
+        initial = _parse_events(params.initial_events)
+        _refuse_unsupported(initial)
+        for event in initial:
+            if event.type not in ("user.message", "user.define_outcome"):
+                raise InvalidRequestError(
+                    f"initial_events may hold user.message or user.define_outcome, not {event.type}"
+                )
+        ref = params.agent_ref()
+        agent = await agents.get(self.pool, ref.id, ref.version)
+        if agent.archived_at is not None:
+            raise InvalidRequestError(f"agent {agent.id} is archived; it cannot start sessions")
+        session_id = new_id("sesn")
+        await sessions.create(
+            self.pool,
+            session_id,
+            agent,
+            environment_id=environment_id,
+            title=params.title,
+            metadata=params.metadata,
+            resources=params.resources,
+        )
+        options = options or SessionOptions(
+            model_max_attempts=self.settings.model_max_attempts,
+            model_timeout_seconds=self.settings.model_timeout_seconds,
+        )
+        await self.temporal.start_workflow(
+            SessionWorkflow.run,
+            SessionWorkflowInput(
+                session_id=session_id,
+                agent_id=agent.id,
+                agent_version=agent.version,
+                title=params.title,
+                options=options,
+            ),
+            id=session_id,
+            task_queue=self.settings.task_queue,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(AGENT_ID, agent.id),
+                    SearchAttributePair(SESSION_STATUS, "idle"),
+                ]
+            ),
+            static_summary=params.title or f"session of {agent.name}",
+            static_details=f"agent {agent.id} version {agent.version}",
+        )
+        if initial:
+            await self._send(session_id, initial)
+        return await sessions.get(self.pool, session_id)
+
+    async def get_session(self, session_id: str) -> Session:
+        return await sessions.get(self.pool, session_id)
+
+    async def list_sessions(
+        self,
+        *,
+        limit: int = 20,
+        page: str | None = None,
+        agent_id: str | None = None,
+        include_archived: bool = False,
+    ) -> Page[Session]:
+        return await sessions.list_sessions(
+            self.pool, limit=limit, page=page, agent_id=agent_id, include_archived=include_archived
+        )
+
+    async def send_events(self, session_id: str, raw_events: Sequence[Any]) -> list[Event]:
+        """Send input events; answers each with its recorded form (id, processed_at)."""
+        if not raw_events:
+            raise InvalidRequestError("events must hold at least one event")
+        return await self._send(session_id, _parse_events(raw_events))
+
+    async def send_message(self, session_id: str, text: str) -> Event:
+        return (await self.send_events(session_id, [{"type": "user.message", "content": text}]))[0]
+
+    async def interrupt(self, session_id: str) -> Event:
+        return (await self.send_events(session_id, [{"type": "user.interrupt"}]))[0]
+
+    async def _send(self, session_id: str, parsed: list[InputEvent]) -> list[Event]:
+        _refuse_unsupported(parsed)
+        status, archived = await sessions.status_of(self.pool, session_id)
+        if archived or status == "terminated":
+            raise InvalidRequestError(
+                f"session {session_id} is {'archived' if archived else 'terminated'}; "
+                "it takes no more events"
+            )
+        staged = [
+            (new_id("sevt"), event.type, event.model_dump(mode="json", exclude={"type"}))
+            for event in parsed
+        ]
+        await events.stage(self.pool, session_id, staged)
+        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
+        try:
+            await handle.execute_update(
+                SessionWorkflow.send_events,
+                SendEventsInput(
+                    events=[
+                        _ref(eid, event) for (eid, _, _), event in zip(staged, parsed, strict=True)
+                    ]
+                ),
+            )
+        except WorkflowUpdateFailedError as error:
+            await events.unstage(self.pool, [eid for eid, _, _ in staged])
+            raise InvalidRequestError(_cause_message(error)) from None
+        except RPCError as error:
+            await events.unstage(self.pool, [eid for eid, _, _ in staged])
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise InvalidRequestError(f"session {session_id} is not running") from None
+            raise
+        return await events.get_many(self.pool, [eid for eid, _, _ in staged])
+
+    async def archive_session(self, session_id: str) -> Session:
+        session = await sessions.get(self.pool, session_id)
+        if session.archived_at is not None:
+            return session
+        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
+        try:
+            await handle.execute_update(SessionWorkflow.archive)
+        except WorkflowUpdateFailedError as error:
+            raise InvalidRequestError(_cause_message(error)) from None
+        return await sessions.get(self.pool, session_id)
+
+    # ---- events ------------------------------------------------------------------------------
+
+    async def list_events(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        types: Sequence[str] | None = None,
+    ) -> list[Event]:
+        await sessions.status_of(self.pool, session_id)
+        found, _ = await events.list_events(
+            self.pool, session_id, after_position=after, limit=limit, types=types
+        )
+        return found
+
+    async def follow_events(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        until_settled: bool = True,
+        poll_seconds: float = 0.1,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Events as they are recorded; stops after the session settles (idle or terminated)
+        once something happened, when `until_settled`."""
+        await sessions.status_of(self.pool, session_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        position = after
+        while True:
+            batch, position = await events.list_events(
+                self.pool, session_id, after_position=position, limit=500
+            )
+            for event in batch:
+                yield event
+            if until_settled and batch and batch[-1].type in SETTLED_EVENTS:
+                status, _ = await sessions.status_of(self.pool, session_id)
+                if status in ("idle", "terminated") and not await self._has_pending(session_id):
+                    return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"session {session_id} did not settle within {timeout}s")
+            if not batch:
+                await asyncio.sleep(poll_seconds)
+
+    async def _has_pending(self, session_id: str) -> bool:
+        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
+        try:
+            state = await handle.query(SessionWorkflow.state)
+        except Exception:
+            return False
+        return bool(state.queued) or state.status in ("running", "rescheduling")
+
+    async def wait_until_settled(self, session_id: str, *, timeout: float = 60.0) -> Session:
+        """Wait until the session is idle (or terminated) with nothing queued."""
+        deadline = time.monotonic() + timeout
+        while True:
+            session = await sessions.get(self.pool, session_id)
+            if session.status in ("idle", "terminated") and not await self._has_pending(session_id):
+                return session
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"session {session_id} is still {session.status}")
+            await asyncio.sleep(0.05)
+
+
+def _cause_message(error: WorkflowUpdateFailedError) -> str:
+    cause = error.cause
+    while cause is not None and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    return str(getattr(cause, "message", None) or cause or error)

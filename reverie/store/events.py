@@ -1,0 +1,142 @@
+"""The append-only event log, and the staging area that input events wait in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from reverie.models.errors import InvalidRequestError, NotFoundError
+from reverie.models.events import Event
+from reverie.store.pool import Connection, Pool
+
+EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
+
+
+async def append(conn: Connection, session_id: str, rows: Sequence[EventRow]) -> int:
+    """Append events in order; ids already present are skipped, so a retried write is a no-op.
+
+    Positions are allocated under the session row's lock: gapless and in commit order.
+    Call inside a transaction.
+    """
+    if not rows:
+        return 0
+    count = await conn.fetchval(
+        "SELECT event_count FROM sessions WHERE id = $1 FOR UPDATE", session_id
+    )
+    if count is None:
+        raise NotFoundError(f"no session with id {session_id!r}")
+    existing = {
+        row["id"]
+        for row in await conn.fetch(
+            "SELECT id FROM events WHERE id = ANY($1::text[])", [row[0] for row in rows]
+        )
+    }
+    fresh = [row for row in rows if row[0] not in existing]
+    if not fresh:
+        return 0
+    await conn.executemany(
+        "INSERT INTO events (id, session_id, position, type, payload, processed_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            (event_id, session_id, count + index + 1, kind, payload, processed_at)
+            for index, (event_id, kind, payload, processed_at) in enumerate(fresh)
+        ],
+    )
+    await conn.execute(
+        "UPDATE sessions SET event_count = $2, updated_at = now() WHERE id = $1",
+        session_id,
+        count + len(fresh),
+    )
+    return len(fresh)
+
+
+def _event(row: Any) -> Event:
+    return Event.model_validate(
+        {
+            **row["payload"],
+            "id": row["id"],
+            "type": row["type"],
+            "processed_at": row["processed_at"],
+            "session_id": row["session_id"],
+        }
+    )
+
+
+async def list_events(
+    pool: Pool | Connection,
+    session_id: str,
+    *,
+    after_position: int = 0,
+    limit: int = 100,
+    types: Sequence[str] | None = None,
+    descending: bool = False,
+) -> tuple[list[Event], int]:
+    """Events after a position, and the position of the last one returned (for following)."""
+    rows = await pool.fetch(
+        f"""SELECT * FROM events
+            WHERE session_id = $1 AND position > $2
+              AND ($3::text[] IS NULL OR type = ANY($3::text[]))
+            ORDER BY position {"DESC" if descending else "ASC"} LIMIT $4""",
+        session_id,
+        after_position,
+        list(types) if types else None,
+        limit,
+    )
+    last = max((row["position"] for row in rows), default=after_position)
+    return [_event(row) for row in rows], last
+
+
+async def get_many(conn: Pool | Connection, event_ids: Sequence[str]) -> list[Event]:
+    """Events by id, in the order asked for."""
+    rows = await conn.fetch("SELECT * FROM events WHERE id = ANY($1::text[])", list(event_ids))
+    by_id = {row["id"]: _event(row) for row in rows}
+    return [by_id[event_id] for event_id in event_ids if event_id in by_id]
+
+
+async def stage(
+    pool: Pool, session_id: str, staged: Sequence[tuple[str, str, dict[str, Any]]]
+) -> None:
+    await pool.executemany(
+        "INSERT INTO staged_events (id, session_id, type, payload) VALUES ($1, $2, $3, $4)",
+        [(event_id, session_id, kind, payload) for event_id, kind, payload in staged],
+    )
+
+
+async def unstage(pool: Pool, event_ids: Sequence[str]) -> None:
+    await pool.execute("DELETE FROM staged_events WHERE id = ANY($1::text[])", list(event_ids))
+
+
+async def promote(
+    conn: Connection, session_id: str, event_ids: Sequence[str], processed_at: datetime
+) -> None:
+    """Move staged input events into the log; already promoted ones are left as they are."""
+    staged = {
+        row["id"]: row
+        for row in await conn.fetch(
+            "SELECT * FROM staged_events WHERE session_id = $1 AND id = ANY($2::text[])",
+            session_id,
+            list(event_ids),
+        )
+    }
+    recorded = {
+        row["id"]
+        for row in await conn.fetch(
+            "SELECT id FROM events WHERE session_id = $1 AND id = ANY($2::text[])",
+            session_id,
+            list(event_ids),
+        )
+    }
+    missing = [i for i in event_ids if i not in staged and i not in recorded]
+    if missing:
+        raise InvalidRequestError(f"no staged input events with ids {missing}")
+    await append(
+        conn,
+        session_id,
+        [
+            (i, staged[i]["type"], staged[i]["payload"], processed_at)
+            for i in event_ids
+            if i in staged
+        ],
+    )
+    await conn.execute("DELETE FROM staged_events WHERE id = ANY($1::text[])", list(staged))

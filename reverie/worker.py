@@ -1,0 +1,87 @@
+"""The worker: runs session workflows and their activities on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from reverie.activities.events import EventActivities
+from reverie.activities.model import ModelActivities, model_client
+from reverie.connections import connect_database, connect_temporal
+from reverie.settings import Settings, load_settings
+from reverie.store.pool import Pool
+from reverie.workflows.session import SEARCH_ATTRIBUTES, SessionWorkflow
+
+log = logging.getLogger("reverie.worker")
+
+
+def build_worker(
+    client: Client, pool: Pool, settings: Settings, *, max_concurrent_activities: int = 200
+) -> Worker:
+    events = EventActivities(pool)
+    model = ModelActivities(pool, settings, model_client(settings))
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[SessionWorkflow],
+        activities=[events.record_events, events.promote_inputs, model.model_step],
+        max_concurrent_activities=max_concurrent_activities,
+        # Send heartbeats at least every second: interrupts reach a running model call quickly.
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
+        default_heartbeat_throttle_interval=timedelta(seconds=1),
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register Reverie's search attributes on a cluster that lacks them (the dev server has them)."""
+    namespace = client.namespace
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in listed.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    """Run until SIGINT/SIGTERM; in-flight activities get a grace period, then Temporal retries."""
+    settings = settings or load_settings()
+    client = await connect_temporal(settings)
+    await ensure_search_attributes(client)
+    pool = await connect_database(settings)
+    worker = build_worker(client, pool, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    target = settings.anthropic_base_url or "the Anthropic API"
+    log.info("worker on task queue %r, model at %s", settings.task_queue, target)
+    async with worker:
+        await stop.wait()
+    await pool.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run_worker())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Timeouts and retry policies of every activity a session calls, with the reasons for them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from reverie.models.workflow_io import SessionOptions
+
+# Writing a few rows: fast, and a dead worker should be noticed within seconds. A database that
+# stays down for minutes fails the write; the workflow task then retries until it is back.
+RECORD_TIMEOUT = timedelta(seconds=15)
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=20,
+)
+
+
+def model_retry(options: SessionOptions) -> RetryPolicy:
+    """Bounded: after the last attempt the session idles with `retries_exhausted`.
+
+    The activity sets `next_retry_delay` from `retry-after` when the server sends one; these
+    intervals apply otherwise (and after a worker crash).
+    """
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=options.model_max_attempts,
+    )
+
+
+def model_timeouts(options: SessionOptions) -> dict[str, timedelta]:
+    return {
+        # The SDK's own timeout fires first; this only catches a call that ignores it.
+        "start_to_close_timeout": timedelta(seconds=options.model_timeout_seconds + 30),
+        "heartbeat_timeout": timedelta(seconds=options.heartbeat_timeout_seconds),
+    }

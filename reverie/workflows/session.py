@@ -1,0 +1,234 @@
+"""`SessionWorkflow`: one session, its inputs, its status, and the agent loop of its primary thread.
+
+States: idle -> running (-> rescheduling -> running) -> idle ... -> terminated.
+Inputs arrive through the `send_events` update (validated first, then recorded, then echoed).
+The workflow holds only ids and counters; every transcript byte lives in Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+
+with workflow.unsafe.imports_passed_through():
+    from reverie.activities.events import EventActivities
+    from reverie.models.common import new_id
+    from reverie.models.events import INPUT_EVENT_TYPES
+    from reverie.models.sessions import SessionStatus
+    from reverie.models.workflow_io import (
+        CarriedState,
+        EventEcho,
+        NewEvent,
+        PromoteInputsInput,
+        RecordEventsInput,
+        SendEventsInput,
+        SessionWorkflowInput,
+    )
+    from reverie.workflows.activity_options import RECORD_RETRY, RECORD_TIMEOUT
+    from reverie.workflows.agent_loop import AgentLoop, TurnEnd
+
+AGENT_ID = SearchAttributeKey.for_keyword("ReverieAgentId")
+SESSION_STATUS = SearchAttributeKey.for_keyword("ReverieSessionStatus")
+SEARCH_ATTRIBUTES = (AGENT_ID, SESSION_STATUS)
+NOT_YET_SUPPORTED = {"user.define_outcome": "outcomes (user.define_outcome) are not supported yet"}
+
+
+@workflow.defn
+class SessionWorkflow:
+    @workflow.init
+    def __init__(self, params: SessionWorkflowInput) -> None:
+        carried = params.carried or CarriedState()
+        self._params = params
+        self._state = carried.model_copy(deep=True)
+        self._archiving = False
+        self._finished = False
+        self._record_lock = asyncio.Lock()
+        self._loop = AgentLoop(params, self._emit, self._take_inputs)
+
+    # ---- the state machine -------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, params: SessionWorkflowInput) -> CarriedState:
+        self._show()
+        while True:
+            await workflow.wait_condition(
+                lambda: (
+                    bool(self._state.queued)
+                    or self._finished
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+            )
+            if self._finished:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return self._state
+            if self._state.queued:
+                await self._run_turn()
+                continue
+            # Idle and history is long: start afresh, carrying only counters and queued ids.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._state.queued and not self._finished:
+                workflow.continue_as_new(
+                    self._params.model_copy(update={"carried": self._state.model_copy(deep=True)})
+                )
+
+    async def _run_turn(self) -> None:
+        await self._set_status("running", "session.status_running")
+        outcome = await self._loop.run_turn()
+        self._state.turns += 1
+        self._state.model_requests = self._loop.model_requests
+        if outcome.end == TurnEnd.TERMINATED:
+            await self._emit("session.error", {"error": outcome.error})
+            await self._set_status("terminated", "session.status_terminated")
+            self._finished = True
+            return
+        if outcome.end == TurnEnd.RETRIES_EXHAUSTED:
+            await self._emit("session.error", {"error": outcome.error})
+            await self._idle("retries_exhausted")
+            return
+        await self._idle("end_turn")
+
+    async def _idle(self, stop_reason: str, **extra: Any) -> None:
+        self._state.last_stop_reason = stop_reason
+        await self._set_status(
+            "idle", "session.status_idle", {"stop_reason": {"type": stop_reason, **extra}}
+        )
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    @workflow.update
+    async def send_events(self, params: SendEventsInput) -> list[EventEcho]:
+        async with self._record_lock:
+            echoes = await workflow.execute_activity_method(
+                EventActivities.promote_inputs,
+                PromoteInputsInput(
+                    session_id=self._params.session_id,
+                    event_ids=[ref.id for ref in params.events],
+                    processed_at=workflow.now(),
+                ),
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+        for ref in params.events:
+            if ref.type == "user.interrupt":
+                self._interrupt()
+            elif ref.type == "user.message":
+                self._state.queued.append(ref)
+        self._show()
+        return echoes
+
+    @send_events.validator
+    def _validate_send_events(self, params: SendEventsInput) -> None:
+        if self._finished or self._archiving or self._state.status == "terminated":
+            raise ValueError(f"session {self._params.session_id} is terminated; it takes no events")
+        seen: set[str] = set()
+        for ref in params.events:
+            if ref.type not in INPUT_EVENT_TYPES:
+                raise ValueError(f"unknown input event type {ref.type!r}")
+            if ref.type in NOT_YET_SUPPORTED:
+                raise ValueError(NOT_YET_SUPPORTED[ref.type])
+            if ref.id in seen:
+                raise ValueError(f"event id {ref.id} appears twice")
+            seen.add(ref.id)
+            if ref.type in ("user.tool_confirmation", "user.custom_tool_result"):
+                answered = ref.tool_use_id or ref.custom_tool_use_id
+                raise ValueError(f"no tool use {answered!r} is awaiting an answer in this session")
+
+    def _interrupt(self) -> None:
+        """Jump the queue: stop the running step; messages queued so far wait for the next turn."""
+        if self._state.status in ("running", "rescheduling"):
+            self._state.held_input_ids.extend(ref.id for ref in self._state.queued)
+            self._state.queued.clear()
+            self._loop.interrupt()
+
+    def _take_inputs(self) -> list[str]:
+        """Ids the next model step should see: held inputs first, then queued messages."""
+        ids = self._state.held_input_ids + [ref.id for ref in self._state.queued]
+        self._state.held_input_ids = []
+        self._state.queued = []
+        return ids
+
+    # ---- archive -----------------------------------------------------------------------------
+
+    @workflow.update
+    async def archive(self) -> None:
+        self._archiving = True
+        await workflow.wait_condition(lambda: self._state.status not in ("running", "rescheduling"))
+        await self._set_status("terminated", "session.status_terminated", archive=True)
+        self._finished = True
+
+    @archive.validator
+    def _validate_archive(self) -> None:
+        if self._state.status in ("running", "rescheduling") or self._state.queued:
+            raise ValueError(
+                f"session {self._params.session_id} is running; interrupt it or wait until it "
+                "is idle before archiving"
+            )
+        if self._finished or self._archiving:
+            raise ValueError(f"session {self._params.session_id} is already terminated")
+
+    @workflow.query
+    def state(self) -> CarriedState:
+        return self._state
+
+    # ---- recording ---------------------------------------------------------------------------
+
+    async def _emit(
+        self,
+        event_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        status: SessionStatus | None = None,
+        archive: bool = False,
+    ) -> str:
+        event = NewEvent(
+            id=new_id("sevt", workflow.uuid4()),
+            type=event_type,
+            processed_at=workflow.now(),
+            payload=payload or {},
+        )
+        async with self._record_lock:
+            await workflow.execute_activity_method(
+                EventActivities.record_events,
+                RecordEventsInput(
+                    session_id=self._params.session_id,
+                    events=[event],
+                    status=status,
+                    archive=archive,
+                    turns=self._state.turns if status else None,
+                ),
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+                summary=event_type,
+            )
+        return event.id
+
+    async def _set_status(
+        self,
+        status: SessionStatus,
+        event_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        archive: bool = False,
+    ) -> None:
+        self._state.status = status
+        workflow.upsert_search_attributes([SESSION_STATUS.value_set(status)])
+        await self._emit(event_type, payload, status=status, archive=archive)
+        self._show()
+
+    def _show(self) -> None:
+        """The live panel of the Web UI: status, counters, what waits."""
+        state = self._state
+        workflow.set_current_details(
+            "\n".join(
+                [
+                    f"**status:** {state.status}",
+                    f"**agent:** {self._params.agent_id} v{self._params.agent_version}",
+                    f"**turns:** {state.turns} · **model requests:** {state.model_requests}",
+                    f"**queued inputs:** {len(state.queued) + len(state.held_input_ids)}",
+                    f"**last stop reason:** {state.last_stop_reason or '-'}",
+                ]
+            )
+        )
