@@ -1,0 +1,118 @@
+"""Crashes and long lives: a worker SIGKILLed mid-turn, continue-as-new with the conversation intact."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.client import Client
+
+from reverie.models.workflow_io import SessionOptions
+from reverie.settings import Settings
+from reverie.starter.client import ReverieClient
+from tests.conftest import CONTINUE_AS_NEW_EVENTS
+from tests.fake_model import FakeModelServer, Reply
+from tests.helpers import all_events, assert_each_once, new_agent, types_of
+
+
+async def start_worker_process(settings: Settings) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": settings.temporal_address or "",
+        "DATABASE_URL": settings.database_url or "",
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": settings.anthropic_base_url or "",
+        "REVERIE_TASK_QUEUE": settings.task_queue,
+        "REVERIE_HOME": str(settings.reverie_home),
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reverie.worker", env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+async def own_queue(settings: Settings) -> AsyncIterator[ReverieClient]:
+    """A client on a task queue that only the test's worker processes serve."""
+    queue_settings = settings.model_copy(update={"task_queue": f"kill-{uuid.uuid4().hex[:6]}"})
+    client = await ReverieClient.connect(queue_settings)
+    yield client
+    await client.close()
+
+
+async def test_worker_killed_during_model_call(
+    own_queue: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(model_name, [Reply.text("lost with the worker", delay=30), Reply.text("survived")])
+    first = await start_worker_process(own_queue.settings)
+    try:
+        agent_id = await new_agent(own_queue, model_name)
+        session = await own_queue.create_session(
+            {"agent": agent_id}, options=SessionOptions(heartbeat_timeout_seconds=3)
+        )
+        await own_queue.send_message(session.id, "do the thing")
+        await fake_model.wait_for_requests(model_name, 1, timeout=20)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+    second = await start_worker_process(own_queue.settings)
+    try:
+        done = await own_queue.wait_until_settled(session.id, timeout=60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await second.wait()
+
+    events = await all_events(own_queue, session.id)
+    assert_each_once(events)
+    kinds = types_of(events)
+    assert kinds.count("user.message") == 1
+    assert kinds.count("span.model_request_start") == 1
+    assert kinds.count("span.model_request_end") == 1
+    assert kinds.count("agent.message") == 1
+    assert [e.payload["content"][0]["text"] for e in events if e.type == "agent.message"] == [
+        "survived"
+    ]
+    assert kinds[-1] == "session.status_idle"
+    assert done.status == "idle"
+    assert done.stats.model_requests == 1
+    # Positions are gapless: every recorded event is in the log exactly once, in order.
+    positions = await own_queue.pool.fetch(
+        "SELECT position FROM events WHERE session_id = $1 ORDER BY position", session.id
+    )
+    assert [row["position"] for row in positions] == list(range(1, len(events) + 1))
+
+
+async def test_continue_as_new_keeps_the_conversation(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    turns = 14
+    fake_model.script(model_name, [Reply.text(f"answer {n}") for n in range(turns)])
+    agent_id = await new_agent(reverie, model_name)
+    session = await reverie.create_session({"agent": agent_id})
+    handle = temporal_client.get_workflow_handle(session.id)
+    first_run = (await handle.describe()).run_id
+    for n in range(turns):
+        await reverie.send_message(session.id, f"question {n}")
+        await reverie.wait_until_settled(session.id)
+
+    description = await handle.describe()
+    assert description.run_id != first_run, "the session never continued as new"
+    history = await handle.fetch_history()
+    assert len(history.events) < CONTINUE_AS_NEW_EVENTS * 1.5
+
+    last = fake_model.requests(model_name)[-1]["messages"]
+    assert len(last) == 2 * turns - 1
+    assert last[0]["content"][0]["text"] == "question 0"
+    assert last[-2]["content"][0]["text"] == f"answer {turns - 2}"
+    done = await reverie.get_session(session.id)
+    assert done.stats.turns == turns
+    assert done.stats.model_requests == turns
+    events = await all_events(reverie, session.id)
+    assert_each_once(events)
+    assert types_of(events).count("agent.message") == turns
