@@ -134,7 +134,7 @@ class AgentUpdate(StrictModel):
 
     def apply_to(self, current: AgentConfig) -> AgentConfig:
         """The configuration this update produces; validated as a whole like a create."""
-        merged = current.model_dump()
+        merged = current.model_dump(include=set(AgentConfig.model_fields))
         changes = self.model_dump(exclude_unset=True, exclude={"version", "metadata"})
         merged.update(changes)
         if self.metadata is not None:

@@ -71,10 +71,11 @@ async def update(pool: Pool, agent_id: str, params: AgentUpdate) -> Agent:
                 "it changed since you read it; fetch it again and reapply your change"
             )
         current = await get(conn, agent_id)
-        proposed = params.apply_to(AgentConfig.model_validate(current.model_dump()))
-        if proposed.model_dump(mode="json") == AgentConfig.model_validate(
-            current.model_dump()
-        ).model_dump(mode="json"):
+        proposed = params.apply_to(current)
+        unchanged = proposed.model_dump(mode="json") == current.model_dump(
+            mode="json", include=set(AgentConfig.model_fields)
+        )
+        if unchanged:
             return current
         version = head["version"] + 1
         await conn.execute(

@@ -1,0 +1,87 @@
+"""Sessions whose Temporal histories are saved for the replay test (`make histories`).
+
+Not collected by a plain `pytest` run (the name does not start with `test_`); `record.py`
+runs it on purpose. Each scenario drives one kind of session life to a settled state and
+writes its history to `histories/<name>.json`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import Client
+
+from reverie.models.workflow_io import SessionOptions
+from reverie.starter.client import ReverieClient
+from tests.fake_model import FakeModelServer, Reply
+from tests.helpers import new_agent
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def _save(temporal: Client, name: str, session_id: str) -> None:
+    history = await temporal.get_workflow_handle(session_id).fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def _session(client: ReverieClient, model: str, options: SessionOptions | None = None) -> str:
+    agent_id = await new_agent(client, model, system="You are recorded for replay tests.")
+    session = await client.create_session({"agent": agent_id, "title": model}, options=options)
+    return session.id
+
+
+async def test_record_conversation(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(
+        model_name, [Reply.text("one", delay=1), Reply.text("two"), Reply.text("three")]
+    )
+    session_id = await _session(reverie, model_name)
+    await reverie.send_message(session_id, "first")
+    await fake_model.wait_for_requests(model_name, 1)
+    await reverie.send_message(session_id, "sent mid-turn")
+    await reverie.wait_until_settled(session_id)
+    await reverie.send_message(session_id, "third")
+    await reverie.wait_until_settled(session_id)
+    await _save(temporal_client, "conversation", session_id)
+
+
+async def test_record_retries(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(
+        model_name,
+        [Reply.error(429, retry_after=0.2), Reply.text("ok"), Reply.error(500), Reply.error(500)],
+    )
+    session_id = await _session(reverie, model_name, SessionOptions(model_max_attempts=2))
+    await reverie.send_message(session_id, "retried then fine")
+    await reverie.wait_until_settled(session_id, timeout=30)
+    await reverie.send_message(session_id, "exhausted")
+    await reverie.wait_until_settled(session_id, timeout=30)
+    await _save(temporal_client, "retries", session_id)
+
+
+async def test_record_interrupt_and_archive(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(model_name, [Reply.text("never", delay=30), Reply.text("after")])
+    session_id = await _session(reverie, model_name)
+    await reverie.send_message(session_id, "slow one")
+    await fake_model.wait_for_requests(model_name, 1)
+    await reverie.interrupt(session_id)
+    await reverie.wait_until_settled(session_id)
+    await reverie.send_message(session_id, "again")
+    await reverie.wait_until_settled(session_id)
+    await reverie.archive_session(session_id)
+    await _save(temporal_client, "interrupt_archive", session_id)
+
+
+async def test_record_terminal_error(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(model_name, [Reply.error(400, message="bad request")])
+    session_id = await _session(reverie, model_name)
+    await reverie.send_message(session_id, "this fails")
+    await reverie.wait_until_settled(session_id)
+    await _save(temporal_client, "terminal_error", session_id)

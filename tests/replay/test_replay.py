@@ -1,0 +1,35 @@
+"""Replays saved session histories against today's workflow code.
+
+A change to `SessionWorkflow` that would break sessions already running (a command added,
+removed or reordered without `workflow.patched`) fails here with a NondeterminismError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from reverie.workflows.session import SessionWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_saved() -> None:
+    assert {p.stem for p in HISTORIES} >= {
+        "conversation",
+        "retries",
+        "interrupt_archive",
+        "terminal_error",
+    }
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_replay(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[SessionWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.stem}: {result.replay_failure!r}"
