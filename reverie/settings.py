@@ -33,10 +33,18 @@ class Settings(BaseSettings):
     # Per-request HTTP timeout of one model call; a timeout counts as a retryable failure.
     model_timeout_seconds: float = Field(default=600.0, alias="REVERIE_MODEL_TIMEOUT_SECONDS", gt=0)
     max_tokens: int = Field(default=8192, alias="REVERIE_MAX_TOKENS", ge=1)
+    # Where session workspaces live. Tool workers on several hosts must share it (see README).
+    workspace_root: Path | None = Field(default=None, alias="REVERIE_WORKSPACE_ROOT")
+    # `none` lets bash run unsandboxed where bubblewrap is missing; anything else refuses then.
+    sandbox: str | None = Field(default=None, alias="REVERIE_SANDBOX")
 
     @cached_property
     def home(self) -> Path:
         return self.reverie_home.expanduser().resolve()
+
+    @property
+    def workspaces(self) -> Path:
+        return (self.workspace_root or self.home / "workspaces").expanduser().resolve()
 
     @property
     def temporal_data_file(self) -> Path:

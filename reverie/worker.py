@@ -17,6 +17,8 @@ from temporalio.worker import Worker
 
 from reverie.activities.events import EventActivities
 from reverie.activities.model import ModelActivities, model_client
+from reverie.activities.tool_run import ToolActivities
+from reverie.activities.tools import SandboxMode, SandboxUnavailableError, detect_sandbox
 from reverie.connections import connect_database, connect_temporal
 from reverie.settings import Settings, load_settings
 from reverie.store.pool import Pool
@@ -25,16 +27,34 @@ from reverie.workflows.session import SEARCH_ATTRIBUTES, SessionWorkflow
 log = logging.getLogger("reverie.worker")
 
 
+def sandbox_for(settings: Settings) -> SandboxMode | None:
+    """bubblewrap where it works; unsandboxed only when asked; otherwise bash is refused."""
+    try:
+        mode = detect_sandbox(settings.sandbox)
+    except SandboxUnavailableError as error:
+        log.error("bash is disabled on this worker: %s", error)
+        return None
+    log.info("bash runs with sandbox: %s", mode)
+    return mode
+
+
 def build_worker(
     client: Client, pool: Pool, settings: Settings, *, max_concurrent_activities: int = 200
 ) -> Worker:
     events = EventActivities(pool)
     model = ModelActivities(pool, settings, model_client(settings))
+    tools = ToolActivities(pool, settings, sandbox_for(settings))
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[SessionWorkflow],
-        activities=[events.record_events, events.promote_inputs, model.model_step],
+        activities=[
+            events.record_events,
+            events.promote_inputs,
+            model.model_step,
+            tools.run_tool,
+            tools.record_tool_error,
+        ],
         max_concurrent_activities=max_concurrent_activities,
         # Send heartbeats at least every second: interrupts reach a running model call quickly.
         max_heartbeat_throttle_interval=timedelta(seconds=1),

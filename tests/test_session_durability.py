@@ -47,7 +47,9 @@ async def own_queue(settings: Settings) -> AsyncIterator[ReverieClient]:
 async def test_worker_killed_during_model_call(
     own_queue: ReverieClient, fake_model: FakeModelServer, model_name: str
 ) -> None:
-    fake_model.script(model_name, [Reply.text("lost with the worker", delay=30), Reply.text("survived")])
+    fake_model.script(
+        model_name, [Reply.text("lost with the worker", delay=30), Reply.text("survived")]
+    )
     first = await start_worker_process(own_queue.settings)
     try:
         agent_id = await new_agent(own_queue, model_name)

@@ -60,7 +60,9 @@ async def test_retries_exhausted_idles_the_session(
 
     events = await all_events(reverie, session.id)
     assert_each_once(events)
-    statuses = [e.payload["error"]["retry_status"]["type"] for e in events if e.type == "session.error"]
+    statuses = [
+        e.payload["error"]["retry_status"]["type"] for e in events if e.type == "session.error"
+    ]
     assert statuses == ["retrying"] * (attempts - 1) + ["exhausted"]
     assert events[-1].type == "session.status_idle"
     assert events[-1].payload["stop_reason"] == {"type": "retries_exhausted"}
@@ -71,7 +73,11 @@ async def test_retries_exhausted_idles_the_session(
     fake_model.script(model_name, [Reply.text("back again")])
     await reverie.send_message(session.id, "try again")
     await reverie.wait_until_settled(session.id)
-    texts = [e.payload["content"][0]["text"] for e in await all_events(reverie, session.id) if e.type == "agent.message"]
+    texts = [
+        e.payload["content"][0]["text"]
+        for e in await all_events(reverie, session.id)
+        if e.type == "agent.message"
+    ]
     assert texts == ["back again"]
 
 

@@ -16,6 +16,7 @@ import anthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from reverie.activities.tool_specs import handling, tool_definitions
 from reverie.activities.transcript import build_messages, build_system, user_blocks
 from reverie.models.agents import Agent
 from reverie.models.common import derived_id
@@ -134,6 +135,9 @@ class ModelActivities:
         system = build_system(agent.system)
         if system:
             request["system"] = system
+        tools = tool_definitions(agent)
+        if tools:
+            request["tools"] = tools
         return request
 
     async def _call_with_heartbeats(self, request: dict[str, Any]) -> Any:
@@ -225,20 +229,24 @@ class ModelActivities:
         for block in content:
             if block["type"] != "tool_use":
                 continue
+            kind, permission = handling(agent, block["name"])
             event_id = derived_id("sevt", params.step_id, "tool_use", block["id"])
+            # The transcript names each tool use by its event id: results then refer to the
+            # event (as the API's `tool_use_id` does) and the model sees a matching pair.
+            block["id"] = event_id
             tool_uses.append(
                 ToolUseRef(
-                    event_id=event_id, tool_use_id=block["id"], name=block["name"], kind="builtin"
+                    event_id=event_id,
+                    name=block["name"],
+                    kind=kind,
+                    evaluated_permission=permission,
                 )
             )
-            rows.append(
-                (
-                    event_id,
-                    "agent.tool_use",
-                    {"name": block["name"], "input": block["input"], "tool_use_id": block["id"]},
-                    now,
-                )
-            )
+            payload: dict[str, Any] = {"name": block["name"], "input": block["input"]}
+            if kind == "builtin":
+                payload["evaluated_permission"] = {"type": permission}
+            event_type = "agent.custom_tool_use" if kind == "custom" else "agent.tool_use"
+            rows.append((event_id, event_type, payload, now))
         rows.append(
             (
                 derived_id("sevt", params.step_id, "end"),

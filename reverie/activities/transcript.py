@@ -19,11 +19,12 @@ def user_blocks(inputs: list[Event]) -> list[dict[str, Any]]:
         data = event.payload
         if event.type == "user.message":
             others.extend(data["content"])
-        elif event.type == "agent.tool_result" or event.type == "user.custom_tool_result":
+        elif event.type in ("agent.tool_result", "user.custom_tool_result"):
             results.append(
                 {
                     "type": "tool_result",
-                    "tool_use_id": data["tool_use_id"],
+                    # Both name the tool use by its event id, which the transcript uses too.
+                    "tool_use_id": data.get("tool_use_id") or data["custom_tool_use_id"],
                     "content": data.get("content") or [],
                     "is_error": bool(data.get("is_error")),
                 }

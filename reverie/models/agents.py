@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from reverie.models.common import Metadata, StrictModel
+from reverie.models.common import Metadata, StrictModel, patch_metadata
 
 MAX_TOOLS = 128
 MAX_NAME = 256
@@ -138,13 +138,7 @@ class AgentUpdate(StrictModel):
         changes = self.model_dump(exclude_unset=True, exclude={"version", "metadata"})
         merged.update(changes)
         if self.metadata is not None:
-            metadata = dict(current.metadata)
-            for key, value in self.metadata.items():
-                if value is None:
-                    metadata.pop(key, None)
-                else:
-                    metadata[key] = value
-            merged["metadata"] = metadata
+            merged["metadata"] = patch_metadata(current.metadata, self.metadata)
         return AgentConfig.model_validate(merged)
 
 
@@ -173,10 +167,14 @@ def check_supported(config: AgentConfig) -> None:
     """Refuse, clearly, the parts of the hosted API that Reverie has not built yet."""
     from reverie.models.errors import NotSupportedError
 
-    if config.tools:
-        raise NotSupportedError(
-            "agent tools are not supported yet (the built-in toolset is coming)"
-        )
+    for tool in config.tools:
+        if isinstance(tool, McpToolset):
+            raise NotSupportedError("mcp_toolset tools are not supported yet")
+        if isinstance(tool, AgentToolset) and tool.resolved()["web_search"][0]:
+            raise NotSupportedError(
+                "web_search needs a search provider, and none is configured in Reverie: "
+                "disable it with configs: [{name: web_search, enabled: false}]"
+            )
     if config.mcp_servers:
         raise NotSupportedError("mcp_servers are not supported yet")
     if config.skills:

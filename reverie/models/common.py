@@ -41,6 +41,17 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
 Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
 
 
+def patch_metadata(current: dict[str, str], patch: dict[str, str | None]) -> dict[str, str]:
+    """The API's metadata update: keys set one by one, a None value deletes the key."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 class StrictModel(BaseModel):
     """Inputs refuse unknown fields: a typo must be an error, not a silently ignored option."""
 

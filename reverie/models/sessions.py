@@ -9,10 +9,12 @@ from pydantic import BaseModel, Field
 
 from reverie.models.agents import Agent, AgentRef
 from reverie.models.common import Metadata, StrictModel
+from reverie.models.environments import DEFAULT_ENVIRONMENT_ID
+
+__all__ = ["DEFAULT_ENVIRONMENT_ID", "Session", "SessionCreate", "SessionStatus", "Usage"]
 
 SessionStatus = Literal["rescheduling", "running", "idle", "terminated"]
 MAX_INITIAL_EVENTS = 50
-DEFAULT_ENVIRONMENT_ID = "env_default"
 
 
 class Usage(BaseModel):

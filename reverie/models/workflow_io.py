@@ -36,11 +36,23 @@ class EventEcho(BaseModel):
     processed_at: datetime
 
 
+class PendingToolUse(BaseModel):
+    """A tool use that waits for the client: a confirmation (`ask`) or a custom tool's result."""
+
+    event_id: str
+    kind: Literal["builtin", "custom"]
+    answer_event_id: str | None = None
+    result: Literal["allow", "deny"] | None = None
+
+
 class CarriedState(BaseModel):
     """What survives continue-as-new: small by construction."""
 
     status: SessionStatus = "idle"
     queued: list[InputRef] = []
+    # Tool uses of the last model step, in order, with the ids of their results once recorded.
+    tool_results: dict[str, str | None] = {}
+    awaiting: list[PendingToolUse] = []
     held_input_ids: list[str] = []
     turns: int = 0
     model_requests: int = 0
@@ -62,6 +74,7 @@ class SessionWorkflowInput(BaseModel):
     session_id: str
     agent_id: str
     agent_version: int
+    environment_id: str = "env_default"
     title: str | None = None
     options: SessionOptions = SessionOptions()
     carried: CarriedState | None = None
@@ -104,11 +117,33 @@ class ModelStepInput(BaseModel):
 
 
 class ToolUseRef(BaseModel):
+    """A tool use the model asked for, by the id of its `agent.tool_use` (or custom) event."""
+
     event_id: str
-    tool_use_id: str
     name: str
     kind: Literal["builtin", "custom"]
     evaluated_permission: Literal["allow", "ask"] = "allow"
+
+
+class RunToolInput(BaseModel):
+    session_id: str
+    agent_id: str
+    agent_version: int
+    environment_id: str
+    tool_use_event_id: str
+    # Made by the workflow: a run that is retried or reported as interrupted writes one result.
+    result_event_id: str
+
+
+class ToolErrorInput(BaseModel):
+    """Record an error result for a tool use: a denial (message from the confirmation event) or
+    an interrupted run."""
+
+    session_id: str
+    tool_use_event_id: str
+    result_event_id: str
+    reason: Literal["denied", "interrupted"]
+    confirmation_event_id: str | None = None
 
 
 class ModelStepResult(BaseModel):

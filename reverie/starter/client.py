@@ -19,7 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from reverie.connections import connect_database, connect_temporal
 from reverie.models.agents import Agent, AgentCreate, AgentUpdate, check_supported
 from reverie.models.common import Page, new_id
-from reverie.models.errors import InvalidRequestError, NotFoundError, NotSupportedError
+from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
+from reverie.models.errors import InvalidRequestError, NotSupportedError
 from reverie.models.events import Event, InputEvent, parse_input_event
 from reverie.models.sessions import DEFAULT_ENVIRONMENT_ID, Session, SessionCreate
 from reverie.models.workflow_io import (
@@ -29,7 +30,7 @@ from reverie.models.workflow_io import (
     SessionWorkflowInput,
 )
 from reverie.settings import Settings, load_settings
-from reverie.store import agents, events, sessions
+from reverie.store import agents, environments, events, sessions
 from reverie.store.pool import Pool
 from reverie.workflows.session import AGENT_ID, SESSION_STATUS, SessionWorkflow
 
@@ -132,6 +133,35 @@ class ReverieClient:
     async def archive_agent(self, agent_id: str) -> Agent:
         return await agents.archive(self.pool, agent_id)
 
+    # ---- environments ------------------------------------------------------------------------
+
+    async def create_environment(self, params: EnvironmentCreate | dict[str, Any]) -> Environment:
+        return await environments.create(self.pool, _parse(EnvironmentCreate, params))
+
+    async def get_environment(self, environment_id: str) -> Environment:
+        return await environments.get(self.pool, environment_id)
+
+    async def update_environment(
+        self, environment_id: str, params: EnvironmentUpdate | dict[str, Any]
+    ) -> Environment:
+        params = _parse(EnvironmentUpdate, params)
+        try:
+            return await environments.update(self.pool, environment_id, params)
+        except ValidationError as error:
+            raise _invalid(error) from None
+
+    async def list_environments(
+        self, *, limit: int = 20, page: str | None = None, include_archived: bool = False
+    ) -> Page[Environment]:
+        return await environments.list_environments(
+            self.pool, limit=limit, page=page, include_archived=include_archived
+        )
+
+    async def archive_environment(self, environment_id: str) -> Environment:
+        if environment_id == DEFAULT_ENVIRONMENT_ID:
+            raise InvalidRequestError("the default environment cannot be archived")
+        return await environments.archive(self.pool, environment_id)
+
     # ---- sessions ----------------------------------------------------------------------------
 
     async def create_session(
@@ -143,9 +173,11 @@ class ReverieClient:
             raise NotSupportedError(
                 "session resources (memory stores, files) are not supported yet"
             )
-        environment_id = params.environment_id or DEFAULT_ENVIRONMENT_ID
-        if environment_id != DEFAULT_ENVIRONMENT_ID:
-            raise NotFoundError(f"no environment with id {environment_id!r}")
+        environment = await environments.get(
+            self.pool, params.environment_id or DEFAULT_ENVIRONMENT_ID
+        )
+        if environment.archived_at is not None:
+            raise InvalidRequestError(f"environment {environment.id} is archived")
         initial = _parse_events(params.initial_events)
         _refuse_unsupported(initial)
         for event in initial:
@@ -162,7 +194,7 @@ class ReverieClient:
             self.pool,
             session_id,
             agent,
-            environment_id=environment_id,
+            environment_id=environment.id,
             title=params.title,
             metadata=params.metadata,
             resources=params.resources,
@@ -177,6 +209,7 @@ class ReverieClient:
                 session_id=session_id,
                 agent_id=agent.id,
                 agent_version=agent.version,
+                environment_id=environment.id,
                 title=params.title,
                 options=options,
             ),

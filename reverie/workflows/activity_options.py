@@ -39,3 +39,17 @@ def model_timeouts(options: SessionOptions) -> dict[str, timedelta]:
         "start_to_close_timeout": timedelta(seconds=options.model_timeout_seconds + 30),
         "heartbeat_timeout": timedelta(seconds=options.heartbeat_timeout_seconds),
     }
+
+
+# Tools run at most once: a command must never run twice because a worker died mid-run. A lost
+# run is reported to the agent as interrupted, and the agent decides what to do.
+TOOL_RETRY = RetryPolicy(maximum_attempts=1)
+# bash allows up to 10 minutes per command; the margin covers start-up and recording.
+TOOL_START_TO_CLOSE = timedelta(minutes=11)
+
+
+def tool_timeouts(options: SessionOptions) -> dict[str, timedelta]:
+    return {
+        "start_to_close_timeout": TOOL_START_TO_CLOSE,
+        "heartbeat_timeout": timedelta(seconds=options.heartbeat_timeout_seconds),
+    }

@@ -1,10 +1,16 @@
 """The model -> tools loop of one thread, shared by a session's primary thread and (later) its
-subagent threads. It decides; activities do. It sees ids and stop reasons, never content."""
+subagent threads. It decides; activities do. It sees ids and stop reasons, never content.
+
+A turn: model step -> (tool uses: run the allowed ones in parallel; park on the ones that wait
+for the client) -> model step with the results -> ... until the model ends its turn and no new
+input arrived meanwhile.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -14,15 +20,33 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from reverie.activities.model import ModelActivities
+    from reverie.activities.tool_run import ToolActivities
     from reverie.models.common import new_id
-    from reverie.models.workflow_io import ModelStepInput, ModelStepResult, SessionWorkflowInput
-    from reverie.workflows.activity_options import model_retry, model_timeouts
+    from reverie.models.workflow_io import (
+        CarriedState,
+        ModelStepInput,
+        ModelStepResult,
+        PendingToolUse,
+        RunToolInput,
+        SessionWorkflowInput,
+        ToolErrorInput,
+        ToolUseRef,
+    )
+    from reverie.workflows.activity_options import (
+        RECORD_RETRY,
+        RECORD_TIMEOUT,
+        TOOL_RETRY,
+        model_retry,
+        model_timeouts,
+        tool_timeouts,
+    )
 
-Emit = Callable[..., Awaitable[str]]
+TakeInputs = Callable[[], list[str]]
 
 
 class TurnEnd(StrEnum):
     END_TURN = "end_turn"
+    REQUIRES_ACTION = "requires_action"
     INTERRUPTED = "interrupted"
     RETRIES_EXHAUSTED = "retries_exhausted"
     TERMINATED = "terminated"
@@ -32,48 +56,121 @@ class TurnEnd(StrEnum):
 class TurnOutcome:
     end: TurnEnd
     error: dict[str, Any] | None = None
+    event_ids: list[str] = field(default_factory=list)
 
 
 class AgentLoop:
     def __init__(
-        self, params: SessionWorkflowInput, emit: Emit, take_inputs: Callable[[], list[str]]
+        self, params: SessionWorkflowInput, state: CarriedState, take_inputs: TakeInputs
     ) -> None:
         self._params = params
-        self._emit = emit
+        self._state = state
         self._take_inputs = take_inputs
         self._interrupted = False
-        self._step: ActivityHandle[ModelStepResult] | None = None
-        self.model_requests = params.carried.model_requests if params.carried else 0
+        self._running: list[ActivityHandle[Any]] = []
+
+    # ---- entry points ------------------------------------------------------------------------
+
+    async def start_turn(self) -> TurnOutcome:
+        self._interrupted = False
+        return await self._steps(self._take_inputs())
+
+    async def resume_turn(self) -> TurnOutcome:
+        """Every awaited tool use has its answer: act on the answers, then go on."""
+        self._interrupted = False
+        await asyncio.gather(*(self._answer(pending) for pending in self._state.awaiting))
+        self._state.awaiting = []
+        if self._interrupted:
+            return self._stop_interrupted()
+        return await self._steps(self._results_then_inputs())
 
     def interrupt(self) -> None:
         self._interrupted = True
-        if self._step is not None and not self._step.done():
-            self._step.cancel()
+        for handle in self._running:
+            if not handle.done():
+                handle.cancel()
 
-    async def run_turn(self) -> TurnOutcome:
-        """Model steps until the model ends its turn and no input arrived meanwhile."""
-        self._interrupted = False
-        inputs = self._take_inputs()
+    def awaiting_all_answered(self) -> bool:
+        return bool(self._state.awaiting) and all(p.answer_event_id for p in self._state.awaiting)
+
+    async def abandon_awaiting(self) -> None:
+        """An interrupt while tool uses wait: each gets an error result, nothing runs."""
+        await asyncio.gather(
+            *(
+                self._record_error(p.event_id, "interrupted")
+                for p in self._state.awaiting
+                if self._state.tool_results.get(p.event_id) is None
+            )
+        )
+        self._state.awaiting = []
+        self._stop_interrupted()
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    async def _steps(self, inputs: list[str]) -> TurnOutcome:
         while not self._interrupted:
             try:
-                await self._model_step(inputs)
+                result = await self._model_step(inputs)
             except ActivityError as error:
                 if self._interrupted or isinstance(error.cause, CancelledError):
-                    return TurnOutcome(TurnEnd.INTERRUPTED)
+                    return self._stop_interrupted()
                 body, terminal = model_error(error)
-                return TurnOutcome(
-                    TurnEnd.TERMINATED if terminal else TurnEnd.RETRIES_EXHAUSTED, body
-                )
-            self.model_requests += 1
+                end = TurnEnd.TERMINATED if terminal else TurnEnd.RETRIES_EXHAUSTED
+                return TurnOutcome(end, body)
+            self._state.model_requests += 1
+            if result.tool_uses:
+                outcome = await self._use_tools(result.tool_uses)
+                if outcome is not None:
+                    return outcome
+                inputs = self._results_then_inputs()
+                continue
             # Messages sent while the model worked are taken up within this turn.
             inputs = self._take_inputs()
-            if not inputs or self._interrupted:
-                return TurnOutcome(TurnEnd.INTERRUPTED if self._interrupted else TurnEnd.END_TURN)
+            if not inputs:
+                return TurnOutcome(TurnEnd.END_TURN)
+        return self._stop_interrupted()
+
+    async def _use_tools(self, uses: list[ToolUseRef]) -> TurnOutcome | None:
+        """Run what may run now; park on what waits for the client (None: carry on)."""
+        self._state.tool_results = {use.event_id: None for use in uses}
+        self._state.awaiting = [
+            PendingToolUse(event_id=use.event_id, kind=use.kind)
+            for use in uses
+            if use.kind == "custom" or use.evaluated_permission == "ask"
+        ]
+        waiting = {pending.event_id for pending in self._state.awaiting}
+        await asyncio.gather(
+            *(self._run_tool(use.event_id) for use in uses if use.event_id not in waiting)
+        )
+        if self._interrupted:
+            if self._state.awaiting:
+                await self.abandon_awaiting()
+            return self._stop_interrupted()
+        if self._state.awaiting:
+            return TurnOutcome(
+                TurnEnd.REQUIRES_ACTION,
+                event_ids=sorted(waiting, key=list(self._state.tool_results).index),
+            )
+        return None
+
+    def _results_then_inputs(self) -> list[str]:
+        results = [r for r in self._state.tool_results.values() if r is not None]
+        self._state.tool_results = {}
+        return results + self._take_inputs()
+
+    def _stop_interrupted(self) -> TurnOutcome:
+        """Results already recorded are kept for the next turn, so the transcript stays valid."""
+        self._state.held_input_ids = [
+            r for r in self._state.tool_results.values() if r is not None
+        ] + self._state.held_input_ids
+        self._state.tool_results = {}
         return TurnOutcome(TurnEnd.INTERRUPTED)
+
+    # ---- activities --------------------------------------------------------------------------
 
     async def _model_step(self, inputs: list[str]) -> ModelStepResult:
         options = self._params.options
-        self._step = workflow.start_activity_method(
+        handle = workflow.start_activity_method(
             ModelActivities.model_step,
             ModelStepInput(
                 session_id=self._params.session_id,
@@ -88,10 +185,71 @@ class AgentLoop:
             summary="model step",
             **model_timeouts(options),
         )
+        return await self._tracked(handle)
+
+    async def _answer(self, pending: PendingToolUse) -> None:
+        if pending.kind == "custom":
+            # The client's `user.custom_tool_result` event is itself the result.
+            self._state.tool_results[pending.event_id] = pending.answer_event_id
+        elif pending.result == "allow":
+            await self._run_tool(pending.event_id)
+        else:
+            await self._record_error(pending.event_id, "denied", pending.answer_event_id)
+
+    async def _run_tool(self, tool_use_event_id: str) -> None:
+        """At most once: a run lost with its worker is reported to the agent, never repeated."""
+        result_id = new_id("sevt", workflow.uuid4())
+        handle = workflow.start_activity_method(
+            ToolActivities.run_tool,
+            RunToolInput(
+                session_id=self._params.session_id,
+                agent_id=self._params.agent_id,
+                agent_version=self._params.agent_version,
+                environment_id=self._params.environment_id,
+                tool_use_event_id=tool_use_event_id,
+                result_event_id=result_id,
+            ),
+            retry_policy=TOOL_RETRY,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary="tool",
+            **tool_timeouts(self._params.options),
+        )
         try:
-            return await self._step
+            await self._tracked(handle)
+        except ActivityError:
+            await self._record_error(tool_use_event_id, "interrupted", result_id=result_id)
+            return
+        self._state.tool_results[tool_use_event_id] = result_id
+
+    async def _record_error(
+        self,
+        tool_use_event_id: str,
+        reason: str,
+        confirmation_event_id: str | None = None,
+        *,
+        result_id: str | None = None,
+    ) -> None:
+        result_id = result_id or new_id("sevt", workflow.uuid4())
+        await workflow.execute_activity_method(
+            ToolActivities.record_tool_error,
+            ToolErrorInput(
+                session_id=self._params.session_id,
+                tool_use_event_id=tool_use_event_id,
+                result_event_id=result_id,
+                reason=reason,  # type: ignore[arg-type]
+                confirmation_event_id=confirmation_event_id,
+            ),
+            start_to_close_timeout=RECORD_TIMEOUT,
+            retry_policy=RECORD_RETRY,
+        )
+        self._state.tool_results[tool_use_event_id] = result_id
+
+    async def _tracked(self, handle: ActivityHandle[Any]) -> Any:
+        self._running.append(handle)
+        try:
+            return await handle
         finally:
-            self._step = None
+            self._running.remove(handle)
 
 
 def model_error(error: ActivityError) -> tuple[dict[str, Any], bool]:

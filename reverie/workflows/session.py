@@ -8,6 +8,7 @@ The workflow holds only ids and counters; every transcript byte lives in Postgre
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
@@ -22,13 +23,14 @@ with workflow.unsafe.imports_passed_through():
         CarriedState,
         EventEcho,
         NewEvent,
+        PendingToolUse,
         PromoteInputsInput,
         RecordEventsInput,
         SendEventsInput,
         SessionWorkflowInput,
     )
     from reverie.workflows.activity_options import RECORD_RETRY, RECORD_TIMEOUT
-    from reverie.workflows.agent_loop import AgentLoop, TurnEnd
+    from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
 
 AGENT_ID = SearchAttributeKey.for_keyword("ReverieAgentId")
 SESSION_STATUS = SearchAttributeKey.for_keyword("ReverieSessionStatus")
@@ -40,13 +42,13 @@ NOT_YET_SUPPORTED = {"user.define_outcome": "outcomes (user.define_outcome) are 
 class SessionWorkflow:
     @workflow.init
     def __init__(self, params: SessionWorkflowInput) -> None:
-        carried = params.carried or CarriedState()
         self._params = params
-        self._state = carried.model_copy(deep=True)
+        self._state = (params.carried or CarriedState()).model_copy(deep=True)
         self._archiving = False
         self._finished = False
+        self._abandon_awaiting = False
         self._record_lock = asyncio.Lock()
-        self._loop = AgentLoop(params, self._emit, self._take_inputs)
+        self._loop = AgentLoop(params, self._state, self._take_inputs)
 
     # ---- the state machine -------------------------------------------------------------------
 
@@ -56,39 +58,54 @@ class SessionWorkflow:
         while True:
             await workflow.wait_condition(
                 lambda: (
-                    bool(self._state.queued)
-                    or self._finished
+                    self._finished
+                    or self._abandon_awaiting
+                    or self._loop.awaiting_all_answered()
+                    or self._has_new_work()
                     or workflow.info().is_continue_as_new_suggested()
                 )
             )
             if self._finished:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return self._state
-            if self._state.queued:
-                await self._run_turn()
-                continue
-            # Idle and history is long: start afresh, carrying only counters and queued ids.
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            if not self._state.queued and not self._finished:
-                workflow.continue_as_new(
-                    self._params.model_copy(update={"carried": self._state.model_copy(deep=True)})
-                )
+            if self._abandon_awaiting:
+                self._abandon_awaiting = False
+                await self._loop.abandon_awaiting()
+                await self._idle("end_turn")
+            elif self._loop.awaiting_all_answered():
+                await self._turn(self._loop.resume_turn)
+            elif self._has_new_work():
+                await self._turn(self._loop.start_turn)
+            else:
+                # Idle and history is long: start afresh, carrying only ids and counters.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not (self._has_new_work() or self._finished or self._abandon_awaiting):
+                    workflow.continue_as_new(
+                        self._params.model_copy(
+                            update={"carried": self._state.model_copy(deep=True)}
+                        )
+                    )
 
-    async def _run_turn(self) -> None:
+    def _has_new_work(self) -> bool:
+        """Queued messages start a turn, unless tool uses still wait for their answers."""
+        return bool(self._state.queued) and not self._state.awaiting
+
+    async def _turn(self, step: Callable[[], Awaitable[TurnOutcome]]) -> None:
         await self._set_status("running", "session.status_running")
-        outcome = await self._loop.run_turn()
-        self._state.turns += 1
-        self._state.model_requests = self._loop.model_requests
+        outcome = await step()
+        if outcome.end != TurnEnd.REQUIRES_ACTION:
+            self._state.turns += 1
         if outcome.end == TurnEnd.TERMINATED:
             await self._emit("session.error", {"error": outcome.error})
             await self._set_status("terminated", "session.status_terminated")
             self._finished = True
-            return
-        if outcome.end == TurnEnd.RETRIES_EXHAUSTED:
+        elif outcome.end == TurnEnd.RETRIES_EXHAUSTED:
             await self._emit("session.error", {"error": outcome.error})
             await self._idle("retries_exhausted")
-            return
-        await self._idle("end_turn")
+        elif outcome.end == TurnEnd.REQUIRES_ACTION:
+            await self._idle("requires_action", event_ids=outcome.event_ids)
+        else:
+            await self._idle("end_turn")
 
     async def _idle(self, stop_reason: str, **extra: Any) -> None:
         self._state.last_stop_reason = stop_reason
@@ -116,6 +133,10 @@ class SessionWorkflow:
                 self._interrupt()
             elif ref.type == "user.message":
                 self._state.queued.append(ref)
+            else:
+                pending = self._pending(ref.tool_use_id or ref.custom_tool_use_id)
+                pending.answer_event_id = ref.id
+                pending.result = ref.result
         self._show()
         return echoes
 
@@ -124,6 +145,7 @@ class SessionWorkflow:
         if self._finished or self._archiving or self._state.status == "terminated":
             raise ValueError(f"session {self._params.session_id} is terminated; it takes no events")
         seen: set[str] = set()
+        answered: set[str] = set()
         for ref in params.events:
             if ref.type not in INPUT_EVENT_TYPES:
                 raise ValueError(f"unknown input event type {ref.type!r}")
@@ -132,9 +154,23 @@ class SessionWorkflow:
             if ref.id in seen:
                 raise ValueError(f"event id {ref.id} appears twice")
             seen.add(ref.id)
-            if ref.type in ("user.tool_confirmation", "user.custom_tool_result"):
-                answered = ref.tool_use_id or ref.custom_tool_use_id
-                raise ValueError(f"no tool use {answered!r} is awaiting an answer in this session")
+            if ref.type == "user.tool_confirmation":
+                self._check_answer(ref.tool_use_id, "builtin", answered)
+            elif ref.type == "user.custom_tool_result":
+                self._check_answer(ref.custom_tool_use_id, "custom", answered)
+
+    def _check_answer(self, event_id: str | None, kind: str, answered: set[str]) -> None:
+        """An answer must name a tool use that waits for exactly this kind of answer, once."""
+        what = "a confirmation" if kind == "builtin" else "a custom tool result"
+        match = [p for p in self._state.awaiting if p.event_id == event_id]
+        if not match or match[0].kind != kind:
+            raise ValueError(f"no tool use {event_id!r} is awaiting {what} in this session")
+        if match[0].answer_event_id is not None or event_id in answered:
+            raise ValueError(f"tool use {event_id!r} has already been answered")
+        answered.add(event_id or "")
+
+    def _pending(self, event_id: str | None) -> PendingToolUse:
+        return next(p for p in self._state.awaiting if p.event_id == event_id)
 
     def _interrupt(self) -> None:
         """Jump the queue: stop the running step; messages queued so far wait for the next turn."""
@@ -142,6 +178,8 @@ class SessionWorkflow:
             self._state.held_input_ids.extend(ref.id for ref in self._state.queued)
             self._state.queued.clear()
             self._loop.interrupt()
+        elif self._state.awaiting:
+            self._abandon_awaiting = True
 
     def _take_inputs(self) -> list[str]:
         """Ids the next model step should see: held inputs first, then queued messages."""
@@ -228,6 +266,7 @@ class SessionWorkflow:
                     f"**agent:** {self._params.agent_id} v{self._params.agent_version}",
                     f"**turns:** {state.turns} · **model requests:** {state.model_requests}",
                     f"**queued inputs:** {len(state.queued) + len(state.held_input_ids)}",
+                    f"**awaiting answers:** {[p.event_id for p in state.awaiting] or '-'}",
                     f"**last stop reason:** {state.last_stop_reason or '-'}",
                 ]
             )

@@ -1,0 +1,40 @@
+# Reverie's everyday commands. Works from a fresh clone and with an empty HOME: everything
+# lives in .venv, created on first use and refreshed only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test lint bench histories clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create .venv and install Reverie with its test extras
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: venv ## Run the embedded stack and one session end to end
+	$(PY) -m reverie.starter.demo
+
+test: venv ## Run the test suite
+	$(PY) -m pytest -q
+
+lint: venv ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: venv ## Measure per-session overhead
+	$(PY) bench/session_overhead.py
+
+histories: venv ## Re-record the workflow histories the replay tests use
+	$(PY) -m tests.replay.record
+
+clean: ## Remove the venv, caches and build output (not REVERIE_HOME)
+	rm -rf $(VENV) build *.egg-info .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

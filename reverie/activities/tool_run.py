@@ -1,0 +1,119 @@
+"""Tool activities: run one built-in tool use in the session's workspace and record its result.
+
+The workflow names the result event; a result already recorded is never written again, and a
+run lost with its worker is recorded as interrupted under that same id (first writer wins).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from reverie.activities.tools import (
+    Networking,
+    SandboxMode,
+    ToolOutcome,
+    Workspace,
+    run_builtin_tool,
+)
+from reverie.models.agents import AgentToolset
+from reverie.models.workflow_io import RunToolInput, ToolErrorInput
+from reverie.settings import Settings
+from reverie.store import agents, environments, events
+from reverie.store.pool import Pool
+
+INTERRUPTED = (
+    "The tool run was interrupted before it reported a result (its worker stopped or the "
+    "user interrupted). It may or may not have taken effect; check before repeating it."
+)
+DENIED = "The user denied this tool use."
+NO_SANDBOX = (
+    "bash is unavailable: this worker has no sandbox (bubblewrap is missing or cannot run) and "
+    "REVERIE_SANDBOX=none is not set"
+)
+
+
+def _text(message: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": message}]
+
+
+class ToolActivities:
+    def __init__(self, pool: Pool, settings: Settings, sandbox: SandboxMode | None) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._sandbox = sandbox
+
+    @activity.defn
+    async def run_tool(self, params: RunToolInput) -> bool:
+        """Run the tool use; answer whether its result is an error."""
+        recorded = await events.get_many(self._pool, [params.result_event_id])
+        if recorded:
+            return bool(recorded[0].payload.get("is_error"))
+        found = await events.get_many(self._pool, [params.tool_use_event_id])
+        if not found:
+            raise ApplicationError(
+                f"no tool use event {params.tool_use_event_id}", non_retryable=True
+            )
+        use = found[0].payload
+        outcome = await self._run(params, use["name"], use.get("input") or {})
+        await self._record(
+            params.session_id, params.tool_use_event_id, params.result_event_id, outcome
+        )
+        return outcome.is_error
+
+    async def _run(
+        self, params: RunToolInput, name: str, tool_input: dict[str, Any]
+    ) -> ToolOutcome:
+        agent = await agents.get(self._pool, params.agent_id, params.agent_version)
+        toolset = next((t for t in agent.tools if isinstance(t, AgentToolset)), None)
+        enabled = toolset is not None and toolset.resolved().get(name, (False, ""))[0]
+        if not enabled:
+            return ToolOutcome(
+                content=_text(f"tool {name!r} is not enabled for this agent"), is_error=True
+            )
+        if name == "bash" and self._sandbox is None:
+            return ToolOutcome(content=_text(NO_SANDBOX), is_error=True)
+        environment = await environments.get(self._pool, params.environment_id)
+        workspace = Workspace.for_session(self._settings.workspaces, params.session_id)
+        return await run_builtin_tool(
+            name,
+            tool_input,
+            workspace,
+            Networking.model_validate(environment.networking.model_dump()),
+            sandbox=self._sandbox or "none",
+            heartbeat=activity.heartbeat,
+        )
+
+    @activity.defn
+    async def record_tool_error(self, params: ToolErrorInput) -> None:
+        message = INTERRUPTED
+        if params.reason == "denied":
+            message = DENIED
+            if params.confirmation_event_id:
+                answer = await events.get_many(self._pool, [params.confirmation_event_id])
+                if answer and answer[0].payload.get("deny_message"):
+                    message = f"{DENIED} Their message: {answer[0].payload['deny_message']}"
+        await self._record(
+            params.session_id,
+            params.tool_use_event_id,
+            params.result_event_id,
+            ToolOutcome(content=_text(message), is_error=True),
+        )
+
+    async def _record(
+        self, session_id: str, tool_use_event_id: str, result_event_id: str, outcome: ToolOutcome
+    ) -> None:
+        payload = {
+            "tool_use_id": tool_use_event_id,
+            "content": outcome.content,
+            "is_error": outcome.is_error,
+        }
+        async with self._pool.acquire() as conn, conn.transaction():
+            await events.append(
+                conn,
+                session_id,
+                [(result_event_id, "agent.tool_result", payload, datetime.now(UTC))],
+            )

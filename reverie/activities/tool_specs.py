@@ -1,0 +1,78 @@
+"""What the model is told about an agent's tools, and how each tool use is to be handled."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Literal
+
+from reverie.models.agents import Agent, AgentToolset, CustomTool
+
+ToolKind = Literal["builtin", "custom"]
+Permission = Literal["allow", "ask"]
+
+WEB_FETCH = {
+    "name": "web_fetch",
+    "description": (
+        "Fetch a URL over HTTP(S) and return its content as text. Only hosts the session's "
+        "environment allows can be reached."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "description": "The http:// or https:// URL to fetch."},
+            "max_length": {
+                "type": "integer",
+                "description": "Cut the text after this many characters.",
+            },
+        },
+        "required": ["url"],
+    },
+}
+
+
+@cache
+def _sdk_definitions() -> dict[str, dict[str, Any]]:
+    """The SDK's own schemas of the file tools and bash, so inputs match the hosted product's."""
+    from anthropic.lib.tools.agent_toolset import AgentToolContext, beta_agent_toolset_20260401
+
+    tools = beta_agent_toolset_20260401(AgentToolContext(workdir="/"))
+    definitions = {tool.name: tool.to_dict() for tool in tools}
+    definitions["web_fetch"] = WEB_FETCH
+    return definitions
+
+
+def _toolset(agent: Agent) -> AgentToolset | None:
+    return next((t for t in agent.tools if isinstance(t, AgentToolset)), None)
+
+
+def tool_definitions(agent: Agent) -> list[dict[str, Any]]:
+    """The `tools` of a Messages API request: enabled built-ins, then custom tools."""
+    definitions: list[dict[str, Any]] = []
+    toolset = _toolset(agent)
+    if toolset is not None:
+        sdk = _sdk_definitions()
+        for name, (enabled, _) in toolset.resolved().items():
+            if enabled and name in sdk:
+                definitions.append(dict(sdk[name]))
+    for tool in agent.tools:
+        if isinstance(tool, CustomTool):
+            definitions.append(
+                {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "input_schema": tool.input_schema,
+                }
+            )
+    return definitions
+
+
+def handling(agent: Agent, name: str) -> tuple[ToolKind, Permission]:
+    """Custom tools go to the client; built-ins run at once or wait for a confirmation."""
+    if any(isinstance(t, CustomTool) and t.name == name for t in agent.tools):
+        return "custom", "allow"
+    toolset = _toolset(agent)
+    if toolset is not None:
+        enabled, policy = toolset.resolved().get(name, (False, "always_allow"))
+        if enabled and policy == "always_ask":
+            return "builtin", "ask"
+    return "builtin", "allow"

@@ -1,0 +1,119 @@
+"""The `bash` tool: one shell per session, rebuilt from saved state for every call.
+
+Differences from the SDK's `BashSession` (one long-lived process): the working directory and
+exported variables survive worker restarts; shell functions, aliases, options and background
+jobs do not outlive a call (a job started with `&` is killed when the command returns).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from reverie.activities.tools.inputs import BashInput
+from reverie.activities.tools.models import (
+    OUTPUTS_VIRTUAL,
+    WORK_VIRTUAL,
+    Networking,
+    ToolOutcome,
+)
+from reverie.activities.tools.paths import to_virtual_text
+from reverie.activities.tools.process import run_process
+from reverie.activities.tools.sandbox import STATE_VIRTUAL, SandboxMode, bwrap_args
+from reverie.activities.tools.shell_state import WRAPPER, ShellState
+from reverie.activities.tools.workspace import Workspace
+
+DEFAULT_TIMEOUT_MS = 120_000
+MAX_TIMEOUT_MS = 600_000
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_VIRTUAL_PATHS = re.compile(r"(^|[\s'\"=:])(/workspace|/mnt/)")
+UNSANDBOXED_NOTE = (
+    "[note: this worker runs commands without a sandbox, so /workspace and /mnt/session/outputs "
+    "are not real paths here; use $WORKSPACE and $OUTPUTS_DIR (the shell starts in $WORKSPACE)]\n"
+)
+
+
+def _env(home: str, outputs: str) -> dict[str, str]:
+    """A clean environment: none of the worker's variables (API keys, database URLs) leak in."""
+    return {
+        "PATH": _PATH,
+        "HOME": home,
+        "WORKSPACE": home,
+        "OUTPUTS_DIR": outputs,
+        "LANG": "C.UTF-8",
+        "TERM": "dumb",
+        "PAGER": "cat",
+        "GIT_PAGER": "cat",
+    }
+
+
+def _command_line(
+    workspace: Workspace, networking: Networking, sandbox: SandboxMode, state: ShellState, file: str
+) -> tuple[list[str], dict[str, str]]:
+    shell = ["bash", "--noprofile", "--norc", "-c", WRAPPER, "bash"]
+    if sandbox == "bwrap":
+        prefix = bwrap_args(
+            workspace, network=networking.type == "unrestricted", state_dir=state.folder
+        )
+        return [*prefix, *shell, STATE_VIRTUAL, WORK_VIRTUAL, file], _env(
+            WORK_VIRTUAL, OUTPUTS_VIRTUAL
+        )
+    home = str(workspace.work_dir)
+    return [*shell, str(state.folder), home, file], _env(home, str(workspace.outputs_dir))
+
+
+def _timeout_ms(requested: int | None) -> int:
+    return min(requested or DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS)
+
+
+async def run_bash(
+    params: BashInput,
+    workspace: Workspace,
+    networking: Networking,
+    sandbox: SandboxMode,
+    heartbeat: Callable[[], None],
+) -> ToolOutcome:
+    state = ShellState(workspace.state_dir / "bash")
+    if params.restart:
+        state.reset()
+        if not params.command:
+            return ToolOutcome.text("bash session restarted")
+    if not params.command:
+        return ToolOutcome.error("bash: command is required (or restart: true to reset the shell)")
+    timeout_ms = _timeout_ms(params.timeout_ms)
+    file = state.write_command(params.command)
+    try:
+        argv, env = _command_line(workspace, networking, sandbox, state, file)
+        result = await run_process(
+            argv, env=env, cwd=workspace.work_dir, timeout=timeout_ms / 1000, heartbeat=heartbeat
+        )
+        started = state.saved_by_run()
+        if result.timed_out:
+            state.discard_pending()
+        else:
+            state.commit()
+    finally:
+        state.remove_command(file)
+    output = result.output.rstrip("\n")
+    if sandbox == "bwrap" and not started and output.startswith("bwrap:"):
+        return ToolOutcome.error(
+            f"bash: the sandbox could not start: {_hide_host(workspace, output)}"
+        )
+    if sandbox == "none" and _VIRTUAL_PATHS.search(params.command):
+        output = UNSANDBOXED_NOTE + output
+    if result.timed_out:
+        return ToolOutcome.error(_join(output, f"timed out after {timeout_ms} ms"))
+    if result.exit_code is not None and result.exit_code < 0:
+        return ToolOutcome.text(_join(output, f"killed by signal {-result.exit_code}"))
+    if result.exit_code:
+        return ToolOutcome.text(_join(output, f"exit code: {result.exit_code}"))
+    return ToolOutcome.text(output)
+
+
+def _join(output: str, status: str) -> str:
+    return f"{output}\n{status}" if output else status
+
+
+def _hide_host(workspace: Workspace, text: str) -> str:
+    """A sandbox failure names host folders; the agent gets their virtual names or a stand-in."""
+    return to_virtual_text(workspace, text).replace(str(workspace.root), "<workspaces>")

@@ -1,0 +1,113 @@
+"""The `web_fetch` tool: one GET, every hop checked against the environment's networking."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiohttp
+from yarl import URL
+
+from reverie.activities.tools.heartbeat import with_heartbeat
+from reverie.activities.tools.host_policy import refusal
+from reverie.activities.tools.html_text import html_to_text
+from reverie.activities.tools.inputs import WebFetchInput
+from reverie.activities.tools.models import Networking, ToolOutcome
+
+BODY_LIMIT = 100 * 1024
+MAX_REDIRECTS = 5
+TIMEOUT_SECONDS = 30.0
+_REDIRECTS = {301, 302, 303, 307, 308}
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class _Refused(Exception):
+    """The fetch cannot go on; the message is meant for the model."""
+
+
+async def run_web_fetch(
+    params: WebFetchInput, networking: Networking, heartbeat: Callable[[], None]
+) -> ToolOutcome:
+    try:
+        return await with_heartbeat(
+            asyncio.wait_for(_fetch(params, networking), TIMEOUT_SECONDS), heartbeat
+        )
+    except _Refused as refused:
+        return ToolOutcome.error(f"web_fetch: {refused}")
+    except TimeoutError:
+        return ToolOutcome.error(f"web_fetch: {params.url}: timed out after {TIMEOUT_SECONDS:g} s")
+    except (aiohttp.ClientError, ValueError, UnicodeError) as error:
+        return ToolOutcome.error(f"web_fetch: {params.url}: {type(error).__name__}: {error}")
+
+
+async def _fetch(params: WebFetchInput, networking: Networking) -> ToolOutcome:
+    url = _parse(params.url)
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        for _ in range(MAX_REDIRECTS + 1):
+            if reason := refusal(networking, url):
+                raise _Refused(f"{url}: {reason}")
+            async with session.get(url, allow_redirects=False) as response:
+                location = response.headers.get("Location")
+                if response.status in _REDIRECTS and location:
+                    url = url.join(_parse(location))
+                    continue
+                return await _outcome(url, response, params.max_length)
+    raise _Refused(f"{params.url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _parse(raw: str) -> URL:
+    try:
+        return URL(raw.strip())
+    except (ValueError, TypeError) as error:
+        raise _Refused(f"not a valid URL: {raw!r}") from error
+
+
+async def _outcome(
+    url: URL, response: aiohttp.ClientResponse, max_length: int | None
+) -> ToolOutcome:
+    body, cut = await _read_capped(response)
+    content_type = response.content_type or ""
+    status = f"HTTP {response.status} {response.reason or ''}".strip()
+    header = f"URL: {url}\nStatus: {status}\nContent-Type: {content_type or 'unknown'}\n\n"
+    text = _as_text(body, content_type, response.charset)
+    if text is None:
+        return ToolOutcome.error(
+            f"{header}[the response is {content_type or 'binary data'}, which is not text; "
+            f"{len(body):,}{'+' if cut else ''} bytes not shown]"
+        )
+    notes = []
+    if cut:
+        total = response.content_length
+        size = f"of {total:,} bytes " if total else ""
+        notes.append(f"[body cut: only the first {BODY_LIMIT:,} bytes {size}were read]")
+    if max_length is not None and len(text) > max_length:
+        notes.append(f"[text cut at max_length={max_length:,} of {len(text):,} characters]")
+        text = text[:max_length]
+    result = header + text + ("\n\n" + "\n".join(notes) if notes else "")
+    return ToolOutcome.text(result, is_error=response.status >= 400)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > BODY_LIMIT:
+            return bytes(body[:BODY_LIMIT]), True
+    return bytes(body), False
+
+
+def _as_text(body: bytes, content_type: str, charset: str | None) -> str | None:
+    """The body as text (HTML stripped of markup), or None for binary content."""
+    textual = content_type.startswith(_TEXT_TYPES) or content_type.endswith(("+json", "+xml"))
+    if not textual and content_type not in ("", "application/octet-stream"):
+        return None
+    try:
+        decoded = body.decode(charset or "utf-8", errors="strict" if not textual else "replace")
+    except (UnicodeDecodeError, LookupError):
+        if not textual:
+            return None
+        decoded = body.decode("utf-8", errors="replace")
+    if not textual and "\x00" in decoded:
+        return None
+    return html_to_text(decoded) if content_type.startswith(_HTML_TYPES) else decoded

@@ -1,0 +1,96 @@
+"""Environments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reverie.models.common import Page, new_id, patch_metadata
+from reverie.models.environments import (
+    Environment,
+    EnvironmentConfig,
+    EnvironmentCreate,
+    EnvironmentUpdate,
+)
+from reverie.models.errors import InvalidRequestError, NotFoundError
+from reverie.store.paging import decode_cursor, encode_cursor
+from reverie.store.pool import Connection, Pool
+
+
+def _environment(row: Any) -> Environment:
+    return Environment.model_validate(dict(row))
+
+
+async def create(pool: Pool, params: EnvironmentCreate) -> Environment:
+    row = await pool.fetchrow(
+        """INSERT INTO environments (id, name, description, networking, metadata)
+           VALUES ($1, $2, $3, $4, $5) RETURNING *""",
+        new_id("env"),
+        params.name,
+        params.description,
+        params.networking.model_dump(mode="json"),
+        params.metadata,
+    )
+    return _environment(row)
+
+
+async def get(conn: Pool | Connection, environment_id: str) -> Environment:
+    row = await conn.fetchrow("SELECT * FROM environments WHERE id = $1", environment_id)
+    if row is None:
+        raise NotFoundError(f"no environment with id {environment_id!r}")
+    return _environment(row)
+
+
+async def update(pool: Pool, environment_id: str, params: EnvironmentUpdate) -> Environment:
+    async with pool.acquire() as conn, conn.transaction():
+        current = await get(conn, environment_id)
+        if current.archived_at is not None:
+            raise InvalidRequestError(f"environment {environment_id} is archived and read-only")
+        merged = current.model_dump(include=set(EnvironmentConfig.model_fields))
+        merged.update(params.model_dump(exclude_unset=True, exclude={"metadata"}))
+        if params.metadata is not None:
+            merged["metadata"] = patch_metadata(current.metadata, params.metadata)
+        config = EnvironmentConfig.model_validate(merged)
+        row = await conn.fetchrow(
+            """UPDATE environments SET name = $2, description = $3, networking = $4,
+                   metadata = $5, updated_at = now()
+               WHERE id = $1 RETURNING *""",
+            environment_id,
+            config.name,
+            config.description,
+            config.networking.model_dump(mode="json"),
+            config.metadata,
+        )
+        return _environment(row)
+
+
+async def list_environments(
+    pool: Pool, *, limit: int = 20, page: str | None = None, include_archived: bool = False
+) -> Page[Environment]:
+    cursor = decode_cursor(page)
+    rows = await pool.fetch(
+        """SELECT * FROM environments
+           WHERE ($1::boolean OR archived_at IS NULL)
+             AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+           ORDER BY created_at DESC, id DESC LIMIT $4""",
+        include_archived,
+        cursor[0] if cursor else None,
+        cursor[1] if cursor else "",
+        limit + 1,
+    )
+    items = [_environment(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page[Environment](
+        data=items,
+        next_page=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+    )
+
+
+async def archive(pool: Pool, environment_id: str) -> Environment:
+    row = await pool.fetchrow(
+        """UPDATE environments SET archived_at = coalesce(archived_at, now()), updated_at = now()
+           WHERE id = $1 RETURNING *""",
+        environment_id,
+    )
+    if row is None:
+        raise NotFoundError(f"no environment with id {environment_id!r}")
+    return _environment(row)
