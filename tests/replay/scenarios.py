@@ -85,3 +85,47 @@ async def test_record_terminal_error(
     await reverie.send_message(session_id, "this fails")
     await reverie.wait_until_settled(session_id)
     await _save(temporal_client, "terminal_error", session_id)
+
+
+async def test_record_tools(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    toolset = {
+        "type": "agent_toolset_20260401",
+        "configs": [
+            {"name": "web_search", "enabled": False},
+            {"name": "write", "permission_policy": {"type": "always_ask"}},
+        ],
+    }
+    custom = {"type": "custom", "name": "lookup", "input_schema": {"type": "object"}}
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses(
+                [
+                    ("bash", {"command": "echo hi"}),
+                    ("write", {"file_path": "a.txt", "content": "a"}),
+                    ("lookup", {"q": "x"}),
+                ]
+            ),
+            Reply.text("done"),
+        ],
+    )
+    agent = await reverie.create_agent(
+        {"name": "replay-tools", "model": model_name, "tools": [toolset, custom]}
+    )
+    session = await reverie.create_session({"agent": agent.id})
+    await reverie.send_message(session.id, "use tools")
+    await reverie.wait_until_settled(session.id, timeout=30)
+    events = await reverie.list_events(session.id, limit=1000)
+    write = next(e for e in events if e.type == "agent.tool_use" and e.payload["name"] == "write")
+    lookup = next(e for e in events if e.type == "agent.custom_tool_use")
+    await reverie.send_events(
+        session.id, [{"type": "user.tool_confirmation", "tool_use_id": write.id, "result": "allow"}]
+    )
+    await reverie.send_events(
+        session.id,
+        [{"type": "user.custom_tool_result", "custom_tool_use_id": lookup.id, "content": "found"}],
+    )
+    await reverie.wait_until_settled(session.id, timeout=30)
+    await _save(temporal_client, "tools", session.id)

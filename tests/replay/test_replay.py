@@ -24,6 +24,7 @@ def test_histories_are_saved() -> None:
         "retries",
         "interrupt_archive",
         "terminal_error",
+        "tools",
     }
 
 
