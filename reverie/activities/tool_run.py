@@ -7,6 +7,7 @@ run lost with its worker is recorded as interrupted under that same id (first wr
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from temporalio import activity
@@ -77,7 +78,9 @@ class ToolActivities:
         if name == "bash" and self._sandbox is None:
             return ToolOutcome(content=_text(NO_SANDBOX), is_error=True)
         environment = await environments.get(self._pool, params.environment_id)
-        workspace = Workspace.for_session(self._settings.workspaces, params.session_id)
+        workspace = Workspace.for_session(
+            self._settings.workspaces, params.session_id, hidden=self._hidden()
+        )
         return await run_builtin_tool(
             name,
             tool_input,
@@ -86,6 +89,11 @@ class ToolActivities:
             sandbox=self._sandbox or "none",
             heartbeat=activity.heartbeat,
         )
+
+    def _hidden(self) -> list[Path]:
+        """What bash must not see: Reverie's own state (the database, other sessions) and the
+        worker user's home (credentials)."""
+        return [path for path in (self._settings.home, Path.home()) if path.is_dir()]
 
     @activity.defn
     async def record_tool_error(self, params: ToolErrorInput) -> None:

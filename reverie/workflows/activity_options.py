@@ -8,7 +8,9 @@ from temporalio.common import RetryPolicy
 
 from reverie.models.workflow_io import SessionOptions
 
-# Writing a few rows: fast, and a dead worker should be noticed within seconds. A database that
+# Writing a few rows: fast and idempotent (ids made by the workflow), so these run as local
+# activities: no round trip through the server's task queues, ~10 ms saved per write. A worker
+# that dies mid-write re-runs the workflow task, and the write again, harmlessly. A database that
 # stays down for minutes fails the write; the workflow task then retries until it is back.
 RECORD_TIMEOUT = timedelta(seconds=15)
 RECORD_RETRY = RetryPolicy(

@@ -230,7 +230,7 @@ class AgentLoop:
         result_id: str | None = None,
     ) -> None:
         result_id = result_id or new_id("sevt", workflow.uuid4())
-        await workflow.execute_activity_method(
+        await workflow.execute_local_activity_method(
             ToolActivities.record_tool_error,
             ToolErrorInput(
                 session_id=self._params.session_id,

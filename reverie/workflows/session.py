@@ -118,7 +118,7 @@ class SessionWorkflow:
     @workflow.update
     async def send_events(self, params: SendEventsInput) -> list[EventEcho]:
         async with self._record_lock:
-            echoes = await workflow.execute_activity_method(
+            echoes = await workflow.execute_local_activity_method(
                 EventActivities.promote_inputs,
                 PromoteInputsInput(
                     session_id=self._params.session_id,
@@ -228,7 +228,7 @@ class SessionWorkflow:
             payload=payload or {},
         )
         async with self._record_lock:
-            await workflow.execute_activity_method(
+            await workflow.execute_local_activity_method(
                 EventActivities.record_events,
                 RecordEventsInput(
                     session_id=self._params.session_id,

@@ -18,8 +18,12 @@ from reverie.activities.tools.models import (
     ToolOutcome,
 )
 from reverie.activities.tools.paths import to_virtual_text
-from reverie.activities.tools.process import run_process
-from reverie.activities.tools.sandbox import STATE_VIRTUAL, SandboxMode, bwrap_args
+from reverie.activities.tools.process import ProcessResult, run_process
+from reverie.activities.tools.sandbox import (
+    STATE_VIRTUAL,
+    SandboxMode,
+    bwrap_args,
+)
 from reverie.activities.tools.shell_state import WRAPPER, ShellState
 from reverie.activities.tools.workspace import Workspace
 
@@ -47,19 +51,35 @@ def _env(home: str, outputs: str) -> dict[str, str]:
     }
 
 
-def _command_line(
-    workspace: Workspace, networking: Networking, sandbox: SandboxMode, state: ShellState, file: str
-) -> tuple[list[str], dict[str, str]]:
+async def _execute(
+    workspace: Workspace,
+    networking: Networking,
+    sandbox: SandboxMode,
+    state: ShellState,
+    file: str,
+    timeout: float,
+    heartbeat: Callable[[], None],
+) -> ProcessResult:
+    """Run the stored command through the wrapper, inside bubblewrap or directly."""
     shell = ["bash", "--noprofile", "--norc", "-c", WRAPPER, "bash"]
-    if sandbox == "bwrap":
-        prefix = bwrap_args(
-            workspace, network=networking.type == "unrestricted", state_dir=state.folder
+    if sandbox == "none":
+        home = str(workspace.work_dir)
+        return await run_process(
+            [*shell, str(state.folder), home, file],
+            env=_env(home, str(workspace.outputs_dir)),
+            cwd=workspace.work_dir,
+            timeout=timeout,
+            heartbeat=heartbeat,
         )
-        return [*prefix, *shell, STATE_VIRTUAL, WORK_VIRTUAL, file], _env(
-            WORK_VIRTUAL, OUTPUTS_VIRTUAL
-        )
-    home = str(workspace.work_dir)
-    return [*shell, str(state.folder), home, file], _env(home, str(workspace.outputs_dir))
+    network = networking.type == "unrestricted"
+    options = bwrap_args(workspace, network=network, state_dir=state.folder)
+    return await run_process(
+        ["bwrap", *options, *shell, STATE_VIRTUAL, WORK_VIRTUAL, file],
+        env=_env(WORK_VIRTUAL, OUTPUTS_VIRTUAL),
+        cwd=workspace.work_dir,
+        timeout=timeout,
+        heartbeat=heartbeat,
+    )
 
 
 def _timeout_ms(requested: int | None) -> int:
@@ -83,9 +103,8 @@ async def run_bash(
     timeout_ms = _timeout_ms(params.timeout_ms)
     file = state.write_command(params.command)
     try:
-        argv, env = _command_line(workspace, networking, sandbox, state, file)
-        result = await run_process(
-            argv, env=env, cwd=workspace.work_dir, timeout=timeout_ms / 1000, heartbeat=heartbeat
+        result = await _execute(
+            workspace, networking, sandbox, state, file, timeout_ms / 1000, heartbeat
         )
         started = state.saved_by_run()
         if result.timed_out:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from yarl import URL
 
 from reverie.activities.tools.models import Networking
@@ -27,10 +29,21 @@ def refusal(networking: Networking, url: URL) -> str | None:
 
 
 def _matches(entry: str, host: str, port: int) -> bool:
-    """`example.com`, `*.example.com` (subdomains only), either with an optional `:port`."""
+    """`example.com`, `*.example.com` (subdomains only), either with an optional `:port`.
+
+    A wildcard never matches an IP address: `*.0.0.1` is not a way to allow 127.0.0.1.
+    """
     pattern, _, entry_port = entry.strip().lower().rstrip(".").partition(":")
     if entry_port and entry_port != str(port):
         return False
     if pattern.startswith("*."):
-        return host.endswith(pattern[1:])
+        return not _is_ip(host) and host.endswith(pattern[1:])
     return host == pattern
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

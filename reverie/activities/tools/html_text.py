@@ -22,7 +22,7 @@ class _Extractor(HTMLParser):
         self._in_title = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
+        if tag == "title" and not self._skipping and not self.title:
             self._in_title = True
         elif tag in _SKIPPED:
             self._skipping += 1

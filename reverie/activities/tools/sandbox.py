@@ -7,6 +7,9 @@ access. It gets its own process tree, so nothing it starts outlives the call, an
 unless the environment's networking is `unrestricted`: a network namespace cannot filter by
 host name, so `limited` networking (even with allowed hosts) means no network for bash; only
 `web_fetch` honours `allowed_hosts`.
+
+The sandbox hides content, not layout: /proc/self/mountinfo inside still names the host folders
+its binds come from.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def _system_binds() -> list[str]:
 
 
 def _base_args(*, network: bool) -> list[str]:
-    args = ["bwrap", *_system_binds()]
+    args = _system_binds()
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", MOUNTS_PARENT]
     args += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
     if not network:
@@ -73,9 +76,11 @@ def _base_args(*, network: bool) -> list[str]:
 
 
 def _hide(paths: set[Path]) -> list[str]:
-    """Cover each folder with an empty read-only tmpfs (parents first, so children still mount)."""
+    """Cover each folder with an empty read-only tmpfs. A folder inside another hidden one is
+    hidden by it already (and a read-only tmpfs could not hold its mount point)."""
+    outermost = {p for p in paths if not any(o != p and p.is_relative_to(o) for o in paths)}
     args: list[str] = []
-    for path in sorted(paths, key=lambda p: len(p.parts)):
+    for path in sorted(outermost, key=lambda p: len(p.parts)):
         if path.is_dir():
             args += ["--tmpfs", str(path), "--remount-ro", str(path)]
         elif path.exists():
@@ -84,7 +89,7 @@ def _hide(paths: set[Path]) -> list[str]:
 
 
 def bwrap_args(workspace: Workspace, *, network: bool, state_dir: Path) -> list[str]:
-    """The `bwrap ...` prefix for one command of this session (the command itself follows)."""
+    """bwrap's options for one command of this session (the command itself follows them)."""
     args = _base_args(network=network)
     args += _hide({workspace.root, *workspace.hidden})
     args += ["--bind", str(workspace.work_dir), WORK_VIRTUAL]
@@ -107,7 +112,7 @@ def bwrap_unavailable_reason() -> str | None:
         return "bwrap is not on PATH"
     try:
         probe = subprocess.run(
-            [*_base_args(network=False), "true"],
+            ["bwrap", *_base_args(network=False), "true"],
             capture_output=True,
             text=True,
             timeout=15,
