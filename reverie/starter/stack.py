@@ -121,10 +121,15 @@ class EmbeddedPostgres:
 
 
 def write_stack_file(path: Path, **addresses: Any) -> None:
+    """Written whole or not at all (a rename), so another shell never reads half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": os.getpid(), **addresses}, indent=2))
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"pid": os.getpid(), **addresses}, indent=2))
+    partial.replace(path)
 
 
 def remove_stack_file(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    """Remove the stack file this process wrote; one another process wrote since stays."""
+    with contextlib.suppress(FileNotFoundError, ValueError, AttributeError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
