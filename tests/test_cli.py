@@ -225,3 +225,27 @@ async def test_up_runs_the_stack_until_interrupted(settings: Settings, tmp_path:
                 await asyncio.wait_for(process.wait(), 20)
             except TimeoutError:
                 process.kill()
+
+
+async def test_environment_commands(cli: Cli, reverie: ReverieClient, model_name: str) -> None:
+    created = (
+        await cli("env", "create", "--name", "web", "--allow-host", "example.com", "--json")
+    ).json()
+    assert created["networking"] == {"type": "limited", "allowed_hosts": ["example.com"]}
+    updated, listed = await asyncio.gather(
+        cli("env", "update", created["id"], "--networking", "unrestricted", "--json"),
+        cli("env", "list", "--limit", "100"),
+    )
+    assert updated.json()["networking"] == {"type": "unrestricted"}
+    assert created["id"] in listed.out
+    agent_id = await new_agent(reverie, model_name)
+    session = (
+        await cli(
+            "session", "create", "--agent", agent_id, "--environment", created["id"], "--json"
+        )
+    ).json()
+    assert session["environment_id"] == created["id"]
+    refused = await cli("env", "create", "--name", "bad", "--allow-host", "http://x/")
+    assert refused.code == 1 and "host" in refused.err
+    missing = await cli("session", "create", "--agent", agent_id, "--environment", "env_nope")
+    assert missing.code == 1 and "no environment" in missing.err

