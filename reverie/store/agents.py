@@ -7,7 +7,7 @@ from typing import Any
 from reverie.models.agents import Agent, AgentConfig, AgentCreate, AgentUpdate
 from reverie.models.common import Page, new_id
 from reverie.models.errors import InvalidRequestError, NotFoundError, VersionConflictError
-from reverie.store.paging import decode_cursor, encode_cursor
+from reverie.store.paging import cursor_args, page_of
 from reverie.store.pool import Connection, Pool
 
 
@@ -93,7 +93,7 @@ async def update(pool: Pool, agent_id: str, params: AgentUpdate) -> Agent:
 async def list_agents(
     pool: Pool, *, limit: int = 20, page: str | None = None, include_archived: bool = False
 ) -> Page[Agent]:
-    cursor = decode_cursor(page)
+    after, after_id = cursor_args(page)
     rows = await pool.fetch(
         _SELECT
         + """WHERE v.version = a.version
@@ -101,16 +101,11 @@ async def list_agents(
           AND ($2::timestamptz IS NULL OR (a.created_at, a.id) < ($2, $3))
         ORDER BY a.created_at DESC, a.id DESC LIMIT $4""",
         include_archived,
-        cursor[0] if cursor else None,
-        cursor[1] if cursor else "",
+        after,
+        after_id,
         limit + 1,
     )
-    items = [_agent(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    return Page[Agent](
-        data=items,
-        next_page=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
-    )
+    return page_of(rows, limit, _agent)
 
 
 async def versions(pool: Pool, agent_id: str) -> list[Agent]:

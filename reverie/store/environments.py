@@ -12,7 +12,7 @@ from reverie.models.environments import (
     EnvironmentUpdate,
 )
 from reverie.models.errors import InvalidRequestError, NotFoundError
-from reverie.store.paging import decode_cursor, encode_cursor
+from reverie.store.paging import cursor_args, page_of
 from reverie.store.pool import Connection, Pool
 
 
@@ -66,23 +66,18 @@ async def update(pool: Pool, environment_id: str, params: EnvironmentUpdate) -> 
 async def list_environments(
     pool: Pool, *, limit: int = 20, page: str | None = None, include_archived: bool = False
 ) -> Page[Environment]:
-    cursor = decode_cursor(page)
+    after, after_id = cursor_args(page)
     rows = await pool.fetch(
         """SELECT * FROM environments
            WHERE ($1::boolean OR archived_at IS NULL)
              AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
            ORDER BY created_at DESC, id DESC LIMIT $4""",
         include_archived,
-        cursor[0] if cursor else None,
-        cursor[1] if cursor else "",
+        after,
+        after_id,
         limit + 1,
     )
-    items = [_environment(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    return Page[Environment](
-        data=items,
-        next_page=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
-    )
+    return page_of(rows, limit, _environment)
 
 
 async def archive(pool: Pool, environment_id: str) -> Environment:

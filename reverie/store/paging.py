@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
+from reverie.models.common import Page
 from reverie.models.errors import InvalidRequestError
+
+
+class Listed(Protocol):
+    id: str
+    created_at: datetime
+
+
+T = TypeVar("T", bound=Listed)
 
 
 def encode_cursor(created_at: datetime, item_id: str) -> str:
@@ -22,3 +33,19 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return datetime.fromisoformat(created_at), str(item_id)
     except (ValueError, TypeError) as error:
         raise InvalidRequestError(f"invalid page cursor {cursor!r}") from error
+
+
+def cursor_args(page: str | None) -> tuple[datetime | None, str]:
+    """The `(created_at, id)` bounds a keyset query compares against (none on the first page)."""
+    cursor = decode_cursor(page)
+    return (cursor[0], cursor[1]) if cursor else (None, "")
+
+
+def page_of(rows: Sequence[Any], limit: int, to_item: Callable[[Any], T]) -> Page[T]:
+    """A page from `limit + 1` rows: the extra row only says that another page exists."""
+    items = [to_item(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(
+        data=items,
+        next_page=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
+    )

@@ -9,7 +9,7 @@ from reverie.models.common import Page
 from reverie.models.errors import NotFoundError
 from reverie.models.sessions import Session, SessionStats, SessionStatus, Usage
 from reverie.store import agents
-from reverie.store.paging import decode_cursor, encode_cursor
+from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
 
 
@@ -89,7 +89,7 @@ async def list_sessions(
     agent_id: str | None = None,
     include_archived: bool = False,
 ) -> Page[Session]:
-    cursor = decode_cursor(page)
+    after, after_id = cursor_args(page)
     rows = await pool.fetch(
         _SELECT
         + """WHERE ($1::boolean OR archived_at IS NULL)
@@ -98,8 +98,8 @@ async def list_sessions(
         ORDER BY created_at DESC, id DESC LIMIT $5""",
         include_archived,
         agent_id,
-        cursor[0] if cursor else None,
-        cursor[1] if cursor else "",
+        after,
+        after_id,
         limit + 1,
     )
     items = [await _session(pool, row) for row in rows[:limit]]
