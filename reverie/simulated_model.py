@@ -183,7 +183,8 @@ def simulated_reply(body: dict, seen_prefixes: set[str] | None = None) -> dict:
         content = [{"type": "tool_use", "id": tool_id, "name": "bash", "input": tool_input}]
         stop_reason = "tool_use"
     else:
-        answer = f"[simulated model] You said: {text[:_REPLY_PREVIEW]}. ({len(text.split())} words)"
+        said = text[:_REPLY_PREVIEW]
+        answer = f'[simulated model] You said: "{said}" ({len(text.split())} words).'
         content, stop_reason = [{"type": "text", "text": answer}], "end_turn"
     usage = compute_usage(
         body, set() if seen_prefixes is None else seen_prefixes, output_length(content)

@@ -150,7 +150,9 @@ async def test_simulated_model_is_deterministic() -> None:
         finally:
             await client.close()
     assert said[0].content == said[1].content and said[0].id == said[1].id
-    assert said[0].content[0].text == "[simulated model] You said: hello simulated world. (3 words)"
+    assert (
+        said[0].content[0].text == '[simulated model] You said: "hello simulated world" (3 words).'
+    )
     assert listed.stop_reason == "tool_use"
     call = listed.content[0]
     assert call.type == "tool_use" and call.name == "bash" and call.input == {"command": "ls -la"}

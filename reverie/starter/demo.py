@@ -36,7 +36,12 @@ from reverie.worker import build_worker, ensure_search_attributes
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
 SYSTEM_PROMPT = "You are Reverie's demo agent: friendly, brief and precise."
-GREETING = "Hello! Please introduce yourself in one sentence."
+MESSAGES = (
+    "Hello! Please introduce yourself in one sentence.",
+    "Please list files in your workspace.",
+)
+# The built-in tools (bash runs sandboxed under bubblewrap where available); no web search.
+TOOLS = [{"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}]
 TEMPORAL_PORT, UI_PORT = 7233, 8233
 SETTLE_TIMEOUT = 300.0
 PREVIEW = 100
@@ -94,6 +99,7 @@ def render(event: Event) -> str:
         blocks = payload["content"] or []
         blocks = [{"text": blocks}] if isinstance(blocks, str) else blocks
         text = " ".join(str(b.get("text", f"[{b.get('type')}]")) for b in blocks)
+        text = " ".join(text.split())  # one line per event, whatever the output held
         return text if len(text) <= PREVIEW else text[: PREVIEW - 1] + "…"
     if "stop_reason" in payload:
         reason = payload["stop_reason"]
@@ -109,17 +115,20 @@ def render(event: Event) -> str:
 
 
 async def run_session(reverie: ReverieClient, model: str) -> str:
-    """Create the agent and session, greet it, and print events until the session settles."""
+    """Create the agent and session; send each message and print events until it settles."""
     agent = await reverie.create_agent(
-        {"name": "demo-agent", "model": model, "system": SYSTEM_PROMPT}
+        {"name": "demo-agent", "model": model, "system": SYSTEM_PROMPT, "tools": TOOLS}
     )
     session = await reverie.create_session({"agent": agent.id, "title": "Reverie demo"})
     print(f"agent {agent.id}, session {session.id}")
-    print(f"> {GREETING}")
-    await reverie.send_message(session.id, GREETING)
-    async for event in reverie.follow_events(session.id, timeout=SETTLE_TIMEOUT):
-        stamp = event.processed_at.astimezone().strftime("%H:%M:%S.%f")[:-3]
-        print(f"  {stamp}  {event.type:<28} {render(event)}".rstrip())
+    seen = 0
+    for message in MESSAGES:
+        print(f"> {message}")
+        await reverie.send_message(session.id, message)
+        async for event in reverie.follow_events(session.id, after=seen, timeout=SETTLE_TIMEOUT):
+            seen += 1
+            stamp = event.processed_at.astimezone().strftime("%H:%M:%S.%f")[:-3]
+            print(f"  {stamp}  {event.type:<28} {render(event)}".rstrip())
     return session.id
 
 
