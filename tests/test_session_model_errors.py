@@ -121,6 +121,8 @@ async def test_interrupt_during_a_slow_model_call(
     events = await all_events(reverie, session.id)
     assert "agent.message" not in types_of(events)
     assert events[-1].type == "session.status_idle"
+    ends = [e for e in events if e.type == "span.model_request_end"]
+    assert len(ends) == 1 and ends[0].payload["is_error"] is True
 
     # The next turn sees both user messages (the interrupted one was never answered).
     await reverie.send_message(session.id, "never mind, say hi")

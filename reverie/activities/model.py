@@ -113,6 +113,16 @@ class ModelActivities:
         try:
             message = await self._call_with_heartbeats(request)
         except asyncio.CancelledError:
+            # Interrupted: close the span, so every start has its end.
+            end = {
+                "model_request_start_id": start_id,
+                "is_error": True,
+                "model_usage": Usage().model_dump(exclude={"active_seconds"}),
+            }
+            await self._record(
+                params.session_id,
+                [(derived_id("sevt", params.step_id, "end"), "span.model_request_end", end)],
+            )
             raise
         except Exception as error:
             raise await self._failure(params, error) from error
