@@ -6,7 +6,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from reverie.models.errors import ReverieError
-from reverie.models.workflow_io import EventEcho, PromoteInputsInput, RecordEventsInput
+from reverie.models.workflow_io import Activity, EventEcho, PromoteInputsInput, RecordEventsInput
 from reverie.store import events, sessions
 from reverie.store.pool import Pool
 
@@ -15,7 +15,7 @@ class EventActivities:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    @activity.defn
+    @activity.defn(name=Activity.RECORD_EVENTS)
     async def record_events(self, params: RecordEventsInput) -> None:
         """Events and the status they imply, in one transaction; ids make a retry a no-op."""
         async with self._pool.acquire() as conn, conn.transaction():
@@ -33,7 +33,7 @@ class EventActivities:
                     turns=params.turns,
                 )
 
-    @activity.defn
+    @activity.defn(name=Activity.PROMOTE_INPUTS)
     async def promote_inputs(self, params: PromoteInputsInput) -> list[EventEcho]:
         try:
             async with self._pool.acquire() as conn, conn.transaction():

@@ -22,6 +22,7 @@ from reverie.models.agents import Agent
 from reverie.models.common import derived_id
 from reverie.models.sessions import Usage
 from reverie.models.workflow_io import (
+    Activity,
     ModelErrorDetails,
     ModelStepInput,
     ModelStepResult,
@@ -100,7 +101,7 @@ class ModelActivities:
         self._settings = settings
         self._client = client
 
-    @activity.defn
+    @activity.defn(name=Activity.MODEL_STEP)
     async def model_step(self, params: ModelStepInput) -> ModelStepResult:
         done = await transcript.finished_step(self._pool, params.step_id)
         if done is not None:

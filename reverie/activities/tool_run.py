@@ -21,7 +21,7 @@ from reverie.activities.tools import (
     run_builtin_tool,
 )
 from reverie.models.agents import AgentToolset
-from reverie.models.workflow_io import RunToolInput, ToolErrorInput
+from reverie.models.workflow_io import Activity, RunToolInput, ToolErrorInput
 from reverie.settings import Settings
 from reverie.store import agents, environments, events
 from reverie.store.pool import Pool
@@ -47,7 +47,7 @@ class ToolActivities:
         self._settings = settings
         self._sandbox = sandbox
 
-    @activity.defn
+    @activity.defn(name=Activity.RUN_TOOL)
     async def run_tool(self, params: RunToolInput) -> bool:
         """Run the tool use; answer whether its result is an error."""
         recorded = await events.get_many(self._pool, [params.result_event_id])
@@ -95,7 +95,7 @@ class ToolActivities:
         worker user's home (credentials)."""
         return [path for path in (self._settings.home, Path.home()) if path.is_dir()]
 
-    @activity.defn
+    @activity.defn(name=Activity.RECORD_TOOL_ERROR)
     async def record_tool_error(self, params: ToolErrorInput) -> None:
         message = INTERRUPTED
         if params.reason == "denied":

@@ -7,11 +7,24 @@ a memory's content: activities load those from Postgres by id.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from reverie.models.sessions import SessionStatus, Usage
+
+
+class Activity(StrEnum):
+    """Activity names, shared by their definitions and the workflows that call them by name
+    (so that workflow code, and every client importing it, need not import the SDKs they use)."""
+
+    RECORD_EVENTS = "record_events"
+    PROMOTE_INPUTS = "promote_inputs"
+    MODEL_STEP = "model_step"
+    RUN_TOOL = "run_tool"
+    RECORD_TOOL_ERROR = "record_tool_error"
+
 
 StopReason = Literal["end_turn", "requires_action", "retries_exhausted", "budget_reached"]
 

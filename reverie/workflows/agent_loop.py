@@ -19,10 +19,9 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from reverie.activities.model import ModelActivities
-    from reverie.activities.tool_run import ToolActivities
     from reverie.models.common import new_id
     from reverie.models.workflow_io import (
+        Activity,
         CarriedState,
         ModelStepInput,
         ModelStepResult,
@@ -170,8 +169,8 @@ class AgentLoop:
 
     async def _model_step(self, inputs: list[str]) -> ModelStepResult:
         options = self._params.options
-        handle = workflow.start_activity_method(
-            ModelActivities.model_step,
+        handle = workflow.start_activity(
+            Activity.MODEL_STEP,
             ModelStepInput(
                 session_id=self._params.session_id,
                 agent_id=self._params.agent_id,
@@ -182,6 +181,7 @@ class AgentLoop:
             ),
             retry_policy=model_retry(options),
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            result_type=ModelStepResult,
             summary="model step",
             **model_timeouts(options),
         )
@@ -199,8 +199,8 @@ class AgentLoop:
     async def _run_tool(self, tool_use_event_id: str) -> None:
         """At most once: a run lost with its worker is reported to the agent, never repeated."""
         result_id = new_id("sevt", workflow.uuid4())
-        handle = workflow.start_activity_method(
-            ToolActivities.run_tool,
+        handle = workflow.start_activity(
+            Activity.RUN_TOOL,
             RunToolInput(
                 session_id=self._params.session_id,
                 agent_id=self._params.agent_id,
@@ -211,6 +211,7 @@ class AgentLoop:
             ),
             retry_policy=TOOL_RETRY,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            result_type=bool,
             summary="tool",
             **tool_timeouts(self._params.options),
         )
@@ -230,8 +231,8 @@ class AgentLoop:
         result_id: str | None = None,
     ) -> None:
         result_id = result_id or new_id("sevt", workflow.uuid4())
-        await workflow.execute_local_activity_method(
-            ToolActivities.record_tool_error,
+        await workflow.execute_local_activity(
+            Activity.RECORD_TOOL_ERROR,
             ToolErrorInput(
                 session_id=self._params.session_id,
                 tool_use_event_id=tool_use_event_id,

@@ -15,11 +15,11 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from reverie.activities.events import EventActivities
     from reverie.models.common import new_id
     from reverie.models.events import INPUT_EVENT_TYPES
     from reverie.models.sessions import SessionStatus
     from reverie.models.workflow_io import (
+        Activity,
         CarriedState,
         EventEcho,
         NewEvent,
@@ -118,8 +118,8 @@ class SessionWorkflow:
     @workflow.update
     async def send_events(self, params: SendEventsInput) -> list[EventEcho]:
         async with self._record_lock:
-            echoes = await workflow.execute_local_activity_method(
-                EventActivities.promote_inputs,
+            echoes = await workflow.execute_local_activity(
+                Activity.PROMOTE_INPUTS,
                 PromoteInputsInput(
                     session_id=self._params.session_id,
                     event_ids=[ref.id for ref in params.events],
@@ -127,6 +127,7 @@ class SessionWorkflow:
                 ),
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,
+                result_type=list[EventEcho],
             )
         for ref in params.events:
             if ref.type == "user.interrupt":
@@ -228,8 +229,8 @@ class SessionWorkflow:
             payload=payload or {},
         )
         async with self._record_lock:
-            await workflow.execute_local_activity_method(
-                EventActivities.record_events,
+            await workflow.execute_local_activity(
+                Activity.RECORD_EVENTS,
                 RecordEventsInput(
                     session_id=self._params.session_id,
                     events=[event],
