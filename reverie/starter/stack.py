@@ -20,6 +20,9 @@ SEARCH_ATTRIBUTE_FLAGS = ("ReverieAgentId=Keyword", "ReverieSessionStatus=Keywor
 FAST_DEV_SERVER = (
     "history.transferProcessorMaxPollRPS=10000",
     "history.transferProcessorMaxPollHostRPS=10000",
+    # Eager activities: an activity the workflow schedules on its own task queue comes back in
+    # the answer to the workflow task, skipping a trip through matching (the model step above all).
+    "system.enableActivityEagerExecution=true",
 )
 
 
