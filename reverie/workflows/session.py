@@ -47,6 +47,8 @@ class SessionWorkflow:
         self._archiving = False
         self._finished = False
         self._abandon_awaiting = False
+        # Tool uses whose answer is being recorded: a second answer is refused meanwhile.
+        self._answering: set[str] = set()
         self._record_lock = asyncio.Lock()
         self._loop = AgentLoop(params, self._state, self._take_inputs)
 
@@ -117,8 +119,29 @@ class SessionWorkflow:
 
     @workflow.update
     async def send_events(self, params: SendEventsInput) -> list[EventEcho]:
+        answers = {r.tool_use_id or r.custom_tool_use_id or "" for r in params.events} - {""}
+        self._answering |= answers
+        try:
+            echoes = await self._promote(params)
+        finally:
+            self._answering -= answers
+        for ref in params.events:
+            if ref.type == "user.interrupt":
+                self._interrupt()
+            elif ref.type == "user.message":
+                self._state.queued.append(ref)
+            else:
+                pending = self._pending(ref.tool_use_id or ref.custom_tool_use_id)
+                # None: an interrupt abandoned the tool use while this answer was being recorded.
+                if pending is not None and pending.answer_event_id is None:
+                    pending.answer_event_id = ref.id
+                    pending.result = ref.result
+        self._show()
+        return echoes
+
+    async def _promote(self, params: SendEventsInput) -> list[EventEcho]:
         async with self._record_lock:
-            echoes = await workflow.execute_local_activity(
+            return await workflow.execute_local_activity(
                 Activity.PROMOTE_INPUTS,
                 PromoteInputsInput(
                     session_id=self._params.session_id,
@@ -129,17 +152,6 @@ class SessionWorkflow:
                 retry_policy=RECORD_RETRY,
                 result_type=list[EventEcho],
             )
-        for ref in params.events:
-            if ref.type == "user.interrupt":
-                self._interrupt()
-            elif ref.type == "user.message":
-                self._state.queued.append(ref)
-            else:
-                pending = self._pending(ref.tool_use_id or ref.custom_tool_use_id)
-                pending.answer_event_id = ref.id
-                pending.result = ref.result
-        self._show()
-        return echoes
 
     @send_events.validator
     def _validate_send_events(self, params: SendEventsInput) -> None:
@@ -163,15 +175,15 @@ class SessionWorkflow:
     def _check_answer(self, event_id: str | None, kind: str, answered: set[str]) -> None:
         """An answer must name a tool use that waits for exactly this kind of answer, once."""
         what = "a confirmation" if kind == "builtin" else "a custom tool result"
-        match = [p for p in self._state.awaiting if p.event_id == event_id]
-        if not match or match[0].kind != kind:
+        pending = self._pending(event_id)
+        if pending is None or pending.kind != kind:
             raise ValueError(f"no tool use {event_id!r} is awaiting {what} in this session")
-        if match[0].answer_event_id is not None or event_id in answered:
+        if pending.answer_event_id is not None or event_id in answered | self._answering:
             raise ValueError(f"tool use {event_id!r} has already been answered")
         answered.add(event_id or "")
 
-    def _pending(self, event_id: str | None) -> PendingToolUse:
-        return next(p for p in self._state.awaiting if p.event_id == event_id)
+    def _pending(self, event_id: str | None) -> PendingToolUse | None:
+        return next((p for p in self._state.awaiting if p.event_id == event_id), None)
 
     def _interrupt(self) -> None:
         """Jump the queue: stop the running step; messages queued so far wait for the next turn."""
