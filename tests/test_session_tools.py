@@ -388,3 +388,30 @@ async def test_worker_killed_during_a_long_command(
     assert types_of(events)[-1] == "session.status_idle"
     texts = [e.payload["content"][0]["text"] for e in events if e.type == "agent.message"]
     assert texts == ["I see it was interrupted."]
+
+
+async def test_two_answers_at_once_only_one_is_taken(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(
+        model_name,
+        [Reply.tool_use("write", {"file_path": "x.txt", "content": "x"}), Reply.text("ok")],
+    )
+    session = await reverie.create_session(
+        {"agent": await tool_agent(reverie, model_name, [ask("write")])}
+    )
+    await reverie.send_message(session.id, "write it")
+    await reverie.wait_until_settled(session.id, timeout=30)
+    use = of_type(await all_events(reverie, session.id), "agent.tool_use")[0]
+    answer = {"type": "user.tool_confirmation", "tool_use_id": use.id, "result": "allow"}
+    outcomes = await asyncio.gather(
+        reverie.send_events(session.id, [answer]),
+        reverie.send_events(session.id, [answer]),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, InvalidRequestError)]
+    assert len(refused) == 1 and "already been answered" in refused[0].message
+    await reverie.wait_until_settled(session.id, timeout=30)
+    events = await all_events(reverie, session.id)
+    assert len(of_type(events, "user.tool_confirmation")) == 1
+    assert len(of_type(events, "agent.tool_result")) == 1
