@@ -29,8 +29,9 @@ lint: venv ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: venv ## Measure per-session overhead
+bench: venv ## Measure per-session overhead, then tool round trips
 	$(PY) bench/session_overhead.py
+	$(PY) bench/tool_roundtrip.py
 
 histories: venv ## Re-record the workflow histories the replay tests use
 	$(PY) -m tests.replay.record
