@@ -728,8 +728,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run_main(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+    render: Callable[[dict[str, Any]], str],
+) -> None:
+    """Run a benchmark, print its table and write its JSON; Ctrl-C stops all it started (130)."""
     # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     ensure_temporal_on_path()
@@ -759,6 +763,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nwrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(parse_args(argv), run, render)
 
 
 if __name__ == "__main__":

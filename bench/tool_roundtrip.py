@@ -21,14 +21,10 @@ Run with `make bench` (after session_overhead) or `.venv/bin/python bench/tool_r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
 import os
-import signal
 import sys
 import time
-import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,9 +38,9 @@ from bench.session_overhead import (  # noqa: E402
     IDLE,
     POLL_SECONDS,
     Bench,
-    ensure_temporal_on_path,
     machine,
     percentile,
+    run_main,
     summary_ms,
     table,
     turn_events,
@@ -424,36 +420,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    ensure_temporal_on_path()
-    interrupted = False
-
-    async def guarded() -> dict[str, Any]:
-        # Ctrl-C cancels the run; whatever a cancelled call raises then, the stack unwinds.
-        task = asyncio.current_task()
-        assert task is not None
-
-        def stop() -> None:
-            nonlocal interrupted
-            interrupted = True
-            task.cancel()
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop)
-        return await run(args)
-
-    try:
-        report = asyncio.run(guarded())
-    except BaseException:
-        if not interrupted:
-            raise
-        print("interrupted; everything started was stopped", file=sys.stderr)
-        sys.exit(130)
-    print(render(report))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out}")
+    run_main(parse_args(argv), run, render)
 
 
 if __name__ == "__main__":
