@@ -415,3 +415,25 @@ async def test_two_answers_at_once_only_one_is_taken(
     events = await all_events(reverie, session.id)
     assert len(of_type(events, "user.tool_confirmation")) == 1
     assert len(of_type(events, "agent.tool_result")) == 1
+
+
+async def test_a_disabled_tool_is_not_offered_and_not_run(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    no_bash = {
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_search", "enabled": False}, {"name": "bash", "enabled": False}],
+    }
+    fake_model.script(
+        model_name, [Reply.tool_use("bash", {"command": "touch ran.txt"}), Reply.text("ok")]
+    )
+    session = await reverie.create_session(
+        {"agent": await tool_agent(reverie, model_name, [no_bash])}
+    )
+    await reverie.send_message(session.id, "try bash anyway")
+    await reverie.wait_until_settled(session.id, timeout=30)
+    offered = {t["name"] for t in fake_model.requests(model_name)[0]["tools"]}
+    assert "bash" not in offered and "read" in offered
+    result = of_type(await all_events(reverie, session.id), "agent.tool_result")[0]
+    assert result.payload["is_error"] and "not enabled" in result_text(result)
+    assert not (workspace(reverie, session.id) / "work" / "ran.txt").exists()
