@@ -120,3 +120,13 @@ async def reverie(settings: Settings, worker: None) -> AsyncIterator[ReverieClie
 def model_name(request: pytest.FixtureRequest) -> str:
     """A model name of the test's own, so the shared fake model keeps its script apart."""
     return f"fake-{request.node.name}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+async def own_queue(settings: Settings) -> AsyncIterator[ReverieClient]:
+    """A client on a task queue of the test's own, served only by the worker processes the test
+    starts (and kills)."""
+    queue_settings = settings.model_copy(update={"task_queue": f"own-{uuid.uuid4().hex[:6]}"})
+    client = await ReverieClient.connect(queue_settings)
+    yield client
+    await client.close()

@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 from temporalio.client import Client
 
 from reverie.models.workflow_io import SessionOptions
-from reverie.settings import Settings
 from reverie.starter.client import ReverieClient
 from tests.conftest import CONTINUE_AS_NEW_EVENTS
 from tests.fake_model import FakeModelServer, Reply
-from tests.helpers import all_events, assert_each_once, new_agent, types_of
-
-
-async def start_worker_process(settings: Settings) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": settings.temporal_address or "",
-        "DATABASE_URL": settings.database_url or "",
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": settings.anthropic_base_url or "",
-        "REVERIE_TASK_QUEUE": settings.task_queue,
-        "REVERIE_HOME": str(settings.reverie_home),
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "reverie.worker", env=env, stderr=asyncio.subprocess.DEVNULL
-    )
-
-
-@pytest.fixture
-async def own_queue(settings: Settings) -> AsyncIterator[ReverieClient]:
-    """A client on a task queue that only the test's worker processes serve."""
-    queue_settings = settings.model_copy(update={"task_queue": f"kill-{uuid.uuid4().hex[:6]}"})
-    client = await ReverieClient.connect(queue_settings)
-    yield client
-    await client.close()
+from tests.helpers import (
+    all_events,
+    assert_each_once,
+    kill,
+    new_agent,
+    types_of,
+    worker_process,
+)
 
 
 async def test_worker_killed_during_model_call(
@@ -50,25 +24,16 @@ async def test_worker_killed_during_model_call(
     fake_model.script(
         model_name, [Reply.text("lost with the worker", delay=30), Reply.text("survived")]
     )
-    first = await start_worker_process(own_queue.settings)
-    try:
+    async with worker_process(own_queue.settings) as first:
         agent_id = await new_agent(own_queue, model_name)
         session = await own_queue.create_session(
             {"agent": agent_id}, options=SessionOptions(heartbeat_timeout_seconds=3)
         )
         await own_queue.send_message(session.id, "do the thing")
         await fake_model.wait_for_requests(model_name, 1, timeout=20)
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
-    finally:
-        if first.returncode is None:
-            first.kill()
-    second = await start_worker_process(own_queue.settings)
-    try:
+        await kill(first)
+    async with worker_process(own_queue.settings):
         done = await own_queue.wait_until_settled(session.id, timeout=60)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await second.wait()
 
     events = await all_events(own_queue, session.id)
     assert_each_once(events)

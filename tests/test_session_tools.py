@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ from reverie.models.events import Event
 from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
-from tests.helpers import all_events, assert_each_once, types_of
-from tests.test_session_durability import own_queue, start_worker_process  # noqa: F401
+from tests.helpers import all_events, assert_each_once, kill, types_of, worker_process
 
 TOOLSET = {"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}
 
@@ -343,7 +341,7 @@ async def test_interrupt_during_a_long_command(
 
 
 async def test_worker_killed_during_a_long_command(
-    own_queue: ReverieClient,  # noqa: F811
+    own_queue: ReverieClient,
     fake_model: FakeModelServer,
     model_name: str,
 ) -> None:
@@ -354,8 +352,7 @@ async def test_worker_killed_during_a_long_command(
             Reply.text("I see it was interrupted."),
         ],
     )
-    first = await start_worker_process(own_queue.settings)
-    try:
+    async with worker_process(own_queue.settings) as first:
         agent_id = await tool_agent(own_queue, model_name)
         session = await own_queue.create_session(
             {"agent": agent_id}, options=SessionOptions(heartbeat_timeout_seconds=3)
@@ -367,17 +364,9 @@ async def test_worker_killed_during_a_long_command(
                 break
             await asyncio.sleep(0.1)
         assert runs.exists(), "the command never started"
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
-    finally:
-        if first.returncode is None:
-            first.kill()
-    second = await start_worker_process(own_queue.settings)
-    try:
+        await kill(first)
+    async with worker_process(own_queue.settings):
         await own_queue.wait_until_settled(session.id, timeout=60)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await second.wait()
 
     events = await all_events(own_queue, session.id)
     assert_each_once(events)
