@@ -296,11 +296,7 @@ def paging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-archived", action="store_true")
 
 
-def agent_fields(parser: argparse.ArgumentParser, *, create: bool) -> None:
-    parser.add_argument("--name")
-    parser.add_argument("--model", help="model id, e.g. claude-sonnet-4-5")
-    parser.add_argument("--system", help="system prompt")
-    parser.add_argument("--description")
+def metadata_and_file(parser: argparse.ArgumentParser, *, create: bool) -> None:
     parser.add_argument(
         "--metadata",
         type=key_value if create else key_value_or_delete,
@@ -310,6 +306,14 @@ def agent_fields(parser: argparse.ArgumentParser, *, create: bool) -> None:
         help="set a key" + ("" if create else "; KEY= deletes it"),
     )
     parser.add_argument("--file", help="a JSON body (`-` for stdin); flags override its fields")
+
+
+def agent_fields(parser: argparse.ArgumentParser, *, create: bool) -> None:
+    parser.add_argument("--name")
+    parser.add_argument("--model", help="model id, e.g. claude-sonnet-4-5")
+    parser.add_argument("--system", help="system prompt")
+    parser.add_argument("--description")
+    metadata_and_file(parser, create=create)
 
 
 def add_agent_commands(commands: Any) -> None:
@@ -339,14 +343,7 @@ def environment_fields(parser: argparse.ArgumentParser, *, create: bool) -> None
     parser.add_argument(
         "--allow-host", action="append", help="a host web_fetch may reach (limited networking)"
     )
-    parser.add_argument(
-        "--metadata",
-        type=key_value if create else key_value_or_delete,
-        action="extend",
-        nargs="+",
-        metavar="KEY=VALUE",
-    )
-    parser.add_argument("--file", help="a JSON body (`-` for stdin); flags override its fields")
+    metadata_and_file(parser, create=create)
 
 
 def add_environment_commands(commands: Any) -> None:
