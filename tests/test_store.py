@@ -55,3 +55,33 @@ async def test_event_positions_are_gapless_and_writes_idempotent(
     assert [row["position"] for row in positions] == list(range(1, 41))
     after, _ = await events.list_events(reverie.pool, session.id, after_position=35)
     assert [e.id for e in after] == [e.id for e in recorded[35:]]
+
+
+async def test_events_filter_by_type_time_and_order(
+    reverie: ReverieClient, model_name: str
+) -> None:
+    agent = await reverie.create_agent({"name": "filter", "model": model_name})
+    session = await reverie.create_session({"agent": agent.id})
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    async with reverie.pool.acquire() as conn, conn.transaction():
+        await events.append(
+            conn,
+            session.id,
+            [
+                (
+                    f"sevt_f{i}",
+                    "agent.message" if i % 2 else "user.message",
+                    {},
+                    base.replace(hour=i),
+                )
+                for i in range(6)
+            ],
+        )
+    listed = await reverie.list_events(session.id, types=["agent.message"])
+    assert [e.id for e in listed] == ["sevt_f1", "sevt_f3", "sevt_f5"]
+    window = await reverie.list_events(
+        session.id, created_at_gte=base.replace(hour=2), created_at_lt=base.replace(hour=4)
+    )
+    assert [e.id for e in window] == ["sevt_f2", "sevt_f3"]
+    newest = await reverie.list_events(session.id, order="desc", limit=2)
+    assert [e.id for e in newest] == ["sevt_f5", "sevt_f4"]

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,7 +192,12 @@ async def session_events(client: ReverieClient, args: argparse.Namespace) -> Non
     """Past events, or with --follow each one as it is recorded until the session settles."""
     if not args.follow:
         found = await client.list_events(
-            args.id, after=args.after, limit=args.limit or 100, types=args.type
+            args.id,
+            after=args.after,
+            limit=args.limit or 100,
+            types=args.type,
+            order=args.order,
+            created_at_gte=args.since,
         )
         for event in found:
             print_event(args, event)
@@ -380,6 +386,10 @@ def add_session_commands(commands: Any) -> None:
     events.add_argument("--after", type=int, default=0, help="skip the first N events")
     events.add_argument("--limit", type=int, help="at most N events (default 100 without -f)")
     events.add_argument("--type", action="extend", nargs="+", help="only these event types")
+    events.add_argument("--order", choices=["asc", "desc"], default="asc")
+    events.add_argument(
+        "--since", type=datetime.fromisoformat, help="only events at or after this ISO time"
+    )
     command(group, "get", session_get, "show a session").add_argument("id")
     listing = command(group, "list", session_list, "list sessions, newest first")
     listing.add_argument("--agent", help="only sessions of this agent")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -308,10 +309,25 @@ class ReverieClient:
         after: int = 0,
         limit: int = 100,
         types: Sequence[str] | None = None,
+        order: Literal["asc", "desc"] = "asc",
+        created_at_gt: datetime | None = None,
+        created_at_gte: datetime | None = None,
+        created_at_lt: datetime | None = None,
+        created_at_lte: datetime | None = None,
     ) -> list[Event]:
+        """A session's events in log order (`after` skips the first N), filtered as the API's
+        list call filters them."""
         await sessions.status_of(self.pool, session_id)
         found, _ = await events.list_events(
-            self.pool, session_id, after_position=after, limit=limit, types=types
+            self.pool,
+            session_id,
+            after_position=after,
+            limit=limit,
+            types=types,
+            descending=order == "desc",
+            created=events.TimeRange(
+                gt=created_at_gt, gte=created_at_gte, lt=created_at_lt, lte=created_at_lte
+            ),
         )
         return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,16 @@ def _event(row: Any) -> Event:
     )
 
 
+@dataclass(frozen=True)
+class TimeRange:
+    """The API's `created_at_gt|gte|lt|lte` filters, compared with each event's `processed_at`."""
+
+    gt: datetime | None = None
+    gte: datetime | None = None
+    lt: datetime | None = None
+    lte: datetime | None = None
+
+
 async def list_events(
     pool: Pool | Connection,
     session_id: str,
@@ -71,17 +82,26 @@ async def list_events(
     limit: int = 100,
     types: Sequence[str] | None = None,
     descending: bool = False,
+    created: TimeRange = TimeRange(),
 ) -> tuple[list[Event], int]:
     """Events after a position, and the position of the last one returned (for following)."""
     rows = await pool.fetch(
         f"""SELECT * FROM events
             WHERE session_id = $1 AND position > $2
               AND ($3::text[] IS NULL OR type = ANY($3::text[]))
+              AND ($5::timestamptz IS NULL OR processed_at > $5)
+              AND ($6::timestamptz IS NULL OR processed_at >= $6)
+              AND ($7::timestamptz IS NULL OR processed_at < $7)
+              AND ($8::timestamptz IS NULL OR processed_at <= $8)
             ORDER BY position {"DESC" if descending else "ASC"} LIMIT $4""",
         session_id,
         after_position,
         list(types) if types else None,
         limit,
+        created.gt,
+        created.gte,
+        created.lt,
+        created.lte,
     )
     last = max((row["position"] for row in rows), default=after_position)
     return [_event(row) for row in rows], last
