@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from reverie.activities.tool_specs import handling, tool_definitions
-from reverie.activities.transcript import build_messages, build_system, user_blocks
+from reverie.activities.transcript import build_messages, build_system, user_rows
 from reverie.models.agents import Agent
 from reverie.models.common import derived_id
 from reverie.models.sessions import Usage
@@ -127,14 +127,23 @@ class ModelActivities:
             raise
         except Exception as error:
             raise await self._failure(params, error) from error
-        return await self._commit(params, agent, message, start_id)
+        # The answer exists: record it even if a cancel lands now, and report it, so that every
+        # recorded tool use reaches the workflow (which then refuses to run it, if interrupted).
+        commit = asyncio.ensure_future(self._commit(params, agent, message, start_id))
+        try:
+            return await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            return await commit
 
     async def _add_user_turn(self, params: ModelStepInput) -> None:
         if not params.input_event_ids:
             return
         inputs = await events.get_many(self._pool, params.input_event_ids)
-        blocks = user_blocks(inputs)
-        await transcript.add(self._pool, f"{params.step_id}:in", params.session_id, "user", blocks)
+        # One transcript row per input event, keyed by it: an input held after an interrupted
+        # step and sent again is recorded once, whichever step records it first.
+        async with self._pool.acquire() as conn, conn.transaction():
+            for event_id, blocks in user_rows(inputs):
+                await transcript.add(conn, f"in:{event_id}", params.session_id, "user", blocks)
 
     async def _request(self, session_id: str, agent: Agent) -> dict[str, Any]:
         messages = build_messages(await transcript.load(self._pool, session_id))
@@ -277,7 +286,9 @@ class ModelActivities:
             if not await transcript.finish_step(
                 conn, params.step_id, params.session_id, result.model_dump(mode="json")
             ):
-                return result
+                # Another attempt of this step committed first: its answer is the one recorded.
+                stored = await transcript.finished_step(conn, params.step_id)
+                return ModelStepResult.model_validate(stored)
             await transcript.add(
                 conn, f"{params.step_id}:out", params.session_id, "assistant", content
             )

@@ -11,25 +11,29 @@ CACHE = {"type": "ephemeral"}
 INTERRUPTED_TOOL_RESULT = "The tool run was interrupted before it returned a result."
 
 
-def user_blocks(inputs: list[Event]) -> list[dict[str, Any]]:
-    """One user turn from input events: tool results first (the API requires it), then the rest."""
-    results: list[dict[str, Any]] = []
-    others: list[dict[str, Any]] = []
-    for event in inputs:
-        data = event.payload
-        if event.type == "user.message":
-            others.extend(data["content"])
-        elif event.type in ("agent.tool_result", "user.custom_tool_result"):
-            results.append(
-                {
-                    "type": "tool_result",
-                    # Both name the tool use by its event id, which the transcript uses too.
-                    "tool_use_id": data.get("tool_use_id") or data["custom_tool_use_id"],
-                    "content": data.get("content") or [],
-                    "is_error": bool(data.get("is_error")),
-                }
-            )
-    return results + others
+def _block(event: Event) -> list[dict[str, Any]]:
+    data = event.payload
+    if event.type == "user.message":
+        return list(data["content"])
+    if event.type in ("agent.tool_result", "user.custom_tool_result"):
+        return [
+            {
+                "type": "tool_result",
+                # Both name the tool use by its event id, which the transcript uses too.
+                "tool_use_id": data.get("tool_use_id") or data["custom_tool_use_id"],
+                "content": data.get("content") or [],
+                "is_error": bool(data.get("is_error")),
+            }
+        ]
+    return []
+
+
+def user_rows(inputs: list[Event]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The transcript rows of one user turn, one per input event: tool results first (the API
+    requires them to lead the message), then messages, each group in the order given."""
+    results = [e for e in inputs if e.type != "user.message"]
+    messages = [e for e in inputs if e.type == "user.message"]
+    return [(e.id, _block(e)) for e in results + messages if _block(e)]
 
 
 def _merge(entries: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
@@ -76,6 +80,10 @@ def _answer_dangling_tool_uses(messages: list[dict[str, Any]]) -> None:
 def build_messages(entries: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     messages = _merge(entries)
     _answer_dangling_tool_uses(messages)
+    for message in messages:
+        if message["role"] == "user":
+            # Tool results lead a user message, whatever order the turns were recorded in.
+            message["content"].sort(key=lambda block: block.get("type") != "tool_result")
     if messages and messages[-1]["role"] == "assistant":
         # Nothing new to answer (an interrupted turn resumed with no input): ask it to go on.
         messages.append({"role": "user", "content": [{"type": "text", "text": "Continue."}]})

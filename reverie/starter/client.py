@@ -269,25 +269,24 @@ class ReverieClient:
             for event in parsed
         ]
         await events.stage(self.pool, session_id, staged)
+        ids = [event_id for event_id, _, _ in staged]
         handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
+        refs = [_ref(event_id, event) for event_id, event in zip(ids, parsed, strict=True)]
         try:
-            await handle.execute_update(
-                SessionWorkflow.send_events,
-                SendEventsInput(
-                    events=[
-                        _ref(eid, event) for (eid, _, _), event in zip(staged, parsed, strict=True)
-                    ]
-                ),
-            )
-        except WorkflowUpdateFailedError as error:
-            await events.unstage(self.pool, [eid for eid, _, _ in staged])
-            raise InvalidRequestError(_cause_message(error)) from None
-        except RPCError as error:
-            await events.unstage(self.pool, [eid for eid, _, _ in staged])
-            if error.status == RPCStatusCode.NOT_FOUND:
+            await handle.execute_update(SessionWorkflow.send_events, SendEventsInput(events=refs))
+        except BaseException as error:
+            # Whatever went wrong, staged rows must not linger. Unstaging is safe: an update
+            # that already recorded them deleted them; one that had not cannot record them now.
+            await asyncio.shield(events.unstage(self.pool, ids))
+            recorded = await events.get_many(self.pool, ids)
+            if len(recorded) == len(ids) and not isinstance(error, asyncio.CancelledError):
+                return recorded  # the answer was lost on the way back, not the events
+            if isinstance(error, WorkflowUpdateFailedError):
+                raise InvalidRequestError(_cause_message(error)) from None
+            if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
                 raise InvalidRequestError(f"session {session_id} is not running") from None
             raise
-        return await events.get_many(self.pool, [eid for eid, _, _ in staged])
+        return await events.get_many(self.pool, ids)
 
     async def archive_session(self, session_id: str) -> Session:
         session = await sessions.get(self.pool, session_id)

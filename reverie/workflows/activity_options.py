@@ -10,14 +10,15 @@ from reverie.models.workflow_io import SessionOptions
 
 # Writing a few rows: fast and idempotent (ids made by the workflow), so these run as local
 # activities: no round trip through the server's task queues, ~10 ms saved per write. A worker
-# that dies mid-write re-runs the workflow task, and the write again, harmlessly. A database that
-# stays down for minutes fails the write; the workflow task then retries until it is back.
+# that dies mid-write re-runs the workflow task, and the write again, harmlessly.
 RECORD_TIMEOUT = timedelta(seconds=15)
 RECORD_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
-    maximum_attempts=20,
+    # Unlimited: a failed record would fail the whole workflow, and a database outage must
+    # only pause sessions, never end them. Refusals that retrying cannot fix are non-retryable.
+    maximum_attempts=0,
 )
 
 

@@ -70,13 +70,18 @@ class AgentLoop:
 
     # ---- entry points ------------------------------------------------------------------------
 
-    async def start_turn(self) -> TurnOutcome:
+    def begin_turn(self) -> None:
+        """Called before the turn's status is recorded: an interrupt that arrives meanwhile
+        then stops the turn instead of being forgotten."""
         self._interrupted = False
+
+    async def start_turn(self) -> TurnOutcome:
+        if self._interrupted:
+            return self._stop_interrupted()
         return await self._steps(self._take_inputs())
 
     async def resume_turn(self) -> TurnOutcome:
         """Every awaited tool use has its answer: act on the answers, then go on."""
-        self._interrupted = False
         await asyncio.gather(*(self._answer(pending) for pending in self._state.awaiting))
         self._state.awaiting = []
         if self._interrupted:
@@ -112,11 +117,17 @@ class AgentLoop:
                 result = await self._model_step(inputs)
             except ActivityError as error:
                 if self._interrupted or isinstance(error.cause, CancelledError):
-                    return self._stop_interrupted()
+                    # The step may not have recorded its inputs: hold them for the next turn
+                    # (recording them is idempotent, so holding never duplicates them).
+                    return self._stop_interrupted(inputs)
                 body, terminal = model_error(error)
                 end = TurnEnd.TERMINATED if terminal else TurnEnd.RETRIES_EXHAUSTED
                 return TurnOutcome(end, body)
             self._state.model_requests += 1
+            if self._interrupted:
+                # The answer landed together with the interrupt: none of its tools run.
+                await self._refuse_tools(result.tool_uses)
+                return self._stop_interrupted()
             if result.tool_uses:
                 outcome = await self._use_tools(result.tool_uses)
                 if outcome is not None:
@@ -127,7 +138,11 @@ class AgentLoop:
             inputs = self._take_inputs()
             if not inputs:
                 return TurnOutcome(TurnEnd.END_TURN)
-        return self._stop_interrupted()
+        return self._stop_interrupted(inputs)
+
+    async def _refuse_tools(self, uses: list[ToolUseRef]) -> None:
+        self._state.tool_results = {use.event_id: None for use in uses}
+        await asyncio.gather(*(self._record_error(use.event_id, "interrupted") for use in uses))
 
     async def _use_tools(self, uses: list[ToolUseRef]) -> TurnOutcome | None:
         """Run what may run now; park on what waits for the client (None: carry on)."""
@@ -157,11 +172,11 @@ class AgentLoop:
         self._state.tool_results = {}
         return results + self._take_inputs()
 
-    def _stop_interrupted(self) -> TurnOutcome:
-        """Results already recorded are kept for the next turn, so the transcript stays valid."""
-        self._state.held_input_ids = [
-            r for r in self._state.tool_results.values() if r is not None
-        ] + self._state.held_input_ids
+    def _stop_interrupted(self, unsent: list[str] | None = None) -> TurnOutcome:
+        """Results already recorded, and inputs no model step has seen, wait for the next turn,
+        so nothing is lost and the transcript stays valid."""
+        recorded = [r for r in self._state.tool_results.values() if r is not None]
+        self._state.held_input_ids = recorded + (unsent or []) + self._state.held_input_ids
         self._state.tool_results = {}
         return TurnOutcome(TurnEnd.INTERRUPTED)
 
@@ -198,6 +213,9 @@ class AgentLoop:
 
     async def _run_tool(self, tool_use_event_id: str) -> None:
         """At most once: a run lost with its worker is reported to the agent, never repeated."""
+        if self._interrupted:
+            await self._record_error(tool_use_event_id, "interrupted")
+            return
         result_id = new_id("sevt", workflow.uuid4())
         handle = workflow.start_activity(
             Activity.RUN_TOOL,

@@ -61,13 +61,16 @@ class SessionWorkflow:
             await workflow.wait_condition(
                 lambda: (
                     self._finished
+                    or self._archiving
                     or self._abandon_awaiting
                     or self._loop.awaiting_all_answered()
                     or self._has_new_work()
                     or workflow.info().is_continue_as_new_suggested()
                 )
             )
-            if self._finished:
+            if self._finished or self._archiving:
+                # Archiving: the archive handler finishes the session; start nothing meanwhile.
+                await workflow.wait_condition(lambda: self._finished)
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return self._state
             if self._abandon_awaiting:
@@ -93,6 +96,7 @@ class SessionWorkflow:
         return bool(self._state.queued) and not self._state.awaiting
 
     async def _turn(self, step: Callable[[], Awaitable[TurnOutcome]]) -> None:
+        self._loop.begin_turn()
         await self._set_status("running", "session.status_running")
         outcome = await step()
         if outcome.end != TurnEnd.REQUIRES_ACTION:
@@ -167,6 +171,10 @@ class SessionWorkflow:
             if ref.id in seen:
                 raise ValueError(f"event id {ref.id} appears twice")
             seen.add(ref.id)
+            if ref.type in ("user.tool_confirmation", "user.custom_tool_result") and (
+                self._abandon_awaiting
+            ):
+                raise ValueError("the awaited tool uses were interrupted; they take no answers")
             if ref.type == "user.tool_confirmation":
                 self._check_answer(ref.tool_use_id, "builtin", answered)
             elif ref.type == "user.custom_tool_result":
@@ -212,7 +220,13 @@ class SessionWorkflow:
 
     @archive.validator
     def _validate_archive(self) -> None:
-        if self._state.status in ("running", "rescheduling") or self._state.queued:
+        busy = (
+            self._state.queued
+            or self._answering
+            or self._abandon_awaiting
+            or self._loop.awaiting_all_answered()
+        )
+        if self._state.status in ("running", "rescheduling") or busy:
             raise ValueError(
                 f"session {self._params.session_id} is running; interrupt it or wait until it "
                 "is idle before archiving"
