@@ -426,3 +426,40 @@ async def test_a_disabled_tool_is_not_offered_and_not_run(
     result = of_type(await all_events(reverie, session.id), "agent.tool_result")[0]
     assert result.payload["is_error"] and "not enabled" in result_text(result)
     assert not (workspace(reverie, session.id) / "work" / "ran.txt").exists()
+
+
+async def test_web_fetch_follows_the_sessions_environment(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    from aiohttp import web
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text="hello from the page")
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/page"
+    try:
+        allowed_env = await reverie.create_environment(
+            {"name": "local", "networking": {"type": "limited", "allowed_hosts": ["127.0.0.1"]}}
+        )
+        agent_id = await tool_agent(reverie, model_name)
+        texts = {}
+        for env_id in (allowed_env.id, "env_default"):
+            fake_model.script(
+                model_name, [Reply.tool_use("web_fetch", {"url": url}), Reply.text("ok")]
+            )
+            session = await reverie.create_session({"agent": agent_id, "environment_id": env_id})
+            await reverie.send_message(session.id, "fetch it")
+            await reverie.wait_until_settled(session.id, timeout=30)
+            result = of_type(await all_events(reverie, session.id), "agent.tool_result")[0]
+            texts[env_id] = (result.payload["is_error"], result_text(result))
+    finally:
+        await runner.cleanup()
+    assert texts[allowed_env.id][0] is False and "hello from the page" in texts[allowed_env.id][1]
+    assert texts["env_default"][0] is True and "127.0.0.1" in texts["env_default"][1]
