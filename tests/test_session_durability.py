@@ -83,3 +83,53 @@ async def test_continue_as_new_keeps_the_conversation(
     events = await all_events(reverie, session.id)
     assert_each_once(events)
     assert types_of(events).count("agent.message") == turns
+
+
+async def test_a_long_turn_continues_as_new_between_model_steps(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    steps = 25
+    fake_model.script(
+        model_name,
+        [Reply.tool_use("bash", {"command": f"echo step {n} >> log.txt"}) for n in range(steps)]
+        + [Reply.text("all steps done")],
+    )
+    agent = await reverie.create_agent(
+        {
+            "name": "long-turn",
+            "model": model_name,
+            "tools": [
+                {
+                    "type": "agent_toolset_20260401",
+                    "configs": [{"name": "web_search", "enabled": False}],
+                }
+            ],
+        }
+    )
+    session = await reverie.create_session({"agent": agent.id})
+    handle = temporal_client.get_workflow_handle(session.id)
+    first_run = (await handle.describe()).run_id
+    await reverie.send_message(session.id, "do many steps")
+    done = await reverie.wait_until_settled(session.id, timeout=120)
+
+    first = await temporal_client.get_workflow_handle(session.id, run_id=first_run).fetch_history()
+    model_steps_in_first_run = [
+        e
+        for e in first.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "model_step"
+    ]
+    # The first run handed the turn over part-way: it did not make all the model steps itself.
+    assert first.events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+    assert 0 < len(model_steps_in_first_run) < steps + 1
+    events = await all_events(reverie, session.id)
+    assert_each_once(events)
+    kinds = types_of(events)
+    assert kinds.count("session.status_running") == 1
+    assert kinds.count("session.status_idle") == 1
+    assert kinds.count("agent.tool_result") == steps
+    assert done.stats.turns == 1 and done.stats.model_requests == steps + 1
+    log = (reverie.settings.workspaces / session.id / "work" / "log.txt").read_text()
+    assert log.splitlines() == [f"step {n}" for n in range(steps)]
+    last = fake_model.requests(model_name)[-1]["messages"]
+    assert len(last) == 1 + 2 * steps  # the message, then each tool use and its result

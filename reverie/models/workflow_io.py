@@ -66,6 +66,8 @@ class CarriedState(BaseModel):
     # Tool uses of the last model step, in order, with the ids of their results once recorded.
     tool_results: dict[str, str | None] = {}
     awaiting: list[PendingToolUse] = []
+    # Set when a long turn continued as new between two model steps: the next step's inputs.
+    resume_inputs: list[str] | None = None
     held_input_ids: list[str] = []
     turns: int = 0
     model_requests: int = 0

@@ -111,8 +111,15 @@ class AgentLoop:
 
     # ---- the loop ----------------------------------------------------------------------------
 
+    async def continue_turn(self, inputs: list[str]) -> TurnOutcome:
+        """The rest of a turn that continued as new between two model steps."""
+        return await self._steps(inputs)
+
     async def _steps(self, inputs: list[str]) -> TurnOutcome:
         while not self._interrupted:
+            await self._continue_as_new_if_suggested(inputs)
+            if self._interrupted:
+                break
             try:
                 result = await self._model_step(inputs)
             except ActivityError as error:
@@ -139,6 +146,19 @@ class AgentLoop:
             if not inputs:
                 return TurnOutcome(TurnEnd.END_TURN)
         return self._stop_interrupted(inputs)
+
+    async def _continue_as_new_if_suggested(self, inputs: list[str]) -> None:
+        """A long turn must not outgrow its history: between two model steps, when Temporal
+        suggests it, carry the next step's inputs into a new run, which goes on from there."""
+        if not workflow.info().is_continue_as_new_suggested():
+            return
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._interrupted:
+            return
+        self._state.resume_inputs = list(inputs)
+        workflow.continue_as_new(
+            self._params.model_copy(update={"carried": self._state.model_copy(deep=True)})
+        )
 
     async def _refuse_tools(self, uses: list[ToolUseRef]) -> None:
         self._state.tool_results = {use.event_id: None for use in uses}

@@ -57,6 +57,9 @@ class SessionWorkflow:
     @workflow.run
     async def run(self, params: SessionWorkflowInput) -> CarriedState:
         self._show()
+        if self._state.resume_inputs is not None:
+            inputs, self._state.resume_inputs = self._state.resume_inputs, None
+            await self._turn(lambda: self._loop.continue_turn(inputs), announce=False)
         while True:
             await workflow.wait_condition(
                 lambda: (
@@ -95,9 +98,14 @@ class SessionWorkflow:
         """Queued messages start a turn, unless tool uses still wait for their answers."""
         return bool(self._state.queued) and not self._state.awaiting
 
-    async def _turn(self, step: Callable[[], Awaitable[TurnOutcome]]) -> None:
+    async def _turn(
+        self, step: Callable[[], Awaitable[TurnOutcome]], *, announce: bool = True
+    ) -> None:
+        """One turn, from running to its end; `announce=False` goes on with a turn that an
+        earlier run of this session began (and said it was running)."""
         self._loop.begin_turn()
-        await self._set_status("running", "session.status_running")
+        if announce:
+            await self._set_status("running", "session.status_running")
         outcome = await step()
         if outcome.end != TurnEnd.REQUIRES_ACTION:
             self._state.turns += 1

@@ -9,4 +9,5 @@ import pytest
 
 if __name__ == "__main__":
     scenarios = Path(__file__).with_name("scenarios.py")
-    sys.exit(pytest.main([str(scenarios), "-q", "-p", "no:randomly"]))
+    # Extra arguments pass through, e.g. `-k long_turn` to record one scenario only.
+    sys.exit(pytest.main([str(scenarios), "-q", "-p", "no:randomly", *sys.argv[1:]]))

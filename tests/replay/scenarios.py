@@ -129,3 +129,25 @@ async def test_record_tools(
     )
     await reverie.wait_until_settled(session.id, timeout=30)
     await _save(temporal_client, "tools", session.id)
+
+
+async def test_record_long_turn(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A turn long enough to continue as new between model steps (the test server suggests
+    continue-as-new early); the saved history is the run that resumed the turn."""
+    steps = 25
+    fake_model.script(
+        model_name,
+        [Reply.tool_use("bash", {"command": f"echo {n}"}) for n in range(steps)]
+        + [Reply.text("done")],
+    )
+    toolset = {
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_search", "enabled": False}],
+    }
+    agent = await reverie.create_agent({"name": "long", "model": model_name, "tools": [toolset]})
+    session = await reverie.create_session({"agent": agent.id})
+    await reverie.send_message(session.id, "many steps")
+    await reverie.wait_until_settled(session.id, timeout=120)
+    await _save(temporal_client, "long_turn", session.id)

@@ -25,6 +25,7 @@ def test_histories_are_saved() -> None:
         "interrupt_archive",
         "terminal_error",
         "tools",
+        "long_turn",
     }
 
 
