@@ -562,27 +562,26 @@ def ms(stats: dict[str, float]) -> str:
     return f"median {stats['median_ms']:8.2f} ms   p90 {stats['p90_ms']:8.2f} ms"
 
 
-def render(report: dict[str, Any]) -> str:
-    parts = []
+def header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """What every benchmark table opens with: when, where, and with which server flags."""
     m = report["machine"]
-    parts.append(
-        table(
-            "Reverie session overhead benchmark",
-            [
-                ("when", report["started_at"]),
-                ("mode", report["mode"]),
-                ("machine", f"{m['cpu_count']} cores, {m['platform']}, Python {m['python']}"),
-                ("temporal", f"{m['temporal_cli']}; temporalio {m['temporalio']}"),
-                ("dev server flags", " ".join(report["dev_server_flags"])),
-                (
-                    "load average 1/5/15 min",
-                    f"{report['load_average_start']} at start, {report['load_average_end']} at end",
-                ),
-                ("database", report["database"]),
-                ("stack startup", f"{report['startup_seconds']:.1f} s"),
-            ],
-        )
-    )
+    return [
+        ("when", report["started_at"]),
+        ("mode", report["mode"]),
+        ("machine", f"{m['cpu_count']} cores, {m['platform']}, Python {m['python']}"),
+        ("temporal", f"{m['temporal_cli']}; temporalio {m['temporalio']}"),
+        ("dev server flags", " ".join(report["dev_server_flags"])),
+        (
+            "load average 1/5/15 min",
+            f"{report['load_average_start']} at start, {report['load_average_end']} at end",
+        ),
+        ("database", report["database"]),
+        ("stack startup", f"{report['startup_seconds']:.1f} s"),
+    ]
+
+
+def render(report: dict[str, Any]) -> str:
+    parts = [table("Reverie session overhead benchmark", header_rows(report))]
     a = report.get("turn_overhead")
     if a:
         rows = [

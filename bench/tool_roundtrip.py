@@ -38,6 +38,7 @@ from bench.session_overhead import (  # noqa: E402
     IDLE,
     POLL_SECONDS,
     Bench,
+    header_rows,
     machine,
     percentile,
     run_main,
@@ -298,23 +299,12 @@ def p(stats: dict[str, float]) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    m = report["machine"]
     t = report["tools"]
     parts = [
         table(
             "Reverie tool round-trip benchmark",
             [
-                ("when", report["started_at"]),
-                ("mode", report["mode"]),
-                ("machine", f"{m['cpu_count']} cores, {m['platform']}, Python {m['python']}"),
-                ("temporal", f"{m['temporal_cli']}; temporalio {m['temporalio']}"),
-                ("dev server flags", " ".join(report["dev_server_flags"])),
-                (
-                    "load average 1/5/15 min",
-                    f"{report['load_average_start']} at start, {report['load_average_end']} at end",
-                ),
-                ("database", report["database"]),
-                ("stack startup", f"{report['startup_seconds']:.1f} s"),
+                *header_rows(report),
                 ("sandbox (bash)", f"{t['sandbox']} ({report['sandbox_note']})"),
                 (
                     "calls",
