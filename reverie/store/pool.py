@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any
 
 import asyncpg
 
@@ -57,7 +56,3 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
             )
             applied.append(name)
     return applied
-
-
-def record(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    return dict(row) if row is not None else None
