@@ -95,6 +95,18 @@ def classify(error: Exception) -> tuple[ModelErrorDetails, bool, float | None]:
     return ModelErrorDetails(error_type="unknown_error", message=repr(error)), True, None
 
 
+def _span_end(
+    params: ModelStepInput, start_id: str, usage: Usage, is_error: bool
+) -> tuple[str, str, dict[str, Any]]:
+    """The step's one `span.model_request_end` (its id is the step's, whichever path ends it)."""
+    body = {
+        "model_request_start_id": start_id,
+        "is_error": is_error,
+        "model_usage": usage.model_dump(exclude={"active_seconds"}),
+    }
+    return derived_id("sevt", params.step_id, "end"), "span.model_request_end", body
+
+
 class ModelActivities:
     def __init__(self, pool: Pool, settings: Settings, client: anthropic.AsyncAnthropic) -> None:
         self._pool = pool
@@ -115,15 +127,7 @@ class ModelActivities:
             message = await self._call_with_heartbeats(request)
         except asyncio.CancelledError:
             # Interrupted: close the span, so every start has its end.
-            end = {
-                "model_request_start_id": start_id,
-                "is_error": True,
-                "model_usage": Usage().model_dump(exclude={"active_seconds"}),
-            }
-            await self._record(
-                params.session_id,
-                [(derived_id("sevt", params.step_id, "end"), "span.model_request_end", end)],
-            )
+            await self._record(params.session_id, [_span_end(params, start_id, Usage(), True)])
             raise
         except Exception as error:
             raise await self._failure(params, error) from error
@@ -267,18 +271,7 @@ class ModelActivities:
                 payload["evaluated_permission"] = {"type": permission}
             event_type = "agent.custom_tool_use" if kind == "custom" else "agent.tool_use"
             rows.append((event_id, event_type, payload, now))
-        rows.append(
-            (
-                derived_id("sevt", params.step_id, "end"),
-                "span.model_request_end",
-                {
-                    "model_request_start_id": start_id,
-                    "is_error": False,
-                    "model_usage": usage.model_dump(exclude={"active_seconds"}),
-                },
-                now,
-            )
-        )
+        rows.append((*_span_end(params, start_id, usage, False), now))
         result = ModelStepResult(
             stop_reason=message.stop_reason or "end_turn", tool_uses=tool_uses, usage=usage
         )

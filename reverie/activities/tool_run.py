@@ -13,6 +13,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from reverie.activities.tool_specs import builtin_enabled
 from reverie.activities.tools import (
     Networking,
     SandboxMode,
@@ -20,7 +21,6 @@ from reverie.activities.tools import (
     Workspace,
     run_builtin_tool,
 )
-from reverie.models.agents import AgentToolset
 from reverie.models.workflow_io import Activity, RunToolInput, ToolErrorInput
 from reverie.settings import Settings
 from reverie.store import agents, environments, events
@@ -69,9 +69,7 @@ class ToolActivities:
         self, params: RunToolInput, name: str, tool_input: dict[str, Any]
     ) -> ToolOutcome:
         agent = await agents.get(self._pool, params.agent_id, params.agent_version)
-        toolset = next((t for t in agent.tools if isinstance(t, AgentToolset)), None)
-        enabled = toolset is not None and toolset.resolved().get(name, (False, ""))[0]
-        if not enabled:
+        if not builtin_enabled(agent, name):
             return ToolOutcome(
                 content=_text(f"tool {name!r} is not enabled for this agent"), is_error=True
             )

@@ -66,13 +66,21 @@ def tool_definitions(agent: Agent) -> list[dict[str, Any]]:
     return definitions
 
 
+def _builtin(agent: Agent, name: str) -> tuple[bool, str]:
+    """(enabled, policy) of a built-in tool; a name the toolset does not offer is disabled."""
+    toolset = _toolset(agent)
+    if toolset is None:
+        return False, "always_allow"
+    return toolset.resolved().get(name, (False, "always_allow"))
+
+
+def builtin_enabled(agent: Agent, name: str) -> bool:
+    return _builtin(agent, name)[0]
+
+
 def handling(agent: Agent, name: str) -> tuple[ToolKind, Permission]:
     """Custom tools go to the client; built-ins run at once or wait for a confirmation."""
     if any(isinstance(t, CustomTool) and t.name == name for t in agent.tools):
         return "custom", "allow"
-    toolset = _toolset(agent)
-    if toolset is not None:
-        enabled, policy = toolset.resolved().get(name, (False, "always_allow"))
-        if enabled and policy == "always_ask":
-            return "builtin", "ask"
-    return "builtin", "allow"
+    enabled, policy = _builtin(agent, name)
+    return "builtin", "ask" if enabled and policy == "always_ask" else "allow"
