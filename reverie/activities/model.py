@@ -297,5 +297,4 @@ class ModelActivities:
 
     async def _record(self, session_id: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
         now = datetime.now(UTC)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await events.append(conn, session_id, [(i, t, p, now) for i, t, p in rows])
+        await events.append(self._pool, session_id, [(i, t, p, now) for i, t, p in rows])

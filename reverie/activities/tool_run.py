@@ -117,9 +117,8 @@ class ToolActivities:
             "content": outcome.content,
             "is_error": outcome.is_error,
         }
-        async with self._pool.acquire() as conn, conn.transaction():
-            await events.append(
-                conn,
-                session_id,
-                [(result_event_id, "agent.tool_result", payload, datetime.now(UTC))],
-            )
+        await events.append(
+            self._pool,
+            session_id,
+            [(result_event_id, "agent.tool_result", payload, datetime.now(UTC))],
+        )

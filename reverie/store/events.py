@@ -14,14 +14,19 @@ from reverie.store.pool import Connection, Pool
 EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
 
 
-async def append(conn: Connection, session_id: str, rows: Sequence[EventRow]) -> int:
+async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow]) -> int:
     """Append events in order; ids already present are skipped, so a retried write is a no-op.
 
-    Positions are allocated under the session row's lock: gapless and in commit order.
-    Call inside a transaction.
+    Positions are allocated under the session row's lock: gapless and in commit order. Given a
+    connection, this joins its transaction (call it inside one); given the pool, it runs in a
+    transaction of its own.
     """
     if not rows:
         return 0
+    if isinstance(db, Pool):
+        async with db.acquire() as conn, conn.transaction():
+            return await append(conn, session_id, rows)
+    conn = db
     count = await conn.fetchval(
         "SELECT event_count FROM sessions WHERE id = $1 FOR UPDATE", session_id
     )
