@@ -37,8 +37,8 @@ async def create(
     )
 
 
-async def _session(conn: Pool | Connection, row: Any) -> Session:
-    agent = await agents.get(conn, row["agent_id"], row["agent_version"])
+async def _session(conn: Pool | Connection, row: Any, agent: Agent | None = None) -> Session:
+    agent = agent or await agents.get(conn, row["agent_id"], row["agent_version"])
     active = row["active_seconds"] + (row["running_for"] or 0.0)
     return Session(
         id=row["id"],
@@ -102,7 +102,16 @@ async def list_sessions(
         after_id,
         limit + 1,
     )
-    items = [await _session(pool, row) for row in rows[:limit]]
+    # A page often holds many sessions of one agent version: read each version once.
+    snapshots: dict[tuple[str, int], Agent] = {}
+    for row in rows[:limit]:
+        key = (row["agent_id"], row["agent_version"])
+        if key not in snapshots:
+            snapshots[key] = await agents.get(pool, *key)
+    items = [
+        await _session(pool, row, snapshots[(row["agent_id"], row["agent_version"])])
+        for row in rows[:limit]
+    ]
     more = len(rows) > limit
     return Page[Session](
         data=items,
