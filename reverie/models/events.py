@@ -8,12 +8,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from reverie.models.common import StrictModel
+from reverie.models.common import StrictModel, check_json
 
 # Largest accepted input event, serialised. Content lives in Postgres, not in Temporal, but one
 # event is still one row that every later model call re-reads: keep it to a sane size.
 MAX_EVENT_BYTES = 256 * 1024
+# Events in one request (`send_events`, a session's `initial_events`), as the hosted API allows.
 MAX_EVENTS_PER_REQUEST = 50
+# Fields that name another event travel to the workflow inside a Temporal update, so they are
+# short: Reverie's own ids are 37 characters.
+MAX_REFERENCE_ID = 256
+
+ReferenceId = Annotated[str, Field(min_length=1, max_length=MAX_REFERENCE_ID)]
 
 
 class TextBlock(StrictModel):
@@ -52,19 +58,19 @@ class UserMessage(StrictModel):
 
 class UserInterrupt(StrictModel):
     type: Literal["user.interrupt"] = "user.interrupt"
-    session_thread_id: str | None = None
+    session_thread_id: ReferenceId | None = None
 
 
 class UserToolConfirmation(StrictModel):
     type: Literal["user.tool_confirmation"] = "user.tool_confirmation"
-    tool_use_id: str = Field(min_length=1)
+    tool_use_id: ReferenceId
     result: Literal["allow", "deny"]
     deny_message: str | None = Field(default=None, max_length=10_000)
 
 
 class UserCustomToolResult(StrictModel):
     type: Literal["user.custom_tool_result"] = "user.custom_tool_result"
-    custom_tool_use_id: str = Field(min_length=1)
+    custom_tool_use_id: ReferenceId
     content: list[ContentBlock] = Field(default_factory=list)
     is_error: bool = False
 
@@ -102,17 +108,32 @@ def parse_input_event(raw: Any) -> InputEvent:
         raise ValueError(
             f"unknown event type {raw.get('type')!r}; input events are {', '.join(INPUT_EVENT_TYPES)}"
         )
+    check_json(raw)  # before measuring: json.dumps of a far too deep value raises RecursionError
     size = len(json.dumps(raw, default=str).encode())
     if size > MAX_EVENT_BYTES:
         raise ValueError(f"event of {size} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes")
     return _input_adapter.validate_python(raw)
 
 
+def check_event_count(count: int, what: str = "a request") -> None:
+    """The per-request bound, with a message that says what it is."""
+    if count < 1:
+        raise ValueError(f"{what} must hold at least one event")
+    if count > MAX_EVENTS_PER_REQUEST:
+        raise ValueError(
+            f"{what} may hold at most {MAX_EVENTS_PER_REQUEST} events, not {count}: "
+            "send them in several requests"
+        )
+
+
 class SendEventsRequest(StrictModel):
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+    """The body of a send: 1 to `MAX_EVENTS_PER_REQUEST` input events."""
+
+    events: list[dict[str, Any]]
 
     @model_validator(mode="after")
     def _each_valid(self) -> SendEventsRequest:
+        check_event_count(len(self.events), "events")
         for event in self.events:
             parse_input_event(event)
         return self

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from reverie.models.agents import Agent, AgentRef
 from reverie.models.common import Metadata, StrictModel
 from reverie.models.environments import DEFAULT_ENVIRONMENT_ID
+from reverie.models.events import MAX_EVENTS_PER_REQUEST, check_event_count
 
 __all__ = ["DEFAULT_ENVIRONMENT_ID", "Session", "SessionCreate", "SessionStatus", "Usage"]
 
 SessionStatus = Literal["rescheduling", "running", "idle", "terminated"]
-MAX_INITIAL_EVENTS = 50
+MAX_INITIAL_EVENTS = MAX_EVENTS_PER_REQUEST
 
 
 class Usage(BaseModel):
@@ -49,9 +50,14 @@ class SessionCreate(StrictModel):
     title: str | None = Field(default=None, max_length=512)
     metadata: Metadata = Field(default_factory=dict)
     resources: list[dict[str, Any]] = []
-    initial_events: list[dict[str, Any]] = Field(
-        default_factory=list, max_length=MAX_INITIAL_EVENTS
-    )
+    initial_events: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("initial_events")
+    @classmethod
+    def _bounded(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if value:
+            check_event_count(len(value), "initial_events")
+        return value
 
     def agent_ref(self) -> AgentRef:
         return AgentRef(id=self.agent) if isinstance(self.agent, str) else self.agent

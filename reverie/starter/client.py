@@ -9,22 +9,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from reverie.connections import connect_database, connect_temporal
 from reverie.models.agents import Agent, AgentCreate, AgentUpdate, check_supported
-from reverie.models.common import Page, new_id
+from reverie.models.common import Page, PageRequest, check_json, new_id
 from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
 from reverie.models.errors import InvalidRequestError, NotSupportedError
-from reverie.models.events import Event, InputEvent, parse_input_event
+from reverie.models.events import (
+    Event,
+    InputEvent,
+    check_event_count,
+    parse_input_event,
+)
 from reverie.models.sessions import DEFAULT_ENVIRONMENT_ID, Session, SessionCreate
 from reverie.models.workflow_io import (
+    CarriedState,
     InputRef,
     SendEventsInput,
     SessionOptions,
@@ -36,13 +42,44 @@ from reverie.store.pool import Pool
 from reverie.workflows.session import AGENT_ID, SESSION_STATUS, SessionWorkflow
 
 SETTLED_EVENTS = ("session.status_idle", "session.status_terminated")
+# Largest serialised argument the client hands Temporal (a start's input, an update's events).
+# Temporal warns above 512 KiB per payload, fails a payload above 2 MiB and a gRPC message above
+# 4 MB (see temporal-notes); staying under the warning keeps every request clear of both hard
+# limits, and a request that would cross it is refused before anything is written. Content
+# never travels this way (it is staged in PostgreSQL), so only ids count towards it.
+MAX_TEMPORAL_PAYLOAD_BYTES = 512 * 1024
+# Most events one `list_events` call returns (API lists page by 100; tools read more at once).
+MAX_EVENTS_LISTED = 10_000
 
 
 def _invalid(error: ValidationError) -> InvalidRequestError:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors()
-    )
-    return InvalidRequestError(problems)
+    problems = []
+    for e in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return InvalidRequestError("; ".join(problems))
+
+
+def _check_id(kind: str, value: Any) -> str:
+    """An id a caller passed in: a string PostgreSQL can compare (no NUL), else a clear error."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"{kind} id must be a non-empty string, not {value!r}")
+    try:
+        check_json(value)
+    except ValueError as error:
+        raise InvalidRequestError(f"{kind} id {value!r}: {error}") from None
+    return value
+
+
+def _check_temporal_size(value: BaseModel, what: str) -> None:
+    size = len(value.model_dump_json().encode())
+    if size > MAX_TEMPORAL_PAYLOAD_BYTES:
+        raise InvalidRequestError(
+            f"{what} would make a Temporal message of {size:,} bytes, more than the "
+            f"{MAX_TEMPORAL_PAYLOAD_BYTES:,} Reverie allows (Temporal refuses payloads over "
+            "2 MiB): send fewer events at once"
+        )
 
 
 def _parse(model: type, value: Any) -> Any:
@@ -52,7 +89,14 @@ def _parse(model: type, value: Any) -> Any:
         raise _invalid(error) from None
 
 
-def _parse_events(raw: Sequence[Any]) -> list[InputEvent]:
+def _parse_events(raw: Sequence[Any], what: str = "a request") -> list[InputEvent]:
+    """Every event valid, and no more of them than one request may carry."""
+    if isinstance(raw, str | bytes | dict) or not isinstance(raw, Sequence):
+        raise InvalidRequestError("events must be a list of event objects")
+    try:
+        check_event_count(len(raw), what)
+    except ValueError as error:
+        raise InvalidRequestError(str(error)) from None
     parsed = []
     for index, event in enumerate(raw):
         try:
@@ -111,7 +155,7 @@ class ReverieClient:
 
     async def update_agent(self, agent_id: str, params: AgentUpdate | dict[str, Any]) -> Agent:
         params = _parse(AgentUpdate, params)
-        current = await agents.get(self.pool, agent_id)
+        current = await agents.get(self.pool, _check_id("agent", agent_id))
         try:
             check_supported(params.apply_to(current))
         except ValidationError as error:
@@ -119,20 +163,21 @@ class ReverieClient:
         return await agents.update(self.pool, agent_id, params)
 
     async def get_agent(self, agent_id: str, version: int | None = None) -> Agent:
-        return await agents.get(self.pool, agent_id, version)
+        return await agents.get(self.pool, _check_id("agent", agent_id), version)
 
     async def list_agents(
         self, *, limit: int = 20, page: str | None = None, include_archived: bool = False
     ) -> Page[Agent]:
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
         return await agents.list_agents(
-            self.pool, limit=limit, page=page, include_archived=include_archived
+            self.pool, limit=paging.limit, page=paging.page, include_archived=include_archived
         )
 
     async def agent_versions(self, agent_id: str) -> list[Agent]:
-        return await agents.versions(self.pool, agent_id)
+        return await agents.versions(self.pool, _check_id("agent", agent_id))
 
     async def archive_agent(self, agent_id: str) -> Agent:
-        return await agents.archive(self.pool, agent_id)
+        return await agents.archive(self.pool, _check_id("agent", agent_id))
 
     # ---- environments ------------------------------------------------------------------------
 
@@ -140,25 +185,29 @@ class ReverieClient:
         return await environments.create(self.pool, _parse(EnvironmentCreate, params))
 
     async def get_environment(self, environment_id: str) -> Environment:
-        return await environments.get(self.pool, environment_id)
+        return await environments.get(self.pool, _check_id("environment", environment_id))
 
     async def update_environment(
         self, environment_id: str, params: EnvironmentUpdate | dict[str, Any]
     ) -> Environment:
         params = _parse(EnvironmentUpdate, params)
         try:
-            return await environments.update(self.pool, environment_id, params)
+            return await environments.update(
+                self.pool, _check_id("environment", environment_id), params
+            )
         except ValidationError as error:
             raise _invalid(error) from None
 
     async def list_environments(
         self, *, limit: int = 20, page: str | None = None, include_archived: bool = False
     ) -> Page[Environment]:
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
         return await environments.list_environments(
-            self.pool, limit=limit, page=page, include_archived=include_archived
+            self.pool, limit=paging.limit, page=paging.page, include_archived=include_archived
         )
 
     async def archive_environment(self, environment_id: str) -> Environment:
+        _check_id("environment", environment_id)
         if environment_id == DEFAULT_ENVIRONMENT_ID:
             raise InvalidRequestError("the default environment cannot be archived")
         return await environments.archive(self.pool, environment_id)
@@ -168,18 +217,27 @@ class ReverieClient:
     async def create_session(
         self, params: SessionCreate | dict[str, Any], *, options: SessionOptions | None = None
     ) -> Session:
-        """Create the row, start its workflow, then send any initial events."""
+        """Create a session with its initial events: it exists with all of them, or not at all.
+
+        Everything is validated first. The row and the initial events are then written in one
+        transaction, and the workflow starts with those events already queued (its start input
+        carries their ids, as a continued run carries its queue), so no later step can fail
+        and leave a session without its events. If Temporal refuses the start, the row and its
+        events are removed again.
+        """
         params = _parse(SessionCreate, params)
         if params.resources:
             raise NotSupportedError(
                 "session resources (memory stores, files) are not supported yet"
             )
         environment = await environments.get(
-            self.pool, params.environment_id or DEFAULT_ENVIRONMENT_ID
+            self.pool, _check_id("environment", params.environment_id or DEFAULT_ENVIRONMENT_ID)
         )
         if environment.archived_at is not None:
             raise InvalidRequestError(f"environment {environment.id} is archived")
-        initial = _parse_events(params.initial_events)
+        initial = (
+            _parse_events(params.initial_events, "initial_events") if params.initial_events else []
+        )
         _refuse_unsupported(initial)
         for event in initial:
             if event.type not in ("user.message", "user.define_outcome"):
@@ -191,46 +249,75 @@ class ReverieClient:
         if agent.archived_at is not None:
             raise InvalidRequestError(f"agent {agent.id} is archived; it cannot start sessions")
         session_id = new_id("sesn")
-        await sessions.create(
-            self.pool,
-            session_id,
-            agent,
-            environment_id=environment.id,
-            title=params.title,
-            metadata=params.metadata,
-            resources=params.resources,
-        )
+        rows = [
+            (new_id("sevt"), event.type, event.model_dump(mode="json", exclude={"type"}))
+            for event in initial
+        ]
+        refs = [
+            _ref(event_id, event) for (event_id, _, _), event in zip(rows, initial, strict=True)
+        ]
         options = options or SessionOptions(
             model_max_attempts=self.settings.model_max_attempts,
             model_timeout_seconds=self.settings.model_timeout_seconds,
         )
-        await self.temporal.start_workflow(
-            SessionWorkflow.run,
-            SessionWorkflowInput(
-                session_id=session_id,
-                agent_id=agent.id,
-                agent_version=agent.version,
+        start = SessionWorkflowInput(
+            session_id=session_id,
+            agent_id=agent.id,
+            agent_version=agent.version,
+            environment_id=environment.id,
+            title=params.title,
+            options=options,
+            carried=CarriedState(queued=refs) if refs else None,
+        )
+        _check_temporal_size(start, "the session's start")
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await sessions.create(
+                conn,
+                session_id,
+                agent,
                 environment_id=environment.id,
                 title=params.title,
-                options=options,
-            ),
-            id=session_id,
-            task_queue=self.settings.task_queue,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(AGENT_ID, agent.id),
-                    SearchAttributePair(SESSION_STATUS, "idle"),
-                ]
-            ),
-            static_summary=params.title or f"session of {agent.name}",
-            static_details=f"agent {agent.id} version {agent.version}",
-        )
-        if initial:
-            await self._send(session_id, initial)
+                metadata=params.metadata,
+                resources=params.resources,
+            )
+            await events.append(conn, session_id, [(*row, now) for row in rows])
+        try:
+            await self.temporal.start_workflow(
+                SessionWorkflow.run,
+                start,
+                id=session_id,
+                task_queue=self.settings.task_queue,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(AGENT_ID, agent.id),
+                        SearchAttributePair(SESSION_STATUS, "idle"),
+                    ]
+                ),
+                static_summary=params.title or f"session of {agent.name}",
+                static_details=f"agent {agent.id} version {agent.version}",
+            )
+        except BaseException as error:
+            started = await asyncio.shield(self._workflow_exists(session_id))
+            if not started:
+                await asyncio.shield(sessions.discard(self.pool, session_id))
+                raise
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            # Started after all: only the answer to the start was lost.
         return await sessions.get(self.pool, session_id)
 
+    async def _workflow_exists(self, session_id: str) -> bool:
+        """Whether a start whose call failed happened anyway; False when Temporal cannot say
+        (it is then most likely unreachable, and the start did not get through)."""
+        try:
+            await self.temporal.get_workflow_handle(session_id).describe()
+        except Exception:
+            return False
+        return True
+
     async def get_session(self, session_id: str) -> Session:
-        return await sessions.get(self.pool, session_id)
+        return await sessions.get(self.pool, _check_id("session", session_id))
 
     async def list_sessions(
         self,
@@ -240,14 +327,18 @@ class ReverieClient:
         agent_id: str | None = None,
         include_archived: bool = False,
     ) -> Page[Session]:
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
         return await sessions.list_sessions(
-            self.pool, limit=limit, page=page, agent_id=agent_id, include_archived=include_archived
+            self.pool,
+            limit=paging.limit,
+            page=paging.page,
+            agent_id=None if agent_id is None else _check_id("agent", agent_id),
+            include_archived=include_archived,
         )
 
     async def send_events(self, session_id: str, raw_events: Sequence[Any]) -> list[Event]:
-        """Send input events; answers each with its recorded form (id, processed_at)."""
-        if not raw_events:
-            raise InvalidRequestError("events must hold at least one event")
+        """Send 1 to 50 input events; answers each with its recorded form (id, processed_at)."""
+        _check_id("session", session_id)
         return await self._send(session_id, _parse_events(raw_events))
 
     async def send_message(self, session_id: str, text: str) -> Event:
@@ -268,12 +359,14 @@ class ReverieClient:
             (new_id("sevt"), event.type, event.model_dump(mode="json", exclude={"type"}))
             for event in parsed
         ]
-        await events.stage(self.pool, session_id, staged)
         ids = [event_id for event_id, _, _ in staged]
-        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
         refs = [_ref(event_id, event) for event_id, event in zip(ids, parsed, strict=True)]
+        update = SendEventsInput(events=refs)
+        _check_temporal_size(update, "these events")
+        await events.stage(self.pool, session_id, staged)
+        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
         try:
-            await handle.execute_update(SessionWorkflow.send_events, SendEventsInput(events=refs))
+            await handle.execute_update(SessionWorkflow.send_events, update)
         except BaseException as error:
             # Whatever went wrong, staged rows must not linger. Unstaging is safe: an update
             # that already recorded them deleted them; one that had not cannot record them now.
@@ -289,7 +382,7 @@ class ReverieClient:
         return await events.get_many(self.pool, ids)
 
     async def archive_session(self, session_id: str) -> Session:
-        session = await sessions.get(self.pool, session_id)
+        session = await sessions.get(self.pool, _check_id("session", session_id))
         if session.archived_at is not None:
             return session
         handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
@@ -316,7 +409,16 @@ class ReverieClient:
     ) -> list[Event]:
         """A session's events in log order (`after` skips the first N), filtered as the API's
         list call filters them."""
-        await sessions.status_of(self.pool, session_id)
+        await sessions.status_of(self.pool, _check_id("session", session_id))
+        if not 1 <= limit <= MAX_EVENTS_LISTED:
+            raise InvalidRequestError(f"limit must be 1 to {MAX_EVENTS_LISTED:,}, not {limit}")
+        if after < 0:
+            raise InvalidRequestError(f"after must be 0 or more, not {after}")
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError(f"order must be asc or desc, not {order!r}")
+        unknown = [t for t in types or () if not isinstance(t, str) or "\x00" in t]
+        if unknown:
+            raise InvalidRequestError(f"not event types: {unknown!r}")
         found, _ = await events.list_events(
             self.pool,
             session_id,
@@ -341,7 +443,7 @@ class ReverieClient:
     ) -> AsyncIterator[Event]:
         """Events as they are recorded; stops after the session settles (idle or terminated)
         once something happened, when `until_settled`."""
-        await sessions.status_of(self.pool, session_id)
+        await sessions.status_of(self.pool, _check_id("session", session_id))
         deadline = None if timeout is None else time.monotonic() + timeout
         position = after
         while True:
@@ -370,6 +472,7 @@ class ReverieClient:
     async def wait_until_settled(self, session_id: str, *, timeout: float = 60.0) -> Session:
         """Wait until the session is idle (or terminated) with nothing queued."""
         deadline = time.monotonic() + timeout
+        _check_id("session", session_id)
         while True:
             session = await sessions.get(self.pool, session_id)
             if session.status in ("idle", "terminated") and not await self._has_pending(session_id):

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from reverie.models.common import scrub_json
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.events import Event
 from reverie.store.pool import Connection, Pool
 
 EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
+log = logging.getLogger(__name__)
+
+
+def storable(session_id: str, rows: Sequence[EventRow]) -> list[EventRow]:
+    """Rows PostgreSQL can hold. Input events were refused at the edge if they held NUL, so
+    what is left to fix is what a model or a tool produced (text, tool input, tool output):
+    each NUL is recorded as U+2400 "␀" and each unpaired surrogate as U+FFFD, the rest of the
+    answer is kept, and the replacement is logged, so that no answer is lost to one byte."""
+    out = []
+    for event_id, kind, payload, processed_at in rows:
+        fixed, replaced = scrub_json(payload)
+        if replaced:
+            log.warning(
+                "session %s: event %s (%s) held %d character(s) PostgreSQL cannot store "
+                "(NUL or unpaired surrogate); recorded with U+2400 / U+FFFD in their place",
+                session_id,
+                event_id,
+                kind,
+                replaced,
+            )
+        out.append((event_id, kind, fixed, processed_at))
+    return out
 
 
 async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow]) -> int:
@@ -23,6 +47,7 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
     """
     if not rows:
         return 0
+    rows = storable(session_id, rows)
     if isinstance(db, Pool):
         async with db.acquire() as conn, conn.transaction():
             return await append(conn, session_id, rows)

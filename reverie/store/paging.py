@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from reverie.models.common import Page
+from reverie.models.common import Page, check_json
 from reverie.models.errors import InvalidRequestError
 
 
@@ -30,6 +30,7 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         created_at, item_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        check_json(item_id)  # a forged cursor must not carry a NUL into a query
         return datetime.fromisoformat(created_at), str(item_id)
     except (ValueError, TypeError) as error:
         raise InvalidRequestError(f"invalid page cursor {cursor!r}") from error

@@ -37,6 +37,15 @@ async def create(
     )
 
 
+async def discard(pool: Pool, session_id: str) -> None:
+    """Undo a creation whose workflow never started: the row and all it holds, so a failed
+    create leaves nothing behind. Never call it for a session whose workflow exists."""
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("events", "staged_events", "transcript", "model_steps"):
+            await conn.execute(f"DELETE FROM {table} WHERE session_id = $1", session_id)
+        await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
+
+
 async def _session(conn: Pool | Connection, row: Any, agent: Agent | None = None) -> Session:
     agent = agent or await agents.get(conn, row["agent_id"], row["agent_version"])
     active = row["active_seconds"] + (row["running_for"] or 0.0)
