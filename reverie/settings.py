@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +38,9 @@ class Settings(BaseSettings):
     workspace_root: Path | None = Field(default=None, alias="REVERIE_WORKSPACE_ROOT")
     # `none` lets bash run unsandboxed where bubblewrap is missing; anything else refuses then.
     sandbox: str | None = Field(default=None, alias="REVERIE_SANDBOX")
+    # Networks (CIDR, comma-separated) that sessions may reach although they are not public,
+    # e.g. a company proxy on 10.1.2.3/32. Empty: only public addresses, ever.
+    egress_allow_networks: str = Field(default="", alias="REVERIE_EGRESS_ALLOW_NETWORKS")
 
     @cached_property
     def home(self) -> Path:
@@ -45,6 +49,23 @@ class Settings(BaseSettings):
     @property
     def workspaces(self) -> Path:
         return (self.workspace_root or self.home / "workspaces").expanduser().resolve()
+
+    @field_validator("egress_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in (n.strip() for n in value.split(",")):
+            if entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as error:
+                    raise ValueError(
+                        f"REVERIE_EGRESS_ALLOW_NETWORKS: {entry!r} is not a network in CIDR form"
+                    ) from error
+        return value
+
+    @property
+    def egress_networks(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.egress_allow_networks.split(",") if n.strip())
 
     @property
     def temporal_data_file(self) -> Path:

@@ -1,4 +1,8 @@
-"""`web_fetch` against a local server: the environment's networking decides every hop."""
+"""`web_fetch` against a local server: the session's egress policy decides every hop.
+
+The test server listens on loopback, which no session may reach unless the operator opts a
+network in; the tests opt in 127.0.0.1 only, so other loopback addresses stay refused.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,18 @@ import pytest_asyncio
 from aiohttp import web
 from yarl import URL
 
-from reverie.activities.tools import Networking, ToolOutcome, Workspace, run_builtin_tool
-from reverie.activities.tools.host_policy import refusal
+from reverie.activities.tools import ToolOutcome, Workspace, run_builtin_tool
+from reverie.egress import EgressPolicy
 
-UNRESTRICTED = Networking(type="unrestricted")
+LOOPBACK_OPT_IN = ("127.0.0.1/32",)
+
+
+def policy(kind: str, hosts: list[str] | None = None, opt_in: bool = True) -> EgressPolicy:
+    networks = LOOPBACK_OPT_IN if opt_in else ()
+    return EgressPolicy.for_networking(kind, hosts or [], networks)
+
+
+UNRESTRICTED = policy("unrestricted")
 PAGE = """<!doctype html><html><head><title>Hello page</title>
 <style>body { color: red }</style><script>alert('no')</script></head>
 <body><h1>Heading</h1><p>First &amp; foremost.</p><ul><li>one</li><li>two</li></ul></body></html>"""
@@ -65,10 +77,10 @@ async def server() -> AsyncIterator[str]:
     await runner.cleanup()
 
 
-async def fetch(tmp_path: Path, url: str, networking: Networking, **extra: object) -> ToolOutcome:
+async def fetch(tmp_path: Path, url: str, egress: EgressPolicy, **extra: object) -> ToolOutcome:
     workspace = Workspace.for_session(tmp_path / "workspaces", "sesn_web")
     tool_input = {"url": url, **extra}
-    return await run_builtin_tool("web_fetch", tool_input, workspace, networking, sandbox="none")
+    return await run_builtin_tool("web_fetch", tool_input, workspace, egress, sandbox="none")
 
 
 def text(outcome: ToolOutcome) -> str:
@@ -85,22 +97,20 @@ async def test_unrestricted_fetches_html_as_text(server: str, tmp_path: Path) ->
 
 
 async def test_limited_allows_listed_hosts(server: str, tmp_path: Path) -> None:
-    allowed = Networking(type="limited", allowed_hosts=["127.0.0.1"])
+    allowed = policy("limited", ["127.0.0.1"])
     outcome = await fetch(tmp_path, f"{server}/plain", allowed)
     assert not outcome.is_error and text(outcome).endswith("just text")
 
 
 async def test_limited_refuses_other_hosts(server: str, tmp_path: Path) -> None:
     for hosts in ([], ["example.com"], ["*.0.0.1"]):
-        outcome = await fetch(
-            tmp_path, f"{server}/plain", Networking(type="limited", allowed_hosts=hosts)
-        )
+        outcome = await fetch(tmp_path, f"{server}/plain", policy("limited", hosts))
         assert outcome.is_error
-        assert "does not allow network access to 127.0.0.1" in text(outcome)
+        assert "network access" in text(outcome) and "127.0.0.1" in text(outcome)
 
 
 async def test_redirect_to_a_disallowed_host_is_refused(server: str, tmp_path: Path) -> None:
-    allowed = Networking(type="limited", allowed_hosts=["127.0.0.1"])
+    allowed = policy("limited", ["127.0.0.1"])
     port = URL(server).port
     to = f"http://localhost:{port}/plain"
     outcome = await fetch(tmp_path, f"{server}/redirect?to={to}", allowed)
@@ -134,14 +144,76 @@ async def test_binary_errors_and_bad_urls(server: str, tmp_path: Path) -> None:
 
 
 def test_host_patterns() -> None:
-    policy = Networking(
-        type="limited", allowed_hosts=["example.com", "*.docs.example.org", "api.test:8443"]
+    limited = EgressPolicy.for_networking(
+        "limited", ["example.com", "*.docs.example.org", "api.test:8443"]
     )
-    assert refusal(policy, URL("https://example.com/a")) is None
-    assert refusal(policy, URL("http://EXAMPLE.com./a")) is None
-    assert refusal(policy, URL("https://sub.example.com/")) is not None
-    assert refusal(policy, URL("https://a.docs.example.org/")) is None
-    assert refusal(policy, URL("https://docs.example.org/")) is not None
-    assert refusal(policy, URL("https://evildocs.example.org/")) is not None
-    assert refusal(policy, URL("https://api.test:8443/")) is None
-    assert refusal(policy, URL("https://api.test/")) is not None
+    assert limited.host_refusal("example.com", 443) is None
+    assert limited.host_refusal("EXAMPLE.com.", 80) is None
+    assert limited.host_refusal("sub.example.com", 443) is not None
+    assert limited.host_refusal("a.docs.example.org", 443) is None
+    assert limited.host_refusal("docs.example.org", 443) is not None
+    assert limited.host_refusal("evildocs.example.org", 443) is not None
+    assert limited.host_refusal("api.test", 8443) is None
+    assert limited.host_refusal("api.test", 443) is not None
+
+
+# --- internal addresses: never reachable, however they are spelt ------------------------------
+
+INTERNAL_URLS = [
+    "http://127.0.0.1:{port}/plain",
+    "http://127.0.0.2:{port}/plain",
+    "http://localhost:{port}/plain",
+    "http://0.0.0.0:{port}/plain",
+    "http://0x7f000001:{port}/plain",
+    "http://2130706433:{port}/plain",
+    "http://0177.0.0.1:{port}/plain",
+    "http://127.1:{port}/plain",
+    "http://[::1]:{port}/plain",
+    "http://[::ffff:127.0.0.1]:{port}/plain",
+    "http://[::ffff:7f00:1]:{port}/plain",
+    "http://allowed.example@127.0.0.1:{port}/plain",
+    "http://127.0.0.1:{port}#@example.com/plain",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fd00:ec2::254]/latest/meta-data/",
+    "http://10.0.0.1/",
+    "http://192.168.0.1/",
+    "http://100.64.0.1/",
+    "http://224.0.0.1/",
+]
+
+
+async def test_unrestricted_never_reaches_internal_addresses(server: str, tmp_path: Path) -> None:
+    port = URL(server).port
+    for template in INTERNAL_URLS:
+        url = template.format(port=port)
+        outcome = await fetch(tmp_path, url, policy("unrestricted", opt_in=False))
+        assert outcome.is_error, url
+        assert "just text" not in text(outcome), url
+        assert "Status: HTTP" not in text(outcome), url
+        # Refused by the policy, or (numeric spellings aiohttp will not dial) as a bad URL.
+        assert "never reachable from a session" in text(outcome) or (
+            "not a canonical" in text(outcome)
+        ), (url, text(outcome))
+
+
+async def test_redirect_to_another_loopback_address_is_refused(server: str, tmp_path: Path) -> None:
+    # 127.0.0.1 is opted in, 127.0.0.2 (same server, same port) is not: the redirect is
+    # checked on the address it would connect to.
+    port = URL(server).port
+    to = f"http://127.0.0.2:{port}/plain"
+    outcome = await fetch(tmp_path, f"{server}/redirect?to={to}", UNRESTRICTED)
+    assert outcome.is_error and "127.0.0.2 is a loopback address" in text(outcome)
+
+
+async def test_allowed_name_resolving_to_loopback_is_refused(server: str, tmp_path: Path) -> None:
+    # DNS rebinding: the name is allowed, the address it resolves to is not.
+    port = URL(server).port
+    outcome = await fetch(
+        tmp_path, f"http://localhost:{port}/plain", policy("limited", ["localhost"], opt_in=False)
+    )
+    assert outcome.is_error and "is a loopback address" in text(outcome)
+
+
+async def test_default_environment_reaches_nothing(server: str, tmp_path: Path) -> None:
+    outcome = await fetch(tmp_path, f"{server}/plain", policy("limited", [], opt_in=True))
+    assert outcome.is_error and "no network access" in text(outcome)

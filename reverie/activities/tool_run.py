@@ -83,7 +83,9 @@ class ToolActivities:
             name,
             tool_input,
             workspace,
-            Networking.model_validate(environment.networking.model_dump()),
+            Networking.model_validate(environment.networking.model_dump()).policy(
+                self._settings.egress_networks
+            ),
             sandbox=self._sandbox or "none",
             heartbeat=activity.heartbeat,
         )

@@ -8,24 +8,26 @@ jobs do not outlive a call (a job started with `&` is killed when the command re
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 
 from reverie.activities.tools.inputs import BashInput
-from reverie.activities.tools.models import (
-    OUTPUTS_VIRTUAL,
-    WORK_VIRTUAL,
-    Networking,
-    ToolOutcome,
-)
+from reverie.activities.tools.models import OUTPUTS_VIRTUAL, WORK_VIRTUAL, ToolOutcome
 from reverie.activities.tools.paths import to_virtual_text
 from reverie.activities.tools.process import ProcessResult, run_process
+from reverie.activities.tools.proxy import EgressProxy
 from reverie.activities.tools.sandbox import (
     STATE_VIRTUAL,
     SandboxMode,
     bwrap_args,
+    proxy_bridge,
+    proxy_environment,
+    sandbox_files,
+    socat_missing,
 )
 from reverie.activities.tools.shell_state import WRAPPER, ShellState
 from reverie.activities.tools.workspace import Workspace
+from reverie.egress import EgressPolicy
 
 DEFAULT_TIMEOUT_MS = 120_000
 MAX_TIMEOUT_MS = 600_000
@@ -34,6 +36,10 @@ _VIRTUAL_PATHS = re.compile(r"(^|[\s'\"=:])(/workspace|/mnt/)")
 UNSANDBOXED_NOTE = (
     "[note: this worker runs commands without a sandbox, so /workspace and /mnt/session/outputs "
     "are not real paths here; use $WORKSPACE and $OUTPUTS_DIR (the shell starts in $WORKSPACE)]\n"
+)
+NO_SOCAT_NOTE = (
+    "[note: this worker lacks socat, so the sandbox has no network although the environment "
+    "allows it; the operator can install it with `apt-get install socat`]\n"
 )
 
 
@@ -53,7 +59,7 @@ def _env(home: str, outputs: str) -> dict[str, str]:
 
 async def _execute(
     workspace: Workspace,
-    networking: Networking,
+    policy: EgressPolicy,
     sandbox: SandboxMode,
     state: ShellState,
     file: str,
@@ -71,15 +77,48 @@ async def _execute(
             timeout=timeout,
             heartbeat=heartbeat,
         )
-    network = networking.type == "unrestricted"
-    options = bwrap_args(workspace, network=network, state_dir=state.folder)
-    return await run_process(
-        ["bwrap", *options, *shell, STATE_VIRTUAL, WORK_VIRTUAL, file],
-        env=_env(WORK_VIRTUAL, OUTPUTS_VIRTUAL),
-        cwd=workspace.work_dir,
-        timeout=timeout,
-        heartbeat=heartbeat,
+    env = _env(WORK_VIRTUAL, OUTPUTS_VIRTUAL)
+    proxy_env = proxy_environment()
+    with sandbox_files() as files:
+        if not _uses_network(policy, sandbox):
+            command = [*shell, STATE_VIRTUAL, WORK_VIRTUAL, file, _unset_lines(proxy_env)]
+            options = bwrap_args(workspace, files, state_dir=state.folder, proxy_socket=None)
+            return await run_process(
+                ["bwrap", *options, *command],
+                env=env,
+                cwd=workspace.work_dir,
+                timeout=timeout,
+                heartbeat=heartbeat,
+                pass_fds=files.fds,
+            )
+        command = [*shell, STATE_VIRTUAL, WORK_VIRTUAL, file, _export_lines(proxy_env)]
+        async with EgressProxy(policy) as proxy:
+            options = bwrap_args(
+                workspace, files, state_dir=state.folder, proxy_socket=proxy.socket_path
+            )
+            bridged = ["/bin/sh", "-c", f'{proxy_bridge()}; exec "$@"', "sh", *command]
+            return await run_process(
+                ["bwrap", *options, *bridged],
+                env={**env, **proxy_env},
+                cwd=workspace.work_dir,
+                timeout=timeout,
+                heartbeat=heartbeat,
+                pass_fds=files.fds,
+            )
+
+
+def _export_lines(variables: dict[str, str]) -> str:
+    return "; ".join(
+        f"builtin export {name}={shlex.quote(value)}" for name, value in variables.items()
     )
+
+
+def _unset_lines(variables: dict[str, str]) -> str:
+    return "builtin unset -v " + " ".join(variables)
+
+
+def _uses_network(policy: EgressPolicy, sandbox: SandboxMode) -> bool:
+    return sandbox == "bwrap" and policy.reaches_network and not socat_missing()
 
 
 def _timeout_ms(requested: int | None) -> int:
@@ -89,7 +128,7 @@ def _timeout_ms(requested: int | None) -> int:
 async def run_bash(
     params: BashInput,
     workspace: Workspace,
-    networking: Networking,
+    policy: EgressPolicy,
     sandbox: SandboxMode,
     heartbeat: Callable[[], None],
 ) -> ToolOutcome:
@@ -104,7 +143,7 @@ async def run_bash(
     file = state.write_command(params.command)
     try:
         result = await _execute(
-            workspace, networking, sandbox, state, file, timeout_ms / 1000, heartbeat
+            workspace, policy, sandbox, state, file, timeout_ms / 1000, heartbeat
         )
         started = state.saved_by_run()
         if result.timed_out:
@@ -120,6 +159,8 @@ async def run_bash(
         )
     if sandbox == "none" and _VIRTUAL_PATHS.search(params.command):
         output = UNSANDBOXED_NOTE + output
+    if sandbox == "bwrap" and policy.reaches_network and socat_missing():
+        output = NO_SOCAT_NOTE + output
     if result.timed_out:
         return ToolOutcome.error(_join(output, f"timed out after {timeout_ms} ms"))
     if result.exit_code is not None and result.exit_code < 0:

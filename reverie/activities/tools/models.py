@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reverie.egress import EgressPolicy
+
 # Where the agent sees its folders. Every path it uses or is shown is one of these, never a
 # host path, so the same transcript makes sense whichever worker ran the tools.
 WORK_VIRTUAL = "/workspace"
@@ -20,16 +22,14 @@ SESSION_VIRTUAL = "/mnt/session"
 
 
 class Networking(BaseModel):
-    """The environment's network policy, as the tools apply it.
-
-    `limited` with `allowed_hosts` lets `web_fetch` reach those hosts (`example.com`, or
-    `*.example.com` for its subdomains; an entry with `:port` only on that port). `bash` gets
-    no network at all unless the policy is `unrestricted`: a sandbox cannot filter by host name,
-    so only `web_fetch` honours the allow list.
-    """
+    """An environment's `networking` (`limited` with `allowed_hosts`, or `unrestricted`); the
+    tools apply it as an `EgressPolicy`, with the operator's opted-in networks."""
 
     type: Literal["unrestricted", "limited"]
     allowed_hosts: list[str] = Field(default_factory=list)
+
+    def policy(self, allowed_networks: tuple[str, ...] = ()) -> EgressPolicy:
+        return EgressPolicy.for_networking(self.type, self.allowed_hosts, allowed_networks)
 
 
 class Mount(BaseModel):

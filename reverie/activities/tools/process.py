@@ -36,8 +36,11 @@ async def run_process(
     cwd: Path,
     timeout: float,
     heartbeat: Callable[[], None],
+    pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
-    """Run `argv` with stdout and stderr combined, calling `heartbeat` about every second."""
+    """Run `argv` with stdout and stderr combined, calling `heartbeat` about every second.
+
+    `pass_fds` are inherited by the command (bwrap reads its generated files from them)."""
     output = CappedOutput()
     # Our own pipe rather than asyncio's: its `wait()` would also wait for the pipe to close,
     # and only we can close our end to cut loose from a process that escaped the group.
@@ -51,6 +54,7 @@ async def run_process(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     except BaseException:
         os.close(read_fd)

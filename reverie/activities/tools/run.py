@@ -15,6 +15,7 @@ from reverie.activities.tools.models import Networking, ToolOutcome
 from reverie.activities.tools.sandbox import SandboxMode
 from reverie.activities.tools.web import run_web_fetch
 from reverie.activities.tools.workspace import Workspace
+from reverie.egress import EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ async def run_builtin_tool(
     name: str,
     tool_input: dict[str, Any],
     workspace: Workspace,
-    networking: Networking,
+    egress: EgressPolicy | Networking,
     *,
     sandbox: SandboxMode,
     heartbeat: Callable[[], None] = _no_heartbeat,
@@ -40,6 +41,7 @@ async def run_builtin_tool(
     Whatever the agent asked for, the answer is an outcome (with `is_error` set when it failed
     or was refused), never an exception; only the caller's cancellation propagates.
     """
+    policy = egress if isinstance(egress, EgressPolicy) else egress.policy()
     if name == "web_search":
         return ToolOutcome.error(NO_SEARCH)
     model = FILE_INPUTS.get(name) or {"bash": BashInput, "web_fetch": WebFetchInput}.get(name)
@@ -55,9 +57,9 @@ async def run_builtin_tool(
         return ToolOutcome.error(f"invalid input for {name}: {describe(error)}")
     try:
         if isinstance(params, BashInput):
-            return await run_bash(params, workspace, networking, sandbox, heartbeat)
+            return await run_bash(params, workspace, policy, sandbox, heartbeat)
         if isinstance(params, WebFetchInput):
-            return await run_web_fetch(params, networking, heartbeat)
+            return await run_web_fetch(params, policy, heartbeat)
         return await run_file_tool(name, params, workspace)
     except OSError as error:
         log.exception("built-in tool %s failed in session %s", name, workspace.session_id)

@@ -1,15 +1,24 @@
 """Choosing and building the sandbox `bash` runs in (bubblewrap, or none at all).
 
-Under bubblewrap a command sees the host system read-only, its own /dev, /proc and empty /tmp,
-no other session's workspace (the workspace root and the `hidden` folders are covered by empty
-tmpfs), its work folder at /workspace, its outputs at /mnt/session/outputs and its mounts by
-access. It gets its own process tree, so nothing it starts outlives the call, and no network
-unless the environment's networking is `unrestricted`: a network namespace cannot filter by
-host name, so `limited` networking (even with allowed hosts) means no network for bash; only
-`web_fetch` honours `allowed_hosts`.
+The model is an attacker, so a command gets an unprivileged identity and a filesystem built up
+from an allow-list, never the host's root with holes cut in it:
 
-The sandbox hides content, not layout: /proc/self/mountinfo inside still names the host folders
-its binds come from.
+- **Identity**: a user namespace in which it is uid/gid 1000 ("agent"), every capability
+  dropped, no new privileges (setuid programs do nothing), no further user namespaces, a new
+  session (no terminal to drive) and a seccomp filter (`seccomp.py`). This holds whether the
+  worker runs as root or as an ordinary user.
+- **Filesystem**: the system's program and library folders read-only (`/usr` and the `/bin`,
+  `/lib`... links into it), a few harmless files of `/etc` (loader cache, TLS roots, time
+  zone) plus a made-up `passwd`, `group` and `hosts`, its own `/dev`, `/proc` and empty `/tmp`,
+  the session's work folder at /workspace, its outputs at /mnt/session/outputs, its mounts by
+  access, and the shell's saved state. Nothing else of the host exists there: no REVERIE_HOME,
+  no other session, no home folders, no /run, /var or unix sockets.
+- **Network**: always a network namespace of its own with only loopback. When the session's
+  egress policy allows any network, the worker's filtering proxy (`proxy.py`) is bound in as a
+  unix socket and bridged to 127.0.0.1:3128 by `socat`; that proxy is the only way out.
+
+Known: /proc/self/mountinfo inside still names the host folders the session's own binds come
+from (its own workspace path); nothing there can be opened from inside.
 """
 
 from __future__ import annotations
@@ -18,67 +27,186 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 from reverie.activities.tools.models import MOUNTS_PARENT, OUTPUTS_VIRTUAL, WORK_VIRTUAL
+from reverie.activities.tools.proxy import SANDBOX_PROXY_PORT
+from reverie.activities.tools.seccomp import seccomp_program
 from reverie.activities.tools.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 SandboxMode = Literal["bwrap", "none"]
-# Where the shell's saved state is bound inside the sandbox (the root there is bwrap's own
-# tmpfs, so a new top-level folder can be created; the host's / is never written).
+# Where the shell's saved state is bound inside the sandbox.
 STATE_VIRTUAL = "/.reverie-shell"
-# Top-level host entries the sandbox replaces with its own.
-_REPLACED = {
-    "dev",
-    "proc",
-    "tmp",
-    MOUNTS_PARENT.strip("/"),
-    WORK_VIRTUAL.strip("/"),
-    STATE_VIRTUAL.strip("/"),
-}
+# Where the egress proxy's unix socket appears inside the sandbox.
+PROXY_SOCKET_VIRTUAL = "/run/reverie/egress.sock"
+SANDBOX_UID = 1000
+SANDBOX_USER = "agent"
+HOSTNAME = "reverie-sandbox"
 _SETTINGS = {"auto", "bwrap", "none"}
+# The system's programs and libraries: bound read-only when a folder, recreated when a link
+# (merged-/usr systems make /bin, /lib... links into /usr).
+_SYSTEM_ROOTS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What programs read from /etc that says nothing about the host's users, secrets or services.
+_ETC_ALLOWED = (
+    "alternatives",
+    "bash.bashrc",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "gai.conf",
+    "host.conf",
+    "inputrc",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "locale.alias",
+    "localtime",
+    "magic",
+    "magic.mime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "profile",
+    "protocols",
+    "python3",
+    "python3.11",
+    "perl",
+    "services",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "timezone",
+)
+# Kernel interfaces of /proc that a shell never needs and that would tell an attacker about the
+# kernel or, to a sandbox whose user is the worker's root, more: masked as Docker masks them.
+_PROC_MASKED = (
+    "acpi",
+    "asound",
+    "kallsyms",
+    "kcore",
+    "key-users",
+    "keys",
+    "kmsg",
+    "latency_stats",
+    "pagetypeinfo",
+    "sched_debug",
+    "scsi",
+    "slabinfo",
+    "sysrq-trigger",
+    "timer_list",
+    "vmallocinfo",
+)
+_PASSWD = (
+    "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+    f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{WORK_VIRTUAL}:/bin/bash\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+_GROUP = f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+_HOSTS = f"127.0.0.1 localhost {HOSTNAME}\n::1 localhost ip6-localhost ip6-loopback\n"
 
 
 class SandboxUnavailableError(RuntimeError):
     """bubblewrap is required (REVERIE_SANDBOX is not `none`) but cannot be used here."""
 
 
-def _system_binds() -> list[str]:
-    """The host's top-level entries, read-only, one by one.
+class SandboxFiles:
+    """The file descriptors one bwrap run reads its generated files from (passwd, group,
+    hosts, the seccomp filter); bwrap inherits them and they are closed after the run."""
 
-    Binding `/` itself read-only would leave no place to create /workspace; binding each entry
-    on bwrap's tmpfs root gives the same read-only view and room for the session's folders.
-    """
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def data(self, content: bytes) -> int:
+        fd = os.memfd_create("reverie-sandbox", 0)
+        self.fds.append(fd)
+        os.write(fd, content)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+@contextmanager
+def sandbox_files() -> Iterator[SandboxFiles]:
+    files = SandboxFiles()
+    try:
+        yield files
+    finally:
+        files.close()
+
+
+def _system_args() -> list[str]:
     args: list[str] = []
-    with os.scandir("/") as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            path = f"/{entry.name}"
-            if entry.name in _REPLACED:
-                continue
-            if entry.is_symlink():
-                args += ["--symlink", os.readlink(path), path]
-            elif entry.is_dir() or entry.is_file():
-                args += ["--ro-bind", path, path]
+    for root in _SYSTEM_ROOTS:
+        if os.path.islink(root):
+            args += ["--symlink", os.readlink(root), root]
+        elif os.path.isdir(root):
+            args += ["--ro-bind", root, root]
+    for name in _ETC_ALLOWED:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     return args
 
 
-def _base_args(*, network: bool) -> list[str]:
-    args = _system_binds()
-    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", MOUNTS_PARENT]
-    args += ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
-    if not network:
-        args.append("--unshare-net")
+def _identity_args(files: SandboxFiles) -> list[str]:
+    args = ["--unshare-all", "--unshare-user", "--disable-userns"]
+    args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", HOSTNAME]
+    args += ["--cap-drop", "ALL", "--new-session", "--die-with-parent"]
+    program = seccomp_program()
+    if program is not None:
+        args += ["--seccomp", str(files.data(program))]
+    for path, content in (("passwd", _PASSWD), ("group", _GROUP), ("hosts", _HOSTS)):
+        args += ["--ro-bind-data", str(files.data(content.encode())), f"/etc/{path}"]
     return args
+
+
+def _proc_args(present: frozenset[str]) -> list[str]:
+    """A /proc of the sandbox's own, whose sysctls are read-only (written as the worker's root
+    they would change the host) and whose kernel internals are masked. Only entries the
+    sandbox's /proc shows (`present`) can be masked: bwrap fails on a missing mount point."""
+    args = ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
+    for name in _PROC_MASKED:
+        if name not in present:
+            continue
+        path = f"/proc/{name}"
+        if os.path.isdir(path):
+            args += ["--tmpfs", path, "--remount-ro", path]
+        else:
+            args += ["--ro-bind", "/dev/null", path]
+    return args
+
+
+def _base_args(files: SandboxFiles, proc_entries: frozenset[str] | None = None) -> list[str]:
+    present = _sandbox_proc_entries() if proc_entries is None else proc_entries
+    args = _identity_args(files) + _system_args()
+    args += ["--dev", "/dev", *_proc_args(present), "--tmpfs", "/tmp", "--tmpfs", MOUNTS_PARENT]
+    return args
+
+
+def _worker_paths(workspace: Workspace) -> set[Path]:
+    """The worker's own folders: REVERIE_HOME, its home, current directory and virtualenv."""
+    paths = {Path(p) for p in workspace.hidden}
+    paths.add(Path.cwd())
+    if sys.prefix != sys.base_prefix:
+        paths.add(Path(sys.prefix))
+    return {p.resolve() for p in paths}
 
 
 def _hide(paths: set[Path]) -> list[str]:
-    """Cover each folder with an empty read-only tmpfs. A folder inside another hidden one is
-    hidden by it already (and a read-only tmpfs could not hold its mount point)."""
-    outermost = {p for p in paths if not any(o != p and p.is_relative_to(o) for o in paths)}
+    """Cover each worker folder that happens to lie inside a system folder bound into the
+    sandbox (a virtualenv under /usr/local, say) with an empty read-only tmpfs. Folders that
+    contain system folders themselves are not bound at all, so they need nothing."""
+    bound = [Path(root) for root in _SYSTEM_ROOTS if os.path.isdir(root)]
+    inside = {p for p in paths if any(p != root and p.is_relative_to(root) for root in bound)}
+    outermost = {p for p in inside if not any(o != p and p.is_relative_to(o) for o in inside)}
     args: list[str] = []
     for path in sorted(outermost, key=lambda p: len(p.parts)):
         if path.is_dir():
@@ -88,37 +216,87 @@ def _hide(paths: set[Path]) -> list[str]:
     return args
 
 
-def bwrap_args(workspace: Workspace, *, network: bool, state_dir: Path) -> list[str]:
+def bwrap_args(
+    workspace: Workspace, files: SandboxFiles, *, state_dir: Path, proxy_socket: Path | None
+) -> list[str]:
     """bwrap's options for one command of this session (the command itself follows them)."""
-    args = _base_args(network=network)
-    args += _hide({workspace.root, *workspace.hidden})
+    args = _base_args(files) + _hide(_worker_paths(workspace))
     args += ["--bind", str(workspace.work_dir), WORK_VIRTUAL]
     args += ["--bind", str(workspace.outputs_dir), OUTPUTS_VIRTUAL]
     for mount in workspace.mounts:
         flag = "--ro-bind" if mount.read_only else "--bind"
         args += [flag, str(mount.host_path), mount.virtual_path]
-    args += ["--bind", str(state_dir), STATE_VIRTUAL, "--chdir", WORK_VIRTUAL]
+    if proxy_socket is not None:
+        args += ["--ro-bind", str(proxy_socket), PROXY_SOCKET_VIRTUAL]
+    args += ["--bind", str(state_dir), STATE_VIRTUAL]
+    # The root is bwrap's own tmpfs: read-only once everything is mounted on it, so only the
+    # session's folders and the private /tmp can be written.
+    args += ["--remount-ro", "/", "--chdir", WORK_VIRTUAL]
     return args
+
+
+def proxy_bridge() -> str:
+    """Shell lines run inside the sandbox before the command: `socat` turns the proxy's unix
+    socket into 127.0.0.1:3128, detached (so the command's `wait` never waits for it), and the
+    command starts once it listens."""
+    listen = f"TCP-LISTEN:{SANDBOX_PROXY_PORT},bind=127.0.0.1,reuseaddr,fork"
+    hex_port = f"{SANDBOX_PROXY_PORT:04X}"
+    return (
+        f"( socat {listen} UNIX-CONNECT:{PROXY_SOCKET_VIRTUAL} </dev/null >/dev/null 2>&1 & ); "
+        "__reverie_i=0; while [ $__reverie_i -lt 300 ] && "
+        f"! grep -q ':{hex_port} 00000000:0000 0A' /proc/net/tcp 2>/dev/null; "
+        "do sleep 0.01; __reverie_i=$((__reverie_i+1)); done; unset __reverie_i"
+    )
+
+
+def proxy_environment() -> dict[str, str]:
+    """Where programs inside the sandbox find the way out (curl, git, pip, npm honour these)."""
+    http = f"http://127.0.0.1:{SANDBOX_PROXY_PORT}"
+    socks = f"socks5h://127.0.0.1:{SANDBOX_PROXY_PORT}"
+    names = {"HTTP_PROXY": http, "HTTPS_PROXY": http, "ALL_PROXY": socks}
+    local = "localhost,127.0.0.1,::1"
+    return {
+        **names,
+        **{k.lower(): v for k, v in names.items()},
+        "NO_PROXY": local,
+        "no_proxy": local,
+    }
+
+
+@cache
+def socat_missing() -> bool:
+    return shutil.which("socat") is None
+
+
+def _probe(proc_entries: frozenset[str], command: str) -> subprocess.CompletedProcess[str]:
+    with sandbox_files() as files:
+        argv = ["bwrap", *_base_args(files, proc_entries), "/bin/sh", "-c", command]
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=15, check=False, pass_fds=files.fds
+        )
+
+
+@cache
+def _sandbox_proc_entries() -> frozenset[str]:
+    """What a sandbox's own /proc shows (a kernel hides some entries from user namespaces)."""
+    probe = _probe(frozenset(), "ls -A /proc")
+    if probe.returncode != 0:
+        raise SandboxUnavailableError(f"bwrap failed: {probe.stderr.strip()}")
+    return frozenset(probe.stdout.split())
 
 
 @cache
 def bwrap_unavailable_reason() -> str | None:
     """Why bubblewrap cannot be used here, or None when it works (checked once per process).
 
-    The probe uses the same namespaces and mounts as a real command, since inside containers
-    bwrap may be installed but unable to create them.
+    The probe uses the same namespaces, identity, filter and masks as a real command, since
+    inside containers bwrap may be installed but unable to create them.
     """
     if shutil.which("bwrap") is None:
         return "bwrap is not on PATH"
     try:
-        probe = subprocess.run(
-            ["bwrap", *_base_args(network=False), "true"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
+        probe = _probe(_sandbox_proc_entries(), "true")
+    except (OSError, subprocess.TimeoutExpired, SandboxUnavailableError) as error:
         return f"bwrap could not be started: {error}"
     if probe.returncode != 0:
         return f"bwrap failed: {probe.stderr.strip() or f'exit code {probe.returncode}'}"
@@ -136,6 +314,11 @@ def detect_sandbox(setting: str | None) -> SandboxMode:
         raise ValueError(f"REVERIE_SANDBOX must be one of {sorted(_SETTINGS)}, not {setting!r}")
     reason = bwrap_unavailable_reason()
     if reason is None:
+        if socat_missing():
+            log.warning(
+                "socat is not installed: sandboxed bash gets no network even where the "
+                "environment allows it (apt-get install socat)"
+            )
         return "bwrap"
     if choice == "none":
         log.warning("bash commands run UNSANDBOXED: bubblewrap is unavailable (%s)", reason)

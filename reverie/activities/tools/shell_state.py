@@ -14,16 +14,19 @@ import os
 import uuid
 from pathlib import Path
 
-# $1: state folder, $2: the session's home (the fallback working directory), $3: command file.
+# $1: state folder, $2: the session's home (the fallback working directory), $3: command file,
+# $4: shell lines applied after the saved state (the variables the worker sets for every call,
+# such as the sandbox's proxy, which a saved environment must not override).
 # Only builtins run before the command, so a PATH it unset or a function it defined later
 # cannot break the restore; the save runs from an EXIT trap so `exit N` and `set -e` keep both
 # the state and the status. The statements are joined into one line so the command's own line
 # numbers in bash's messages start at 1, as in an interactive shell.
 _WRAPPER_STATEMENTS = (
-    "__reverie_state=$1 __reverie_home=$2 __reverie_file=$3",
+    "__reverie_state=$1 __reverie_home=$2 __reverie_file=$3 __reverie_fixed=${4:-}",
     'if [ -f "$__reverie_state/env" ]; then'
     ' for __reverie_var in $(compgen -e); do builtin unset -v "$__reverie_var" 2>/dev/null; done;'
     ' builtin . "$__reverie_state/env" 2>/dev/null; fi',
+    'builtin eval "$__reverie_fixed"',
     "__reverie_cwd=",
     '[ -f "$__reverie_state/cwd" ] && __reverie_cwd=$(< "$__reverie_state/cwd")',
     'builtin cd -- "${__reverie_cwd:-$__reverie_home}" 2>/dev/null'
@@ -34,7 +37,7 @@ _WRAPPER_STATEMENTS = (
     ' builtin export -p >| "$__reverie_state/env.new" 2>/dev/null; }',
     "builtin trap '__reverie_status=$?; __reverie_save; builtin exit $__reverie_status' EXIT",
     '__reverie_command=$(< "$__reverie_state/$__reverie_file")',
-    "builtin unset -v __reverie_var __reverie_cwd __reverie_file",
+    "builtin unset -v __reverie_var __reverie_cwd __reverie_file __reverie_fixed",
     'builtin eval "$__reverie_command"',
     # Also saved here, for a command that replaced the EXIT trap with its own.
     "__reverie_status=$?",

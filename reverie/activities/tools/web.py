@@ -1,18 +1,27 @@
-"""The `web_fetch` tool: one GET, every hop checked against the environment's networking."""
+"""The `web_fetch` tool: one GET, every hop checked against the session's egress policy.
+
+The policy is applied twice per hop: to the URL's host (the `limited` allow list, IP literals)
+and, through the resolver aiohttp dials from, to every address the name resolves to, so the
+address actually connected to is always one the policy allows (no DNS rebinding).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from reverie.activities.tools.heartbeat import with_heartbeat
-from reverie.activities.tools.host_policy import refusal
 from reverie.activities.tools.html_text import html_to_text
 from reverie.activities.tools.inputs import WebFetchInput
-from reverie.activities.tools.models import Networking, ToolOutcome
+from reverie.activities.tools.models import ToolOutcome
+from reverie.egress import EgressPolicy, EgressRefused
 
 BODY_LIMIT = 100 * 1024
 MAX_REDIRECTS = 5
@@ -20,18 +29,49 @@ TIMEOUT_SECONDS = 30.0
 _REDIRECTS = {301, 302, 303, 307, 308}
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _Refused(Exception):
     """The fetch cannot go on; the message is meant for the model."""
 
 
+class _PolicyResolver(AbstractResolver):
+    """Resolves names for aiohttp through the egress policy: only allowed addresses come back,
+    and aiohttp dials nothing else."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        try:
+            addresses = await self._policy.resolve(host, port)
+        except EgressRefused as refused:
+            raise _Refused(str(refused)) from refused
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
 async def run_web_fetch(
-    params: WebFetchInput, networking: Networking, heartbeat: Callable[[], None]
+    params: WebFetchInput, policy: EgressPolicy, heartbeat: Callable[[], None]
 ) -> ToolOutcome:
     try:
         return await with_heartbeat(
-            asyncio.wait_for(_fetch(params, networking), TIMEOUT_SECONDS), heartbeat
+            asyncio.wait_for(_fetch(params, policy), TIMEOUT_SECONDS), heartbeat
         )
     except _Refused as refused:
         return ToolOutcome.error(f"web_fetch: {refused}")
@@ -41,11 +81,12 @@ async def run_web_fetch(
         return ToolOutcome.error(f"web_fetch: {params.url}: {type(error).__name__}: {error}")
 
 
-async def _fetch(params: WebFetchInput, networking: Networking) -> ToolOutcome:
+async def _fetch(params: WebFetchInput, policy: EgressPolicy) -> ToolOutcome:
     url = _parse(params.url)
-    async with aiohttp.ClientSession(trust_env=False) as session:
+    connector = aiohttp.TCPConnector(resolver=_PolicyResolver(policy), use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
         for _ in range(MAX_REDIRECTS + 1):
-            if reason := refusal(networking, url):
+            if reason := _refusal(policy, url):
                 raise _Refused(f"{url}: {reason}")
             async with session.get(url, allow_redirects=False) as response:
                 location = response.headers.get("Location")
@@ -54,6 +95,28 @@ async def _fetch(params: WebFetchInput, networking: Networking) -> ToolOutcome:
                     continue
                 return await _outcome(url, response, params.max_length)
     raise _Refused(f"{params.url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _refusal(policy: EgressPolicy, url: URL) -> str | None:
+    """Why this hop may not be fetched, judged before connecting: the scheme, the name, and an
+    IP literal (which aiohttp dials without asking the resolver)."""
+    if url.scheme not in _DEFAULT_PORTS:
+        return (
+            f"only http:// and https:// URLs can be fetched, not {url.scheme or 'a relative URL'}"
+        )
+    host = url.host or ""
+    port = url.port or _DEFAULT_PORTS[url.scheme]
+    if reason := policy.host_refusal(host, port):
+        return reason
+    literal = _ip_literal(host)
+    return policy.address_refusal(literal) if literal is not None else None
+
+
+def _ip_literal(host: str) -> Any:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 def _parse(raw: str) -> URL:

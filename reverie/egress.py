@@ -1,0 +1,231 @@
+"""The one outbound policy: which hosts and addresses a connection made for a session may reach.
+
+Every outbound connection Reverie makes on an agent's behalf (web_fetch, the sandbox's proxy,
+later webhooks and MCP servers) asks this module. Two checks, both always applied:
+
+1. **The name** (`limited` only): the host must match one of the environment's
+   `allowed_hosts` (`example.com`, `*.example.com` for subdomains, either with `:port`).
+2. **The address actually connected to**: after DNS, every candidate address is checked and
+   only the allowed ones are dialled, so a name that resolves to 127.0.0.1 (DNS rebinding) or
+   an IP literal in any spelling (`0x7f000001`, `[::ffff:127.0.0.1]`) reaches nothing internal.
+   Loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved and unspecified
+   addresses are refused, including IPv4 addresses hidden in IPv6 forms (mapped, 6to4, NAT64),
+   unless the operator opts a network in (`REVERIE_EGRESS_ALLOW_NETWORKS`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Networks that `is_global` lets through but that no session has business reaching.
+_ALSO_BLOCKED: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("224.0.0.0/4"),  # multicast
+    ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.ip_network("ff00::/8"),  # multicast
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64
+    ipaddress.ip_network("2001::/23"),  # IETF protocol assignments (Teredo, ORCHIDs...)
+    ipaddress.ip_network("2002::/16"),  # 6to4: checked through its embedded IPv4 below
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+CONNECT_TIMEOUT_SECONDS = 15.0
+
+
+class EgressRefused(Exception):
+    """A connection the policy does not allow; the message is meant for the model."""
+
+
+class EgressPolicy(BaseModel):
+    """What one session's outbound connections may reach.
+
+    `none` reaches nothing (the default environment); `limited` only its `allowed_hosts`;
+    `unrestricted` any public address. `allowed_networks` are the operator's opt-ins (e.g. a
+    company proxy on 10.0.0.0/8): addresses inside them pass the address check.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Literal["none", "limited", "unrestricted"]
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_networks: tuple[str, ...] = Field(default=())
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as error:
+                raise ValueError(f"not a network in CIDR form: {entry!r}") from error
+        return value
+
+    @classmethod
+    def for_networking(
+        cls, kind: str, allowed_hosts: Iterable[str], allowed_networks: Iterable[str] = ()
+    ) -> EgressPolicy:
+        """The policy of an environment's `networking` (`limited` with no hosts reaches none)."""
+        hosts = tuple(h for h in (h.strip() for h in allowed_hosts) if h)
+        if kind == "unrestricted":
+            mode: Literal["none", "limited", "unrestricted"] = "unrestricted"
+        else:
+            mode = "limited" if hosts else "none"
+        return cls(mode=mode, allowed_hosts=hosts, allowed_networks=tuple(allowed_networks))
+
+    @property
+    def reaches_network(self) -> bool:
+        return self.mode != "none"
+
+    def host_refusal(self, host: str, port: int) -> str | None:
+        """Why a connection to `host:port` is refused by name, or None when the name may go on
+        to the address check."""
+        name = normalise_host(host)
+        if not name:
+            return "no host given"
+        if self.mode == "none":
+            return "this session's environment has no network access"
+        if self.mode == "unrestricted":
+            return None
+        if any(_matches(entry, name, port) for entry in self.allowed_hosts):
+            return None
+        return f"this session's environment does not allow network access to {name}"
+
+    def address_refusal(self, address: str | IPAddress) -> str | None:
+        """Why connecting to this IP address is refused, or None when it is a public address
+        (or inside a network the operator opted in)."""
+        try:
+            ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        except ValueError:
+            return f"{address!r} is not an IP address"
+        if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+            return f"{ip} is a scoped (link-local) address"
+        networks = [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
+        for candidate in _with_embedded(ip):
+            if any(candidate in net for net in networks if net.version == candidate.version):
+                continue
+            if reason := _internal(candidate):
+                return f"{address} is {reason}; it is never reachable from a session"
+        return None
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses of `host` this policy lets a connection dial, in resolver order.
+
+        Refuses (`EgressRefused`) when the name is not allowed, when it does not resolve, or when
+        none of its addresses may be reached. The caller must dial only these addresses.
+        """
+        if reason := self.host_refusal(host, port):
+            raise EgressRefused(reason)
+        name = normalise_host(host)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except (socket.gaierror, UnicodeError) as error:
+            raise EgressRefused(f"{name} could not be resolved: {error}") from error
+        allowed: list[str] = []
+        refusals: list[str] = []
+        for *_, sockaddr in infos:
+            address = str(sockaddr[0])
+            if reason := self.address_refusal(address):
+                refusals.append(reason)
+            elif address not in allowed:
+                allowed.append(address)
+        if not allowed:
+            raise EgressRefused(refusals[0] if refusals else f"{name} has no address")
+        return allowed
+
+    async def open_connection(
+        self, host: str, port: int, *, timeout: float = CONNECT_TIMEOUT_SECONDS
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+        """Connect to `host:port` through the policy: the stream and the address dialled."""
+        last: OSError | None = None
+        for address in await self.resolve(host, port):
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(address, port), timeout
+                )
+            except (OSError, TimeoutError) as error:
+                last = error if isinstance(error, OSError) else OSError(str(error) or "timed out")
+                continue
+            return reader, writer, address
+        raise EgressRefused(f"could not connect to {normalise_host(host)}:{port}: {last}")
+
+
+def normalise_host(host: str) -> str:
+    """Lower case, no trailing dot, no IPv6 brackets: the form names are compared in."""
+    return host.strip().strip("[]").lower().rstrip(".")
+
+
+def _with_embedded(ip: IPAddress) -> list[IPAddress]:
+    """The address and any IPv4 address an IPv6 form carries (mapped, 6to4, NAT64)."""
+    found: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            found.append(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            found.append(ip.sixtofour)
+        if ip in _NAT64:
+            found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _internal(ip: IPAddress) -> str | None:
+    """What kind of non-public address `ip` is, or None for a public one."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # Checked through the IPv4 address it carries (the caller passes that too).
+        return None
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_link_local:
+        return "a link-local address (cloud metadata services live there)"
+    if ip.is_multicast or any(ip in net for net in _ALSO_BLOCKED if net.version == ip.version):
+        return "a multicast or special-purpose address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if not ip.is_global:
+        return "not a public address (e.g. shared CGNAT space)"
+    return None
+
+
+def _matches(entry: str, host: str, port: int) -> bool:
+    """`example.com`, `*.example.com` (subdomains only), either with an optional `:port`.
+
+    A wildcard never matches an IP address: `*.0.0.1` is not a way to allow 127.0.0.1.
+    """
+    pattern, entry_port = _split_entry(entry)
+    if entry_port is not None and entry_port != port:
+        return False
+    if pattern.startswith("*."):
+        return not _is_ip(host) and host.endswith(pattern[1:])
+    return host == pattern
+
+
+def _split_entry(entry: str) -> tuple[str, int | None]:
+    text = entry.strip().lower()
+    if text.startswith("["):  # [v6]:port
+        inside, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        return inside, int(port) if port.isdigit() else None
+    if text.count(":") == 1:
+        name, _, port = text.partition(":")
+        return name.rstrip("."), int(port) if port.isdigit() else None
+    return text.rstrip("."), None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
