@@ -52,6 +52,8 @@ def build_worker(
             events.record_events,
             events.promote_inputs,
             model.model_step,
+            model.settle_model_step,
+            model.adopt_inputs,
             tools.run_tool,
             tools.record_tool_error,
         ],

@@ -1,14 +1,20 @@
 """`model_step`: one Messages API call, recorded exactly once.
 
 The workflow passes ids; this activity loads the transcript, calls the model through the
-official SDK (its own retries off: Temporal owns retries so they survive a crash and show in the
+official SDK (its own retries off: retries are durable, so they survive a crash and show in the
 Web UI), and records the answer, its events and its usage in one transaction keyed by the step id.
+
+Model errors are the workflow's to retry (it counts them, sleeps the backoff this activity
+proposes and records the retry status); Temporal retries only attempts lost with a worker. Steps
+of runs older than that (`retries_in_workflow` unset) keep the old way: Temporal retries model
+errors too, and this activity records their retry status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +22,7 @@ import anthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from reverie.activities.events import refusals_are_final
 from reverie.activities.tool_specs import handling, tool_definitions
 from reverie.activities.transcript import build_messages, build_system, user_rows
 from reverie.models.agents import Agent
@@ -23,9 +30,12 @@ from reverie.models.common import derived_id
 from reverie.models.sessions import Usage
 from reverie.models.workflow_io import (
     Activity,
+    AdoptInputsInput,
     ModelErrorDetails,
     ModelStepInput,
     ModelStepResult,
+    SettledStep,
+    SettleStepInput,
     ToolUseRef,
 )
 from reverie.settings import Settings
@@ -35,6 +45,13 @@ from reverie.store.pool import Pool
 # Statuses worth another try: timeouts, conflicts, rate limits, server errors, overload.
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 HEARTBEAT_EVERY = timedelta(seconds=1)
+# TEST HOOK, never set in production: when "1", `model_step` blocks for ever right after it
+# committed an answer, without heartbeating, so a test can kill the worker in the window between
+# the commit and Temporal hearing of it.
+TEST_HOOK_FREEZE_AFTER_COMMIT = "REVERIE_TEST_HOOK_FREEZE_AFTER_COMMIT"
+# What `settle_model_step` stores for a step that never committed: a later attempt that finds it
+# commits nothing (its answer would contradict what the workflow already decided).
+ABANDONED = {"stop_reason": "abandoned", "abandoned": True}
 
 
 def model_client(settings: Settings) -> anthropic.AsyncAnthropic:
@@ -96,7 +113,7 @@ def classify(error: Exception) -> tuple[ModelErrorDetails, bool, float | None]:
 
 
 def _span_end(
-    params: ModelStepInput, start_id: str, usage: Usage, is_error: bool
+    step_id: str, start_id: str, usage: Usage, is_error: bool
 ) -> tuple[str, str, dict[str, Any]]:
     """The step's one `span.model_request_end` (its id is the step's, whichever path ends it)."""
     body = {
@@ -104,7 +121,7 @@ def _span_end(
         "is_error": is_error,
         "model_usage": usage.model_dump(exclude={"active_seconds"}),
     }
-    return derived_id("sevt", params.step_id, "end"), "span.model_request_end", body
+    return derived_id("sevt", step_id, "end"), "span.model_request_end", body
 
 
 class ModelActivities:
@@ -112,9 +129,14 @@ class ModelActivities:
         self._pool = pool
         self._settings = settings
         self._client = client
+        self._freeze_after_commit = os.environ.get(TEST_HOOK_FREEZE_AFTER_COMMIT) == "1"
 
     @activity.defn(name=Activity.MODEL_STEP)
     async def model_step(self, params: ModelStepInput) -> ModelStepResult:
+        with refusals_are_final(f"record model step {params.step_id}"):
+            return await self._step(params)
+
+    async def _step(self, params: ModelStepInput) -> ModelStepResult:
         done = await transcript.finished_step(self._pool, params.step_id)
         if done is not None:
             return ModelStepResult.model_validate(done)
@@ -127,7 +149,9 @@ class ModelActivities:
             message = await self._call_with_heartbeats(request)
         except asyncio.CancelledError:
             # Interrupted: close the span, so every start has its end.
-            await self._record(params.session_id, [_span_end(params, start_id, Usage(), True)])
+            await self._record(
+                params.session_id, [_span_end(params.step_id, start_id, Usage(), True)]
+            )
             raise
         except Exception as error:
             raise await self._failure(params, error) from error
@@ -135,19 +159,54 @@ class ModelActivities:
         # recorded tool use reaches the workflow (which then refuses to run it, if interrupted).
         commit = asyncio.ensure_future(self._commit(params, agent, message, start_id))
         try:
-            return await asyncio.shield(commit)
+            result = await asyncio.shield(commit)
         except asyncio.CancelledError:
             return await commit
+        if self._freeze_after_commit:
+            await asyncio.Event().wait()  # the test hook: the test kills the worker here
+        return result
+
+    @activity.defn(name=Activity.SETTLE_MODEL_STEP)
+    async def settle_model_step(self, params: SettleStepInput) -> SettledStep:
+        """Decide, once and for all, whether a step the workflow is giving up on committed.
+
+        Its answer if it did (a worker may have died after the commit, before Temporal heard);
+        otherwise the step is marked abandoned, so that no straggling attempt can commit later,
+        and its span is closed with `is_error`. Run as a local activity; idempotent.
+        """
+        with refusals_are_final(f"settle model step {params.step_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await transcript.finish_step(
+                    conn, params.step_id, params.session_id, ABANDONED
+                ):
+                    stored = await transcript.finished_step(conn, params.step_id)
+                    if stored is not None and not stored.get("abandoned"):
+                        return SettledStep(committed=ModelStepResult.model_validate(stored))
+                start_id = derived_id("sevt", params.step_id, "start")
+                if await events.get_many(conn, [start_id]):
+                    end = _span_end(params.step_id, start_id, Usage(), True)
+                    await events.append(conn, params.session_id, [(*end, datetime.now(UTC))])
+        return SettledStep()
+
+    @activity.defn(name=Activity.ADOPT_INPUTS)
+    async def adopt_inputs(self, params: AdoptInputsInput) -> None:
+        """Write an interrupted turn's inputs into the transcript now, so the workflow need not
+        carry their ids until the next turn (the next model step sees them all the same)."""
+        with refusals_are_final(f"record inputs {params.event_ids} in the transcript"):
+            await self._add_inputs(params.session_id, params.event_ids)
 
     async def _add_user_turn(self, params: ModelStepInput) -> None:
-        if not params.input_event_ids:
+        await self._add_inputs(params.session_id, params.input_event_ids)
+
+    async def _add_inputs(self, session_id: str, event_ids: list[str]) -> None:
+        if not event_ids:
             return
-        inputs = await events.get_many(self._pool, params.input_event_ids)
+        inputs = await events.get_many(self._pool, event_ids)
         # One transcript row per input event, keyed by it: an input held after an interrupted
         # step and sent again is recorded once, whichever step records it first.
         async with self._pool.acquire() as conn, conn.transaction():
             for event_id, blocks in user_rows(inputs):
-                await transcript.add(conn, f"in:{event_id}", params.session_id, "user", blocks)
+                await transcript.add(conn, f"in:{event_id}", session_id, "user", blocks)
 
     async def _request(self, session_id: str, agent: Agent) -> dict[str, Any]:
         messages = build_messages(await transcript.load(self._pool, session_id))
@@ -181,6 +240,24 @@ class ModelActivities:
 
     async def _failure(self, params: ModelStepInput, error: Exception) -> ApplicationError:
         details, retryable, retry_after = classify(error)
+        category = (
+            ApplicationErrorCategory.BENIGN
+            if details.error_type == "model_rate_limited_error"
+            else ApplicationErrorCategory.UNSPECIFIED
+        )
+        if params.retries_in_workflow:
+            # The workflow decides whether and when to try again; Temporal must not.
+            details.retryable = retryable
+            if retryable:
+                delay = self._backoff(params.attempt, retry_after)
+                details.retry_delay_seconds = delay.total_seconds()
+            return ApplicationError(
+                details.message,
+                details.model_dump(),
+                type=details.error_type,
+                non_retryable=True,
+                category=category,
+            )
         attempt = activity.info().attempt
         if retryable and attempt < params.max_attempts:
             now = datetime.now(UTC)
@@ -218,9 +295,7 @@ class ModelActivities:
             type=details.error_type,
             non_retryable=not retryable,
             next_retry_delay=delay if retryable else None,
-            category=ApplicationErrorCategory.BENIGN
-            if details.error_type == "model_rate_limited_error"
-            else ApplicationErrorCategory.UNSPECIFIED,
+            category=category,
         )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> timedelta:
@@ -271,7 +346,7 @@ class ModelActivities:
                 payload["evaluated_permission"] = {"type": permission}
             event_type = "agent.custom_tool_use" if kind == "custom" else "agent.tool_use"
             rows.append((event_id, event_type, payload, now))
-        rows.append((*_span_end(params, start_id, usage, False), now))
+        rows.append((*_span_end(params.step_id, start_id, usage, False), now))
         result = ModelStepResult(
             stop_reason=message.stop_reason or "end_turn", tool_uses=tool_uses, usage=usage
         )
@@ -286,7 +361,7 @@ class ModelActivities:
                 conn, f"{params.step_id}:out", params.session_id, "assistant", content
             )
             status, _ = await sessions.status_of(conn, params.session_id)
-            if status == "rescheduling":
+            if status == "rescheduling" and not params.retries_in_workflow:
                 # The retry worked: say so before the answer, as the hosted API does.
                 resumed = derived_id("sevt", params.step_id, "resumed")
                 rows.insert(0, (resumed, "session.status_running", {}, now))

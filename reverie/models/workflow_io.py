@@ -24,6 +24,13 @@ class Activity(StrEnum):
     MODEL_STEP = "model_step"
     RUN_TOOL = "run_tool"
     RECORD_TOOL_ERROR = "record_tool_error"
+    SETTLE_MODEL_STEP = "settle_model_step"
+    ADOPT_INPUTS = "adopt_inputs"
+
+
+# `ApplicationError.type` of a write PostgreSQL refused for good (a missing row, a constraint, a
+# value it cannot store): retrying cannot help, so the activity fails at once, non-retryable.
+RECORD_REFUSED = "record_refused"
 
 
 StopReason = Literal["end_turn", "requires_action", "retries_exhausted", "budget_reached"]
@@ -77,12 +84,19 @@ class CarriedState(BaseModel):
 class SessionOptions(BaseModel):
     """Chosen by whoever starts the session and fixed for its life, so replay sees the same."""
 
-    # Attempts of one model call before the session idles with `retries_exhausted`.
+    # Attempts of one model call before the session idles with `retries_exhausted`: only the
+    # model's own error answers (429, 529, 5xx, timeouts) count, not attempts lost with a worker.
     model_max_attempts: int = Field(default=6, ge=1)
     # One model call may take this long before it counts as a (retryable) failure.
     model_timeout_seconds: float = Field(default=600.0, gt=0)
     # A worker that stops heartbeating for this long is presumed dead: the step is retried.
     heartbeat_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Further attempts of one model step after its worker died (or Reverie's own database was
+    # briefly unreachable), retried promptly and counted apart from the model's errors.
+    worker_loss_retries: int = Field(default=8, ge=0)
+    # User messages that may wait for the running turn to take them up; more are refused, so
+    # that what the workflow carries (through continue-as-new too) stays small.
+    max_waiting_inputs: int = Field(default=1000, ge=1)
 
 
 class SessionWorkflowInput(BaseModel):
@@ -129,6 +143,12 @@ class ModelStepInput(BaseModel):
     input_event_ids: list[str] = []
     # Attempts the workflow's retry policy allows; the last failure is the workflow's to report.
     max_attempts: int
+    # Set by workflows that retry model errors themselves (patch `model-retries-in-workflow`):
+    # a model error then fails the activity at once (non-retryable, with `ModelErrorDetails`)
+    # and the activity records no retry status. Unset in steps of runs older than that patch.
+    retries_in_workflow: bool = False
+    # Which model attempt of the step this is (1-based), for the backoff the activity proposes.
+    attempt: int = Field(default=1, ge=1)
 
 
 class ToolUseRef(BaseModel):
@@ -167,6 +187,25 @@ class ModelStepResult(BaseModel):
     usage: Usage = Usage()
 
 
+class SettleStepInput(BaseModel):
+    session_id: str
+    step_id: str
+
+
+class SettledStep(BaseModel):
+    """The answer of a step the workflow gave up on, if it committed after all; else None (and
+    then no attempt of it can commit any more)."""
+
+    committed: ModelStepResult | None = None
+
+
+class AdoptInputsInput(BaseModel):
+    """Inputs of an interrupted turn, written into the transcript now rather than carried."""
+
+    session_id: str
+    event_ids: list[str]
+
+
 class ModelErrorDetails(BaseModel):
     """What a failed model call tells the workflow, carried in the ApplicationError's details."""
 
@@ -178,3 +217,7 @@ class ModelErrorDetails(BaseModel):
     ]
     message: str
     status_code: int | None = None
+    # Whether another attempt may succeed, and after how long (from `retry-after`, capped), for
+    # workflows that retry model errors themselves.
+    retryable: bool = False
+    retry_delay_seconds: float | None = None

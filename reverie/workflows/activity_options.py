@@ -22,8 +22,24 @@ RECORD_RETRY = RetryPolicy(
 )
 
 
+def worker_loss_retry(options: SessionOptions) -> RetryPolicy:
+    """For model steps whose model errors the workflow retries (they fail non-retryable, see
+    `patches.MODEL_RETRIES_IN_WORKFLOW`): Temporal then retries only attempts lost with their
+    worker (heartbeat or start-to-close timeouts) or to a passing failure of our own (the
+    database unreachable), promptly and counted apart from the model's error budget.
+    """
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=options.worker_loss_retries + 1,
+    )
+
+
 def model_retry(options: SessionOptions) -> RetryPolicy:
-    """Bounded: after the last attempt the session idles with `retries_exhausted`.
+    """Model steps of runs older than `patches.MODEL_RETRIES_IN_WORKFLOW`: every failure counts.
+
+    Bounded: after the last attempt the session idles with `retries_exhausted`.
 
     The activity sets `next_retry_delay` from `retry-after` when the server sends one; these
     intervals apply otherwise (and after a worker crash).

@@ -4,43 +4,78 @@ subagent threads. It decides; activities do. It sees ids and stop reasons, never
 A turn: model step -> (tool uses: run the allowed ones in parallel; park on the ones that wait
 for the client) -> model step with the results -> ... until the model ends its turn and no new
 input arrived meanwhile.
+
+A model step is retried here when the model answers with an error worth retrying: the loop
+counts those answers against `model_max_attempts`, records `session.error` (retrying) with the
+`rescheduling` status and sleeps the backoff the activity proposed. Attempts lost with a worker
+are Temporal's to retry (its own, separate bound). Before giving a step up (exhausted, terminal
+or interrupted), the loop settles it: a step that committed after all goes on with its answer,
+and one that did not has its span closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from reverie.models.common import new_id
+    from reverie.models.sessions import SessionStatus
     from reverie.models.workflow_io import (
+        RECORD_REFUSED,
         Activity,
+        AdoptInputsInput,
         CarriedState,
+        ModelErrorDetails,
         ModelStepInput,
         ModelStepResult,
         PendingToolUse,
         RunToolInput,
         SessionWorkflowInput,
+        SettledStep,
+        SettleStepInput,
         ToolErrorInput,
         ToolUseRef,
     )
     from reverie.workflows.activity_options import (
-        RECORD_RETRY,
-        RECORD_TIMEOUT,
         TOOL_RETRY,
         model_retry,
         model_timeouts,
         tool_timeouts,
+        worker_loss_retry,
     )
+    from reverie.workflows.patches import (
+        ADOPT_INTERRUPTED_INPUTS,
+        MODEL_RETRIES_IN_WORKFLOW,
+        SETTLE_FAILED_MODEL_STEP,
+    )
+    from reverie.workflows.recording import record
 
 TakeInputs = Callable[[], list[str]]
+
+
+class SetStatus(Protocol):
+    """The session's one way to change status: its own state, the search attribute, the row
+    and the status event (with any events that lead it), together."""
+
+    def __call__(
+        self,
+        status: SessionStatus,
+        event_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        leading: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> Awaitable[None]: ...
 
 
 class TurnEnd(StrEnum):
@@ -60,11 +95,16 @@ class TurnOutcome:
 
 class AgentLoop:
     def __init__(
-        self, params: SessionWorkflowInput, state: CarriedState, take_inputs: TakeInputs
+        self,
+        params: SessionWorkflowInput,
+        state: CarriedState,
+        take_inputs: TakeInputs,
+        set_status: SetStatus,
     ) -> None:
         self._params = params
         self._state = state
         self._take_inputs = take_inputs
+        self._set_status = set_status
         self._interrupted = False
         self._running: list[ActivityHandle[Any]] = []
 
@@ -109,6 +149,19 @@ class AgentLoop:
         self._state.awaiting = []
         self._stop_interrupted()
 
+    async def adopt_held(self) -> None:
+        """After an interrupted turn: write the inputs it leaves behind into the transcript, so
+        the session carries no ids for them (the next model step sees them all the same)."""
+        held = self._state.held_input_ids
+        if not held or not workflow.patched(ADOPT_INTERRUPTED_INPUTS):
+            return
+        await record(
+            Activity.ADOPT_INPUTS,
+            AdoptInputsInput(session_id=self._params.session_id, event_ids=list(held)),
+            summary="keep interrupted inputs",
+        )
+        self._state.held_input_ids = []
+
     # ---- the loop ----------------------------------------------------------------------------
 
     async def continue_turn(self, inputs: list[str]) -> TurnOutcome:
@@ -120,16 +173,10 @@ class AgentLoop:
             await self._continue_as_new_if_suggested(inputs)
             if self._interrupted:
                 break
-            try:
-                result = await self._model_step(inputs)
-            except ActivityError as error:
-                if self._interrupted or isinstance(error.cause, CancelledError):
-                    # The step may not have recorded its inputs: hold them for the next turn
-                    # (recording them is idempotent, so holding never duplicates them).
-                    return self._stop_interrupted(inputs)
-                body, terminal = model_error(error)
-                end = TurnEnd.TERMINATED if terminal else TurnEnd.RETRIES_EXHAUSTED
-                return TurnOutcome(end, body)
+            step = await self._model_step(inputs)
+            if isinstance(step, TurnOutcome):
+                return step
+            result = step
             self._state.model_requests += 1
             if self._interrupted:
                 # The answer landed together with the interrupt: none of its tools run.
@@ -200,9 +247,44 @@ class AgentLoop:
         self._state.tool_results = {}
         return TurnOutcome(TurnEnd.INTERRUPTED)
 
-    # ---- activities --------------------------------------------------------------------------
+    # ---- model steps -------------------------------------------------------------------------
 
-    async def _model_step(self, inputs: list[str]) -> ModelStepResult:
+    async def _model_step(self, inputs: list[str]) -> ModelStepResult | TurnOutcome:
+        """The step's answer, or how the turn ends when there is none."""
+        step_id = new_id("step", workflow.uuid4())
+        retries_here = workflow.patched(MODEL_RETRIES_IN_WORKFLOW)
+        max_attempts = self._params.options.model_max_attempts
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(step_id, inputs, attempt, retries_here)
+            except ActivityError as error:
+                failure = error
+            details = retryable_model_error(failure) if retries_here else None
+            if self._interrupted or details is None or attempt >= max_attempts:
+                return await self._give_up(step_id, inputs, failure, retries_here)
+            await self._set_status(
+                "rescheduling",
+                "session.status_rescheduled",
+                leading=[("session.error", {"error": error_body(details, "retrying")})],
+            )
+            delay = details.retry_delay_seconds or 0.0
+            if delay > 0:
+                # The backoff, cut short by an interrupt.
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._interrupted,
+                        timeout=timedelta(seconds=delay),
+                        timeout_summary="model retry backoff",
+                    )
+            if self._interrupted:
+                return await self._give_up(step_id, inputs, failure, retries_here)
+            await self._set_status("running", "session.status_running")
+            attempt += 1
+
+    async def _attempt(
+        self, step_id: str, inputs: list[str], attempt: int, retries_here: bool
+    ) -> ModelStepResult:
         options = self._params.options
         handle = workflow.start_activity(
             Activity.MODEL_STEP,
@@ -210,17 +292,43 @@ class AgentLoop:
                 session_id=self._params.session_id,
                 agent_id=self._params.agent_id,
                 agent_version=self._params.agent_version,
-                step_id=new_id("step", workflow.uuid4()),
+                step_id=step_id,
                 input_event_ids=inputs,
                 max_attempts=options.model_max_attempts,
+                retries_in_workflow=retries_here,
+                attempt=attempt,
             ),
-            retry_policy=model_retry(options),
+            retry_policy=worker_loss_retry(options) if retries_here else model_retry(options),
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             result_type=ModelStepResult,
             summary="model step",
             **model_timeouts(options),
         )
         return await self._tracked(handle)
+
+    async def _give_up(
+        self, step_id: str, inputs: list[str], failure: ActivityError, retries_here: bool
+    ) -> ModelStepResult | TurnOutcome:
+        """No further attempt: settle the step first. If it committed (its worker died after
+        the commit, before Temporal heard), its answer is the step's; an interrupted turn then
+        keeps it as an answer that landed with the interrupt."""
+        if workflow.patched(SETTLE_FAILED_MODEL_STEP):
+            settled: SettledStep = await record(
+                Activity.SETTLE_MODEL_STEP,
+                SettleStepInput(session_id=self._params.session_id, step_id=step_id),
+                summary="settle model step",
+                result_type=SettledStep,
+            )
+            if settled.committed is not None:
+                return settled.committed
+        if self._interrupted or isinstance(failure.cause, CancelledError):
+            # The step may not have recorded its inputs: hold them for the next turn
+            # (recording them is idempotent, so holding never duplicates them).
+            return self._stop_interrupted(inputs)
+        body, terminal = model_error(failure, retries_here)
+        return TurnOutcome(TurnEnd.TERMINATED if terminal else TurnEnd.RETRIES_EXHAUSTED, body)
+
+    # ---- tools -------------------------------------------------------------------------------
 
     async def _answer(self, pending: PendingToolUse) -> None:
         if pending.kind == "custom":
@@ -269,7 +377,7 @@ class AgentLoop:
         result_id: str | None = None,
     ) -> None:
         result_id = result_id or new_id("sevt", workflow.uuid4())
-        await workflow.execute_local_activity(
+        await record(
             Activity.RECORD_TOOL_ERROR,
             ToolErrorInput(
                 session_id=self._params.session_id,
@@ -278,8 +386,6 @@ class AgentLoop:
                 reason=reason,  # type: ignore[arg-type]
                 confirmation_event_id=confirmation_event_id,
             ),
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=RECORD_RETRY,
         )
         self._state.tool_results[tool_use_event_id] = result_id
 
@@ -291,20 +397,58 @@ class AgentLoop:
             self._running.remove(handle)
 
 
-def model_error(error: ActivityError) -> tuple[dict[str, Any], bool]:
-    """(the `session.error` body, whether it is terminal) from a model step that failed for good."""
+def retryable_model_error(error: ActivityError) -> ModelErrorDetails | None:
+    """The details of a model error worth another attempt (under `MODEL_RETRIES_IN_WORKFLOW`,
+    the activity fails every model error at once and says whether to retry); else None."""
+    cause = error.cause
+    if not isinstance(cause, ApplicationError) or cause.type == RECORD_REFUSED:
+        return None
+    details = cause.details[0] if cause.details else None
+    if not isinstance(details, dict):
+        return None
+    parsed = ModelErrorDetails.model_validate(details)
+    return parsed if parsed.retryable else None
+
+
+def error_body(details: ModelErrorDetails, retry_status: str) -> dict[str, Any]:
+    return {
+        "type": details.error_type,
+        "message": details.message,
+        "retry_status": {"type": retry_status},
+    }
+
+
+def model_error(error: ActivityError, retries_here: bool = False) -> tuple[dict[str, Any], bool]:
+    """(the `session.error` body, whether it is terminal) from a model step that failed for good.
+
+    Terminal: the model refused the request (a 4xx other than 408/409/429) or PostgreSQL refused
+    to record the step; retrying cannot help. Otherwise the attempts are exhausted: those the
+    model's errors may use, or those lost with workers (a timeout).
+    """
     cause = error.cause
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details else {}
         if not isinstance(details, dict):
             details = {}
+        if cause.type == RECORD_REFUSED:
+            terminal = True
+        elif retries_here:
+            terminal = cause.non_retryable and not details.get("retryable")
+        else:
+            terminal = cause.non_retryable
         return {
             "type": details.get("error_type") or cause.type or "unknown_error",
             "message": details.get("message") or cause.message,
-            "retry_status": {"type": "terminal" if cause.non_retryable else "exhausted"},
-        }, cause.non_retryable
+            "retry_status": {"type": "terminal" if terminal else "exhausted"},
+        }, terminal
+    message = str(cause or error)
+    if isinstance(cause, TemporalTimeoutError):
+        message = (
+            f"the model step's worker stopped answering ({message}) on every attempt allowed; "
+            "send another message to try again"
+        )
     return {
         "type": "unknown_error",
-        "message": str(cause or error),
+        "message": message,
         "retry_status": {"type": "exhausted"},
     }, False

@@ -1,6 +1,8 @@
 """`SessionWorkflow`: one session, its inputs, its status, and the agent loop of its primary thread.
 
-States: idle -> running (-> rescheduling -> running) -> idle ... -> terminated.
+States: idle -> running (-> rescheduling -> running) -> idle ... -> terminated. The workflow is
+the one writer of the status: its own state, the `ReverieSessionStatus` search attribute, the
+session row and the status event change together.
 Inputs arrive through the `send_events` update (validated first, then recorded, then echoed).
 The workflow holds only ids and counters; every transcript byte lives in Postgres.
 """
@@ -13,6 +15,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from reverie.models.common import new_id
@@ -31,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from reverie.workflows.activity_options import RECORD_RETRY, RECORD_TIMEOUT
     from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
+    from reverie.workflows.recording import SessionBroken, record
 
 AGENT_ID = SearchAttributeKey.for_keyword("ReverieAgentId")
 SESSION_STATUS = SearchAttributeKey.for_keyword("ReverieSessionStatus")
@@ -50,12 +54,20 @@ class SessionWorkflow:
         # Tool uses whose answer is being recorded: a second answer is refused meanwhile.
         self._answering: set[str] = set()
         self._record_lock = asyncio.Lock()
-        self._loop = AgentLoop(params, self._state, self._take_inputs)
+        # Set when a write the session needs was refused for good (see `_break`).
+        self._broken: SessionBroken | None = None
+        self._loop = AgentLoop(params, self._state, self._take_inputs, self._set_status)
 
     # ---- the state machine -------------------------------------------------------------------
 
     @workflow.run
     async def run(self, params: SessionWorkflowInput) -> CarriedState:
+        try:
+            return await self._live()
+        except SessionBroken as error:
+            return await self._break(error)
+
+    async def _live(self) -> CarriedState:
         self._show()
         if self._state.resume_inputs is not None:
             inputs, self._state.resume_inputs = self._state.resume_inputs, None
@@ -64,6 +76,7 @@ class SessionWorkflow:
             await workflow.wait_condition(
                 lambda: (
                     self._finished
+                    or self._broken is not None
                     or self._archiving
                     or self._abandon_awaiting
                     or self._loop.awaiting_all_answered()
@@ -71,14 +84,17 @@ class SessionWorkflow:
                     or workflow.info().is_continue_as_new_suggested()
                 )
             )
-            if self._finished or self._archiving:
+            if self._finished or self._archiving or self._broken is not None:
                 # Archiving: the archive handler finishes the session; start nothing meanwhile.
-                await workflow.wait_condition(lambda: self._finished)
+                await workflow.wait_condition(lambda: self._finished or self._broken is not None)
+                if self._broken is not None:
+                    raise self._broken
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return self._state
             if self._abandon_awaiting:
                 self._abandon_awaiting = False
                 await self._loop.abandon_awaiting()
+                await self._loop.adopt_held()
                 await self._idle("end_turn")
             elif self._loop.awaiting_all_answered():
                 await self._turn(self._loop.resume_turn)
@@ -119,7 +135,36 @@ class SessionWorkflow:
         elif outcome.end == TurnEnd.REQUIRES_ACTION:
             await self._idle("requires_action", event_ids=outcome.event_ids)
         else:
+            if outcome.end == TurnEnd.INTERRUPTED:
+                await self._loop.adopt_held()
             await self._idle("end_turn")
+
+    async def _break(self, error: SessionBroken) -> CarriedState:
+        """PostgreSQL refused, for good, a write the session needs: record `session.error`
+        (terminal) and terminate, rather than retry for ever or carry on as if it had happened.
+        If even that cannot be recorded, the workflow fails with the reason (see the Web UI)."""
+        self._loop.interrupt()
+        body = {
+            "type": "unknown_error",
+            "message": error.message,
+            "retry_status": {"type": "terminal"},
+        }
+        try:
+            await self._set_status(
+                "terminated",
+                "session.status_terminated",
+                leading=[("session.error", {"error": body})],
+            )
+        except SessionBroken as again:
+            raise ApplicationError(
+                f"session {self._params.session_id} cannot record anything in PostgreSQL and "
+                f"stopped: {again.message}",
+                type=again.type,
+                non_retryable=True,
+            ) from again
+        self._finished = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state
 
     async def _idle(self, stop_reason: str, **extra: Any) -> None:
         self._state.last_stop_reason = stop_reason
@@ -167,8 +212,14 @@ class SessionWorkflow:
 
     @send_events.validator
     def _validate_send_events(self, params: SendEventsInput) -> None:
-        if self._finished or self._archiving or self._state.status == "terminated":
+        if (
+            self._finished
+            or self._archiving
+            or self._broken is not None
+            or self._state.status == "terminated"
+        ):
             raise ValueError(f"session {self._params.session_id} is terminated; it takes no events")
+        self._check_waiting(sum(1 for ref in params.events if ref.type == "user.message"))
         seen: set[str] = set()
         answered: set[str] = set()
         for ref in params.events:
@@ -187,6 +238,18 @@ class SessionWorkflow:
                 self._check_answer(ref.tool_use_id, "builtin", answered)
             elif ref.type == "user.custom_tool_result":
                 self._check_answer(ref.custom_tool_use_id, "custom", answered)
+
+    def _check_waiting(self, messages: int) -> None:
+        """Messages wait (as ids the workflow carries, through continue-as-new too) until a
+        model step takes them up: at most `max_waiting_inputs` of them."""
+        waiting = len(self._state.queued)
+        bound = self._params.options.max_waiting_inputs
+        if messages and waiting + messages > bound:
+            raise ValueError(
+                f"session {self._params.session_id} already has {waiting} messages waiting to be "
+                f"taken up and at most {bound} may wait; send these once the session has taken "
+                "them up (it is idle or answering again), or interrupt it"
+            )
 
     def _check_answer(self, event_id: str | None, kind: str, answered: set[str]) -> None:
         """An answer must name a tool use that waits for exactly this kind of answer, once."""
@@ -223,7 +286,11 @@ class SessionWorkflow:
     async def archive(self) -> None:
         self._archiving = True
         await workflow.wait_condition(lambda: self._state.status not in ("running", "rescheduling"))
-        await self._set_status("terminated", "session.status_terminated", archive=True)
+        try:
+            await self._set_status("terminated", "session.status_terminated", archive=True)
+        except SessionBroken as error:
+            self._broken = error  # the main loop records what it can and stops
+            raise
         self._finished = True
 
     @archive.validator
@@ -239,7 +306,7 @@ class SessionWorkflow:
                 f"session {self._params.session_id} is running; interrupt it or wait until it "
                 "is idle before archiving"
             )
-        if self._finished or self._archiving:
+        if self._finished or self._archiving or self._broken is not None:
             raise ValueError(f"session {self._params.session_id} is already terminated")
 
     @workflow.query
@@ -255,28 +322,30 @@ class SessionWorkflow:
         *,
         status: SessionStatus | None = None,
         archive: bool = False,
-    ) -> str:
-        event = NewEvent(
-            id=new_id("sevt", workflow.uuid4()),
-            type=event_type,
-            processed_at=workflow.now(),
-            payload=payload or {},
-        )
+        leading: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        """Record events (`leading` ones first, then this one) and the status, in one write."""
+        events = [
+            NewEvent(
+                id=new_id("sevt", workflow.uuid4()),
+                type=kind,
+                processed_at=workflow.now(),
+                payload=body or {},
+            )
+            for kind, body in [*(leading or []), (event_type, payload)]
+        ]
         async with self._record_lock:
-            await workflow.execute_local_activity(
+            await record(
                 Activity.RECORD_EVENTS,
                 RecordEventsInput(
                     session_id=self._params.session_id,
-                    events=[event],
+                    events=events,
                     status=status,
                     archive=archive,
                     turns=self._state.turns if status else None,
                 ),
-                start_to_close_timeout=RECORD_TIMEOUT,
-                retry_policy=RECORD_RETRY,
                 summary=event_type,
             )
-        return event.id
 
     async def _set_status(
         self,
@@ -285,10 +354,13 @@ class SessionWorkflow:
         payload: dict[str, Any] | None = None,
         *,
         archive: bool = False,
+        leading: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
+        """Every status change goes through here: the workflow's state, the search attribute,
+        the row and the status event agree."""
         self._state.status = status
         workflow.upsert_search_attributes([SESSION_STATUS.value_set(status)])
-        await self._emit(event_type, payload, status=status, archive=archive)
+        await self._emit(event_type, payload, status=status, archive=archive, leading=leading)
         self._show()
 
     def _show(self) -> None:

@@ -1,0 +1,25 @@
+"""Ids of the `workflow.patched` guards in session workflows, one per change of commands.
+
+Sessions run for weeks: a worker upgraded under a running session replays its history with the
+new code, which must issue the same commands where the history has them. Each change that
+alters the commands a workflow issues is therefore guarded: `workflow.patched(ID)` is False
+while replaying a history recorded before the change (the old commands are issued) and True
+otherwise (a marker is recorded, and the new commands follow). The saved histories in
+`tests/replay/histories` hold sessions of every age and must all replay.
+
+A guard may be dropped (`workflow.deprecate_patch`, then removed) only once no run older than it
+can still be replaying; a run is renewed at every continue-as-new.
+"""
+
+from __future__ import annotations
+
+# The workflow retries model errors itself (counting only the model's answers, sleeping the
+# backoff in a timer, recording `rescheduling` as the session's own status); Temporal retries
+# only attempts lost with a worker, promptly and within their own bound.
+MODEL_RETRIES_IN_WORKFLOW = "model-retries-in-workflow"
+# Before declaring a model step exhausted, terminal or interrupted, a local activity finds out
+# whether it committed after all (then its answer is used) and otherwise closes its span.
+SETTLE_FAILED_MODEL_STEP = "settle-failed-model-step"
+# An interrupted turn writes its pending inputs into the transcript instead of carrying their
+# ids, so the ids a session carries stay bounded.
+ADOPT_INTERRUPTED_INPUTS = "adopt-interrupted-inputs"
