@@ -1,0 +1,340 @@
+"""The sandbox against a hostile model: each attempt that escaped before is refused or harmless.
+
+Every test runs real commands under real bubblewrap (skipped, naming why, where bubblewrap
+cannot run) and asserts both the refusal and that nothing outside the workspace changed. The
+worker's own identity is whatever runs the suite (root in CI); `test_sandbox_launched_by_an_
+unprivileged_user` covers an ordinary user's worker when the suite runs as root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from reverie.activities.tools import (
+    SandboxUnavailableError,
+    ToolOutcome,
+    Workspace,
+    detect_sandbox,
+    run_builtin_tool,
+)
+from reverie.activities.tools.sandbox import bwrap_args, sandbox_files
+from reverie.egress import EgressPolicy
+
+
+def _bwrap_missing() -> str | None:
+    try:
+        detect_sandbox(None)
+    except SandboxUnavailableError as error:
+        return str(error)
+    return None
+
+
+BWRAP_MISSING = _bwrap_missing()
+pytestmark = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"{BWRAP_MISSING}")
+NO_NETWORK = EgressPolicy.for_networking("limited", [])
+UNRESTRICTED = EgressPolicy.for_networking("unrestricted", [])
+SOCAT = shutil.which("socat")
+needs_socat = pytest.mark.skipif(SOCAT is None, reason="socat is not installed")
+PYTHON = "/usr/bin/python3"
+needs_system_python = pytest.mark.skipif(
+    not os.access(PYTHON, os.X_OK), reason=f"{PYTHON} (used to make raw system calls) is missing"
+)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """Stands for REVERIE_HOME: a stack file and another session's workspace beside ours."""
+    root = tmp_path / "reverie-home"
+    (root / "workspaces").mkdir(parents=True)
+    (root / "stack.json").write_text('{"database_url": "postgresql://secret"}')
+    other = Workspace.for_session(root / "workspaces", "sesn_other")
+    (other.work_dir / "private.txt").write_text("other session's data")
+    return root
+
+
+@pytest.fixture
+def workspace(home: Path) -> Workspace:
+    return Workspace.for_session(home / "workspaces", "sesn_attacker", hidden=[home])
+
+
+async def bash(workspace: Workspace, command: str, policy: EgressPolicy = NO_NETWORK) -> str:
+    outcome = await run_builtin_tool(
+        "bash", {"command": command, "timeout_ms": 30_000}, workspace, policy, sandbox="bwrap"
+    )
+    return text(outcome)
+
+
+def text(outcome: ToolOutcome) -> str:
+    return outcome.content[0]["text"]
+
+
+def snapshot(root: Path, skip: Path) -> dict[str, bytes]:
+    """Every file under `root` but the attacker's own workspace, with its content."""
+    found: dict[str, bytes] = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_relative_to(skip):
+            found[str(path)] = path.read_bytes()
+    return found
+
+
+# --- identity --------------------------------------------------------------------------------
+
+
+async def test_no_capabilities_no_root_no_new_privileges(workspace: Workspace) -> None:
+    out = await bash(
+        workspace, "id -u; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status"
+    )
+    lines = out.splitlines()
+    assert lines[0] != "0"
+    fields = dict(line.split(":\t") for line in lines[1:])
+    assert fields["CapEff"] == fields["CapPrm"] == fields["CapBnd"] == "0000000000000000"
+    assert fields["NoNewPrivs"] == "1"
+    assert fields["Seccomp"] == "2"  # a filter is installed
+
+
+async def test_cannot_mount_unmount_or_nest_namespaces(workspace: Workspace, home: Path) -> None:
+    before = snapshot(home, workspace.session_dir)
+    out = await bash(
+        workspace,
+        "umount /usr 2>/dev/null; echo umount=$?; mount -t tmpfs x /tmp 2>/dev/null; "
+        "echo mount=$?; mount -o remount,rw /usr 2>/dev/null; echo remount=$?; "
+        "unshare -U -r true 2>/dev/null; echo userns=$?; unshare -m true 2>/dev/null; echo mntns=$?; "
+        "touch /usr/reverie-test 2>/dev/null; echo write_usr=$?",
+    )
+    for name in ("umount", "mount", "remount", "userns", "mntns", "write_usr"):
+        assert f"{name}=0" not in out, out
+    assert snapshot(home, workspace.session_dir) == before
+    assert not Path("/usr/reverie-test").exists()
+
+
+async def test_sysctls_are_read_only_and_kernel_internals_masked(workspace: Workspace) -> None:
+    before = Path("/proc/sys/kernel/core_pattern").read_text()
+    out = await bash(
+        workspace,
+        "cat /proc/sys/kernel/core_pattern > /tmp/p; "
+        "echo '|/workspace/evil' > /proc/sys/kernel/core_pattern 2>/dev/null; echo sysctl=$?; "
+        "for f in keys kallsyms slabinfo vmallocinfo timer_list sysrq-trigger kcore; do "
+        "  head -c 64 /proc/$f 2>/dev/null | grep -q . && echo readable=$f; done; echo done",
+    )
+    assert "sysctl=0" not in out
+    assert "readable=" not in out, out
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == before
+
+
+@needs_system_python
+async def test_dangerous_system_calls_are_refused(workspace: Workspace) -> None:
+    # keyctl (the worker's keyrings), open_by_handle_at (reading files by handle, past every
+    # mount), userfaultfd, bpf, io_uring_setup: each fails with EPERM.
+    calls = {
+        "keyctl": 250,
+        "open_by_handle_at": 304,
+        "userfaultfd": 323,
+        "bpf": 321,
+        "io_uring_setup": 425,
+    }
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers in this test are x86_64's")
+    script = (
+        "import ctypes, json; libc = ctypes.CDLL(None, use_errno=True); out = {}\n"
+        f"for name, nr in {calls!r}.items():\n"
+        "    r = libc.syscall(nr, 0, 0, 0, 0); out[name] = (r, ctypes.get_errno())\n"
+        "print(json.dumps(out))"
+    )
+    out = await bash(workspace, f"cat > /tmp/calls.py <<'PY'\n{script}\nPY\n{PYTHON} /tmp/calls.py")
+    import json
+
+    results = json.loads(out.splitlines()[-1])
+    for name, (value, error) in results.items():
+        assert value == -1 and error == 1, (name, value, error)  # EPERM
+
+
+# --- filesystem ------------------------------------------------------------------------------
+
+
+async def test_only_the_allow_list_is_visible(workspace: Workspace, home: Path) -> None:
+    venv = Path(sys.prefix)
+    out = await bash(
+        workspace,
+        "ls -A / | tr '\\n' ' '; echo; "
+        f"for p in /etc/shadow /etc/gshadow /etc/ssl/private /root /home /run /var /srv /opt "
+        f"{home} {home}/stack.json {Path.home()} {Path.cwd()} {venv} "
+        "/var/run/postgresql /run/user /tmp/.s.PGSQL.5432; do "
+        '  [ -e "$p" ] && echo "visible: $p"; done; '
+        "find / -xdev -type s 2>/dev/null | head -5; echo end",
+    )
+    top = set(out.splitlines()[0].split())
+    assert top <= {
+        "bin",
+        "sbin",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "usr",
+        "etc",
+        "dev",
+        "proc",
+        "tmp",
+        "mnt",
+        "workspace",
+        "run",
+        ".reverie-shell",
+    }, top
+    assert "visible:" not in out, out
+    assert out.splitlines()[-1] == "end" and len(out.splitlines()) == 2, out  # no unix sockets
+
+
+async def test_other_sessions_and_reverie_home_unreachable(
+    workspace: Workspace, home: Path
+) -> None:
+    before = snapshot(home, workspace.session_dir)
+    out = await bash(
+        workspace,
+        f"cat {home}/workspaces/sesn_other/work/private.txt 2>/dev/null; "
+        "cat ../../sesn_other/work/private.txt 2>/dev/null; "
+        "cat /proc/1/root/etc/hostname 2>/dev/null; ls /proc/1/root/ 2>/dev/null | head -3; "
+        f"echo x > {home}/stack.json 2>/dev/null; echo done",
+    )
+    assert "other session's data" not in out and out.endswith("done")
+    assert snapshot(home, workspace.session_dir) == before
+
+
+async def test_passwd_is_made_up(workspace: Workspace) -> None:
+    out = await bash(workspace, "cat /etc/passwd; whoami")
+    assert "agent" in out and "/root:" not in out
+    assert len(out.splitlines()) == 4
+
+
+# --- network ---------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def host_service() -> AsyncIterator[int]:
+    """Stands for Temporal, the Web UI, PostgreSQL or the model endpoint on the worker's host."""
+
+    async def secret(_: web.Request) -> web.Response:
+        return web.Response(text="host secret")
+
+    app = web.Application()
+    app.router.add_get("/", secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+def _raw_get(port: int, target: str) -> str:
+    """An HTTP request through bash's /dev/tcp, so no client program is needed."""
+    return (
+        f"( exec 3<>/dev/tcp/127.0.0.1/{port} || {{ echo no-connection; exit 0; }}; "
+        f"printf 'GET {target} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' >&3; "
+        "timeout 10 cat <&3 ) 2>/dev/null"
+    )
+
+
+async def test_no_network_environment_reaches_nothing(
+    workspace: Workspace, host_service: int
+) -> None:
+    out = await bash(workspace, _raw_get(host_service, "/") + "; " + _raw_get(3128, "/"))
+    assert "host secret" not in out and out.count("no-connection") == 2, out
+
+
+@needs_socat
+async def test_unrestricted_never_reaches_the_host(workspace: Workspace, host_service: int) -> None:
+    out = await bash(
+        workspace,
+        f"{_raw_get(host_service, '/')}; "
+        f"{_raw_get(3128, f'http://127.0.0.1:{host_service}/')}; "
+        f"{_raw_get(3128, f'http://localhost:{host_service}/')}; "
+        f"{_raw_get(3128, f'http://[::ffff:127.0.0.1]:{host_service}/')}; "
+        f"{_raw_get(3128, 'http://169.254.169.254/latest/meta-data/')}",
+        UNRESTRICTED,
+    )
+    assert "host secret" not in out
+    assert out.count("403 Forbidden") == 4, out
+    assert "never reachable from a session" in out
+
+
+@needs_socat
+async def test_proxy_passes_what_the_policy_allows(workspace: Workspace, host_service: int) -> None:
+    # The operator opted loopback in (as a company proxy would be): the same request now passes,
+    # so the refusals above come from the policy, not from a broken bridge.
+    opted_in = EgressPolicy.for_networking("unrestricted", [], ("127.0.0.1/32",))
+    out = await bash(workspace, _raw_get(3128, f"http://127.0.0.1:{host_service}/"), opted_in)
+    assert "host secret" in out, out
+
+
+@needs_socat
+async def test_limited_bash_reaches_only_allowed_hosts(
+    workspace: Workspace, host_service: int
+) -> None:
+    limited = EgressPolicy.for_networking("limited", ["localhost"], ("127.0.0.1/32",))
+    allowed = await bash(workspace, _raw_get(3128, f"http://localhost:{host_service}/"), limited)
+    assert "host secret" in allowed, allowed
+    refused = await bash(workspace, _raw_get(3128, f"http://127.0.0.1:{host_service}/"), limited)
+    assert "host secret" not in refused and "403 Forbidden" in refused
+    assert "does not allow network access to 127.0.0.1" in refused
+
+
+# --- the worker as an ordinary user ----------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the suite already runs as an ordinary user")
+def test_sandbox_launched_by_an_unprivileged_user() -> None:
+    """bwrap started by uid 65534 (as a worker running as a dedicated user would) builds the
+    same sandbox: no capabilities, its own identity, nothing of the host writable."""
+    # pytest's tmp folders are private to root; this one must be reachable by the user.
+    root = Path(tempfile.mkdtemp(prefix="reverie-unprivileged-"))
+    try:
+        _run_as_nobody(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_as_nobody(root: Path) -> None:
+    os.chmod(root, 0o755)
+    workspace = Workspace.for_session(root, "sesn_user")
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, 65534, 65534)
+    marker = f"/usr/reverie-{uuid.uuid4().hex}"
+    with sandbox_files() as files:
+        argv = [
+            "bwrap",
+            *bwrap_args(workspace, files, state_dir=workspace.state_dir, proxy_socket=None),
+            "/bin/sh",
+            "-c",
+            f"grep CapEff /proc/self/status; touch {marker} 2>&1; "
+            "echo w > /workspace/w && echo wrote",
+        ]
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            pass_fds=files.fds,
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            cwd="/",
+        )
+    if "Operation not permitted" in result.stderr and "namespace" in result.stderr:
+        pytest.skip(f"unprivileged user namespaces are disabled here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    assert "CapEff:\t0000000000000000" in result.stdout
+    # Outside, what it writes belongs to the unprivileged user that started it.
+    assert (workspace.work_dir / "w").stat().st_uid == 65534
+    assert "wrote" in result.stdout and not Path(marker).exists()
