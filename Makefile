@@ -7,10 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint bench histories clean
+.PHONY: help system venv demo test lint bench histories clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+system: ## Install the Debian packages bash's sandbox uses (bubblewrap, socat) if missing
+	@PYTHON=$(PYTHON) bash deploy/system-packages.sh
 
 venv: $(STAMP) ## Create .venv and install Reverie with its test extras
 
@@ -19,17 +22,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-demo: venv ## Run the embedded stack and one session end to end
+demo: system venv ## Run the embedded stack and one session end to end
 	$(PY) -m reverie.starter.demo
 
-test: venv ## Run the test suite
+test: system venv ## Run the test suite
 	$(PY) -m pytest -q
 
 lint: venv ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: venv ## Measure per-session overhead, then tool round trips
+bench: system venv ## Measure per-session overhead, then tool round trips
 	$(PY) bench/session_overhead.py
 	$(PY) bench/tool_roundtrip.py
 

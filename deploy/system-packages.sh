@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The Debian packages Reverie uses beyond Python: bubblewrap (bash's sandbox), socat (the
+# sandbox's bridge to its egress proxy) and python3-venv (for `make venv` on Debian's Python).
+# Installs what is missing when it can (as root, or with passwordless sudo), saying so in one
+# line; otherwise says in one line what to install and carries on: Reverie then runs without
+# them (bash is refused, or unsandboxed with REVERIE_SANDBOX=none) and the tests that need
+# them are skipped, naming why.
+set -uo pipefail
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+"${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "reverie: not a Debian/Ubuntu system; please install: ${missing[*]} (carrying on without)"
+  exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  sudo=(sudo -n)
+else
+  echo "reverie: missing system packages; run: sudo apt-get install ${missing[*]} (carrying on without)"
+  exit 0
+fi
+echo "reverie: installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+if ! { "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >"$log" 2>&1 ||
+  { "${sudo[@]}" apt-get update >>"$log" 2>&1 &&
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >>"$log" 2>&1; }; }; then
+  echo "reverie: apt-get could not install ${missing[*]} (see $log); carrying on without"
+  exit 0
+fi
+rm -f "$log"
