@@ -1,9 +1,10 @@
 """The `reverie` command line: the embedded stack, a worker, agents and sessions.
 
 Every command takes `--json` to print the API objects as JSON (event streams as one object a
-line); without it, a compact table or a few lines meant for a person. Exit codes: 0 done, 1 the
-request was refused (a `ReverieError`), 2 Temporal or PostgreSQL could not be reached (or bad
-usage), 130 interrupted.
+line); without it, a compact table or a few lines meant for a person, with control characters
+made visible (see `render.safe`). Exit codes: 0 done, 1 the request was refused (a `ReverieError`,
+bad flags or a bad file: one line on stderr, never a traceback), 2 Temporal or PostgreSQL could
+not be reached (or refused to serve), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from reverie.models.errors import InvalidRequestError, ReverieError
 from reverie.settings import Settings, load_settings
@@ -28,6 +29,7 @@ from reverie.starter.render import (
     event_line,
     fields,
     print_event,
+    safe,
     session_rows,
 )
 from reverie.starter.up import up_command, worker_command
@@ -40,6 +42,14 @@ HINT = "is `reverie up` running? or set TEMPORAL_ADDRESS / DATABASE_URL"
 
 class Unreachable(Exception):
     """Temporal or PostgreSQL did not answer: a set-up problem, not a bad request (exit 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit 1, like any refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(f"{self.prog}: {message}".split())
+        self.exit(1, safe(f"error: {line} (see {self.prog} --help)\n"))
 
 
 @contextlib.contextmanager
@@ -93,29 +103,47 @@ def key_value_or_delete(text: str) -> tuple[str, str | None]:
 def read_json(source: str, what: str) -> Any:
     """JSON from a file, or from stdin when `source` is `-`."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as error:
         raise InvalidRequestError(f"cannot read {what} {source}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise InvalidRequestError(f"{what} {source} is not UTF-8 text: {error.reason}") from None
     return parse_json(text, f"{what} {source}")
 
 
 def parse_json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
+    except RecursionError:
+        raise InvalidRequestError(f"{what} is nested too deeply to read") from None
     except ValueError as error:
         raise InvalidRequestError(f"{what} is not valid JSON: {error}") from None
 
 
-def agent_body(args: argparse.Namespace) -> dict[str, Any]:
-    """The request body: `--file` first, then each flag given on top of it."""
+def file_object(args: argparse.Namespace) -> dict[str, Any]:
+    """The `--file` body, which must be a JSON object (or nothing)."""
     body = read_json(args.file, "--file") if args.file else {}
     if not isinstance(body, dict):
         raise InvalidRequestError(f"--file {args.file} must hold a JSON object")
+    return body
+
+
+def merged_metadata(body: dict[str, Any], flags: Sequence[tuple[str, str | None]]) -> Any:
+    """`--metadata` flags on top of the file's `metadata` object."""
+    current = body.get("metadata") or {}
+    if not isinstance(current, dict):
+        raise InvalidRequestError("metadata in --file must be a JSON object")
+    return {**current, **dict(flags)}
+
+
+def agent_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request body: `--file` first, then each flag given on top of it."""
+    body = file_object(args)
     for field in ("name", "model", "system", "description"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
     if args.metadata:
-        body["metadata"] = {**(body.get("metadata") or {}), **dict(args.metadata)}
+        body["metadata"] = merged_metadata(body, args.metadata)
     return body
 
 
@@ -236,7 +264,7 @@ async def session_archive(client: ReverieClient, args: argparse.Namespace) -> No
 
 def environment_body(args: argparse.Namespace, *, create: bool) -> dict[str, Any]:
     """Flags over an optional JSON body; `--allow-host` implies limited networking."""
-    body: dict[str, Any] = read_json(args.file, "--file") if args.file else {}
+    body = file_object(args)
     for key in ("name", "description"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
@@ -246,7 +274,7 @@ def environment_body(args: argparse.Namespace, *, create: bool) -> dict[str, Any
         if kind == "limited":
             body["networking"]["allowed_hosts"] = args.allow_host or []
     if args.metadata:
-        body["metadata"] = dict(args.metadata)
+        body["metadata"] = merged_metadata(body, args.metadata)
     if create and "name" not in body:
         raise InvalidRequestError("an environment needs --name (or a name in --file)")
     return body
@@ -399,7 +427,7 @@ def add_session_commands(commands: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reverie", description=__doc__.splitlines()[0])
+    parser = Parser(prog="reverie", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stack = command(commands, "up", up_command, "run the embedded stack", client=False)
     stack.add_argument("--port", type=int, default=7233, help="Temporal gRPC port")
@@ -428,13 +456,39 @@ async def run(args: argparse.Namespace) -> int:
     except Unreachable as error:
         body = {"type": "error", "error": {"type": "connection_error", "message": str(error)}}
         return fail(args, body, f"cannot reach Temporal/PostgreSQL: {error}\nhint: {HINT}", 2)
+    except RecursionError:
+        # Input nested deeper than anything validates (the models refuse beyond 64 levels).
+        error = InvalidRequestError("the request is nested too deeply to process")
+        return fail(args, error.to_dict(), f"{error.error_type}: {error.message}", 1)
+    except Exception as error:
+        return unexpected(args, error)
     return 0
 
 
+def unexpected(args: argparse.Namespace, error: Exception) -> int:
+    """A failure no refusal explains: one line (REVERIE_DEBUG=1 adds the traceback)."""
+    from temporalio.service import RPCError
+
+    if os.environ.get("REVERIE_DEBUG"):
+        import traceback
+
+        traceback.print_exception(error)
+    if isinstance(error, RPCError):
+        body = {"type": "error", "error": {"type": "temporal_error", "message": error.message}}
+        return fail(args, body, f"Temporal refused the request: {error.message}", 2)
+    message = f"{type(error).__name__}: {error}"
+    body = {"type": "error", "error": {"type": "api_error", "message": message}}
+    return fail(args, body, f"unexpected error: {message} (REVERIE_DEBUG=1 shows where)", 1)
+
+
 def fail(args: argparse.Namespace, body: dict[str, Any], text: str, code: int) -> int:
+    """The error body as JSON on stdout with --json; always `error: ...` on stderr, one line
+    for a refusal, with whatever text it quotes made safe to print."""
     if args.json:
         print(json.dumps(body))
-    print(f"error: {text}", file=sys.stderr)
+    if code == 1:
+        text = " ".join(text.split())
+    print(safe(f"error: {text}"), file=sys.stderr)
     return code
 
 

@@ -16,6 +16,24 @@ if TYPE_CHECKING:
     from reverie.models.sessions import Session
 
 
+# Text that a model, a tool or a user chose reaches the operator's terminal through this module.
+# Control characters could drive it (ESC sequences set the window title, write the clipboard
+# with OSC 52, move the cursor; C1 CSI does the same in one byte), so each one is shown instead
+# of sent: C0 controls and DEL as their Unicode control pictures (ESC as "␛", BEL as "␇", CR as
+# "␍"), C1 controls as `\x9b`. Newlines and tabs are kept. JSON output needs none of this:
+# json.dumps escapes every control character (and everything non-ASCII) as \uXXXX.
+_NEUTRALISED = {
+    **{code: chr(0x2400 + code) for code in range(0x20) if chr(code) not in "\n\t"},
+    0x7F: "\u2421",
+    **{code: f"\\x{code:02x}" for code in range(0x80, 0xA0)},
+}
+
+
+def safe(text: str) -> str:
+    """`text` with every control character but newline and tab made visible (see above)."""
+    return text.translate(_NEUTRALISED)
+
+
 def dumpable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -25,8 +43,9 @@ def dumpable(value: Any) -> Any:
 
 
 def emit(args: argparse.Namespace, value: Any, human: Callable[[Any], str]) -> None:
-    """One object (or list) per command: JSON with --json, else its human rendering."""
-    print(json.dumps(dumpable(value), indent=2) if args.json else human(value))
+    """One object (or list) per command: JSON with --json, else its human rendering (with
+    control characters neutralised: see `safe`)."""
+    print(json.dumps(dumpable(value), indent=2) if args.json else safe(human(value)))
 
 
 def shorten(text: str, width: int = 120) -> str:
@@ -117,8 +136,9 @@ def event_summary(event: Event) -> str:
 
 
 def event_line(event: Event) -> str:
+    """One line for a person: time, type, summary; safe to print (see `safe`)."""
     stamp = event.processed_at.astimezone().strftime("%H:%M:%S.%f")[:-3]
-    return f"{stamp}  {event.type}  {shorten(event_summary(event))}".rstrip()
+    return safe(f"{stamp}  {event.type}  {shorten(event_summary(event))}".rstrip())
 
 
 def print_event(args: argparse.Namespace, event: Event) -> None:
