@@ -32,9 +32,10 @@ lint: venv ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: system venv ## Measure per-session overhead, then tool round trips
+bench: system venv ## Measure per-session overhead, tool round trips, the sandbox's price
 	$(PY) bench/session_overhead.py
 	$(PY) bench/tool_roundtrip.py
+	$(PY) bench/sandbox_price.py
 
 histories: venv ## Re-record the workflow histories the replay tests use
 	$(PY) -m tests.replay.record
