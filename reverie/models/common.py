@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 T = TypeVar("T")
 
@@ -190,10 +190,16 @@ class StrictModel(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _storable(cls, data: Any) -> Any:
-        if isinstance(data, dict | list):
+    def _storable(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict | list) and not (info.context or {}).get("stored"):
             check_json(data)
         return data
+
+
+# Validation context for objects read back from the store: they were checked when written, and
+# a limit made stricter later must not make them unreadable (a session running on one would
+# fail), so `StrictModel` skips `check_json` for them.
+STORED: dict[str, Any] = {"stored": True}
 
 
 class Page(BaseModel, Generic[T]):

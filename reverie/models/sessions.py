@@ -56,7 +56,7 @@ class SessionCreate(StrictModel):
     @classmethod
     def _bounded(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if value:
-            check_event_count(len(value), "initial_events")
+            check_event_count(len(value), "the list")
         return value
 
     def agent_ref(self) -> AgentRef:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reverie.models.agents import Agent, AgentConfig, AgentCreate, AgentUpdate
-from reverie.models.common import Page, new_id
+from reverie.models.common import STORED, Page, new_id
 from reverie.models.errors import InvalidRequestError, NotFoundError, VersionConflictError
 from reverie.store.paging import cursor_args, page_of
 from reverie.store.pool import Connection, Pool
@@ -20,7 +20,8 @@ def _agent(row: Any) -> Agent:
             "created_at": row["created_at"],
             "updated_at": row["updated_at"],
             "archived_at": row["archived_at"],
-        }
+        },
+        context=STORED,
     )
 
 

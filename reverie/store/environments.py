@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reverie.models.common import Page, new_id, patch_metadata
+from reverie.models.common import STORED, Page, new_id, patch_metadata
 from reverie.models.environments import (
     Environment,
     EnvironmentConfig,
@@ -17,7 +17,7 @@ from reverie.store.pool import Connection, Pool
 
 
 def _environment(row: Any) -> Environment:
-    return Environment.model_validate(dict(row))
+    return Environment.model_validate(dict(row), context=STORED)
 
 
 async def create(pool: Pool, params: EnvironmentCreate) -> Environment:
