@@ -184,6 +184,11 @@ async def test_a_users_mistake_is_one_line_and_exit_1(
             return await run_cli(env, *args)
 
     results = await asyncio.gather(*(run(args) for args in mistakes))
+    bad_setting = await run_cli(
+        cli_env(settings, REVERIE_MODEL_MAX_ATTEMPTS="many"), "agent", "list"
+    )
+    mistakes.append(("REVERIE_MODEL_MAX_ATTEMPTS=many", "agent", "list"))
+    results.append(bad_setting)
     for args, result in zip(mistakes, results, strict=True):
         lines = result.err.splitlines()
         assert (result.code, len(lines)) == (1, 1), f"{args}: {result.code} {result.err}"

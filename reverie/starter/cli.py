@@ -442,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> int:
     """Run one command; map refusals to exit 1 and unreachable services to exit 2."""
-    settings = load_settings()
     try:
+        settings = settings_or_refusal()
         args.body = args.make_body(args) if args.make_body else None
         if args.client:
             async with connected(settings) as client:
@@ -479,6 +479,20 @@ def unexpected(args: argparse.Namespace, error: Exception) -> int:
     message = f"{type(error).__name__}: {error}"
     body = {"type": "error", "error": {"type": "api_error", "message": message}}
     return fail(args, body, f"unexpected error: {message} (REVERIE_DEBUG=1 shows where)", 1)
+
+
+def settings_or_refusal() -> Settings:
+    """The environment's settings; a bad value is the user's to fix, named in one line."""
+    from pydantic import ValidationError
+
+    try:
+        return load_settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in error.errors(include_url=False, include_input=False)
+        )
+        raise InvalidRequestError(f"invalid settings in the environment: {problems}") from None
 
 
 def fail(args: argparse.Namespace, body: dict[str, Any], text: str, code: int) -> int:
