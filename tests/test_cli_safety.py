@@ -153,6 +153,9 @@ async def test_a_users_mistake_is_one_line_and_exit_1(
         ("agent", "create", "--name", "x", "--model", "m", "--metadata", "novalue"),
         ("agent", "get", "agent_nope"),
         ("agent", "get", agent_id, "--version", "many"),
+        ("agent", "get", agent_id, "--version", "99999999999"),
+        ("session", "events", session.id, "--after", "99999999999"),
+        ("session", "create", "--agent", agent_id, "--agent-version", "99999999999"),
         ("agent", "list", "--limit", "0"),
         ("agent", "list", "--limit", "-3"),
         ("agent", "list", "--page", "garbage!"),
@@ -196,5 +199,7 @@ async def test_a_users_mistake_is_one_line_and_exit_1(
     said = dict(zip(mistakes, (result.err for result in results), strict=True))
     assert "deeper than 64" in said[("agent", "create", "--file", file("deep_schema"))]
     assert "NUL" in said[("agent", "create", "--file", file("nul"))]
-    assert "NUL" in said[mistakes[25]] and "at most 50 events" in said[mistakes[24]]
+    nul_event = '{"type": "user.message", "content": "\\u0000"}'
+    assert "NUL" in said[("session", "send", session.id, "--event-json", nul_event)]
+    assert "at most 50 events" in said[("session", "send", session.id, "--event-json", too_many)]
     assert await reverie.list_events(session.id) == []

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from reverie.models.common import Metadata, StrictModel, patch_metadata
 
 MAX_TOOLS = 128
+# Versions are PostgreSQL integers: a larger number can name no version, and is refused as such.
+MAX_VERSION = 2**31 - 1
 MAX_NAME = 256
 MAX_SYSTEM = 100_000
 
@@ -119,7 +121,7 @@ class AgentCreate(AgentConfig):
 class AgentUpdate(StrictModel):
     """A partial update: omitted fields stay; `metadata` is patched key by key (None deletes)."""
 
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
     name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME)
     description: str | None = None
     system: str | None = None
@@ -156,7 +158,7 @@ class AgentRef(StrictModel):
 
     type: Literal["agent"] = "agent"
     id: str
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
 
 
 class AgentVersionsPage(BaseModel):

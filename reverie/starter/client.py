@@ -18,7 +18,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from reverie.connections import connect_database, connect_temporal
-from reverie.models.agents import Agent, AgentCreate, AgentUpdate, check_supported
+from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
 from reverie.models.common import Page, PageRequest, check_json, new_id
 from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
 from reverie.models.errors import InvalidRequestError, NotSupportedError
@@ -50,6 +50,8 @@ SETTLED_EVENTS = ("session.status_idle", "session.status_terminated")
 MAX_TEMPORAL_PAYLOAD_BYTES = 512 * 1024
 # Most events one `list_events` call returns (API lists page by 100; tools read more at once).
 MAX_EVENTS_LISTED = 10_000
+# Event positions are PostgreSQL integers.
+MAX_POSITION = 2**31 - 1
 
 
 def _invalid(error: ValidationError) -> InvalidRequestError:
@@ -163,6 +165,8 @@ class ReverieClient:
         return await agents.update(self.pool, agent_id, params)
 
     async def get_agent(self, agent_id: str, version: int | None = None) -> Agent:
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise InvalidRequestError(f"version must be 1 to {MAX_VERSION}, not {version}")
         return await agents.get(self.pool, _check_id("agent", agent_id), version)
 
     async def list_agents(
@@ -412,8 +416,8 @@ class ReverieClient:
         await sessions.status_of(self.pool, _check_id("session", session_id))
         if not 1 <= limit <= MAX_EVENTS_LISTED:
             raise InvalidRequestError(f"limit must be 1 to {MAX_EVENTS_LISTED:,}, not {limit}")
-        if after < 0:
-            raise InvalidRequestError(f"after must be 0 or more, not {after}")
+        if not 0 <= after <= MAX_POSITION:
+            raise InvalidRequestError(f"after must be 0 to {MAX_POSITION}, not {after}")
         if order not in ("asc", "desc"):
             raise InvalidRequestError(f"order must be asc or desc, not {order!r}")
         unknown = [t for t in types or () if not isinstance(t, str) or "\x00" in t]
@@ -444,6 +448,8 @@ class ReverieClient:
         """Events as they are recorded; stops after the session settles (idle or terminated)
         once something happened, when `until_settled`."""
         await sessions.status_of(self.pool, _check_id("session", session_id))
+        if not 0 <= after <= MAX_POSITION:
+            raise InvalidRequestError(f"after must be 0 to {MAX_POSITION}, not {after}")
         deadline = None if timeout is None else time.monotonic() + timeout
         position = after
         while True:
