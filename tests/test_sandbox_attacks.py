@@ -22,26 +22,15 @@ import pytest_asyncio
 from aiohttp import web
 
 from reverie.activities.tools import (
-    SandboxUnavailableError,
     ToolOutcome,
     Workspace,
-    detect_sandbox,
     run_builtin_tool,
 )
 from reverie.activities.tools.sandbox import bwrap_args, sandbox_files
 from reverie.egress import EgressPolicy
+from tests.sandbox_support import needs_bwrap
 
-
-def _bwrap_missing() -> str | None:
-    try:
-        detect_sandbox(None)
-    except SandboxUnavailableError as error:
-        return str(error)
-    return None
-
-
-BWRAP_MISSING = _bwrap_missing()
-pytestmark = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"{BWRAP_MISSING}")
+pytestmark = needs_bwrap
 NO_NETWORK = EgressPolicy.for_networking("limited", [])
 UNRESTRICTED = EgressPolicy.for_networking("unrestricted", [])
 SOCAT = shutil.which("socat")

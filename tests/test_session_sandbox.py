@@ -6,25 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
-from reverie.activities.tools import SandboxUnavailableError, detect_sandbox
 from reverie.models.events import Event
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
 from tests.helpers import all_events, assert_each_once
+from tests.sandbox_support import needs_bwrap
 
-
-def _bwrap_missing() -> str | None:
-    try:
-        detect_sandbox(None)
-    except SandboxUnavailableError as error:
-        return str(error)
-    return None
-
-
-BWRAP_MISSING = _bwrap_missing()
-needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"{BWRAP_MISSING}")
 TOOLSET = {"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}
 
 

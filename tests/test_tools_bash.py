@@ -26,19 +26,8 @@ from reverie.activities.tools import (
 )
 from reverie.activities.tools import sandbox as sandbox_module
 from reverie.egress import EgressPolicy
+from tests.sandbox_support import needs_bwrap
 
-
-def _bwrap_missing() -> str | None:
-    try:
-        detect_sandbox(None)
-    except SandboxUnavailableError as error:
-        print(f"bubblewrap tests skipped: {error}")
-        return str(error)
-    return None
-
-
-BWRAP_MISSING = _bwrap_missing()
-needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"{BWRAP_MISSING}")
 MODES = [
     pytest.param("none", id="none"),
     pytest.param("bwrap", id="bwrap", marks=needs_bwrap),
