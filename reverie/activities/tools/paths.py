@@ -1,8 +1,10 @@
 """Translation between the agent's paths (/workspace, /mnt/...) and the host's.
 
-The agent never sees a host path: its inputs are mapped in here before the SDK's file tools run,
-and the host paths in their answers are mapped back out. Only lexical work happens here; the
-SDK's tools then follow symlinks and refuse anything that lands outside the permitted roots.
+The agent never sees a host path: its inputs are mapped in here before the file tools run, and
+host paths in their answers are mapped back out. Only lexical work happens here: a path becomes
+one of the session's roots plus a path relative to it, and the file tools then resolve that
+relative path beneath the root's directory descriptor (`beneath.py`), so no symlink can lead
+them out.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from reverie.activities.tools.models import WORK_VIRTUAL
 from reverie.activities.tools.workspace import VirtualRoot, Workspace
@@ -22,8 +23,15 @@ class PathRefused(ValueError):
 
 @dataclass(frozen=True)
 class HostPath:
-    path: Path
+    """Where an agent path lives: a root folder and a `..`-free path below it.
+
+    `relative` is "." for the root itself; `virtual` is the normalised path the agent meant,
+    the one to show it in answers.
+    """
+
     root: VirtualRoot
+    relative: str
+    virtual: str
 
 
 def virtual_normpath(path: str) -> str:
@@ -35,14 +43,15 @@ def virtual_normpath(path: str) -> str:
 
 
 def to_host(workspace: Workspace, path: str) -> HostPath:
-    """Map an agent path to the host, or raise `PathRefused` for anything outside its folders."""
+    """Map an agent path to a root and a relative path, or raise `PathRefused` for anything
+    outside its folders."""
     if "\x00" in path:
         raise PathRefused(f"path {path!r} contains a NUL byte")
     virtual = virtual_normpath(path)
     for root in workspace.roots():
         if virtual == root.virtual or virtual.startswith(root.virtual + "/"):
             rest = virtual[len(root.virtual) :].lstrip("/")
-            return HostPath(path=root.host / rest if rest else root.host, root=root)
+            return HostPath(root=root, relative=rest or ".", virtual=virtual)
     reachable = ", ".join(sorted(r.virtual for r in workspace.roots()))
     raise PathRefused(
         f"path {path!r} is outside the folders this session can use ({reachable}); "
