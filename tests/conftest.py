@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,7 +50,10 @@ async def database_url(tmp_root: Path) -> AsyncIterator[str]:
     embedded = None
     base = os.environ.get("DATABASE_URL")
     if not base:
-        embedded = EmbeddedPostgres(tmp_root / "pg")
+        # Not under pytest's folders: each pytest run starting makes /tmp/pytest-of-<user> 0700
+        # again, which (when root) would lock PostgreSQL's own account out of a concurrent run's.
+        pg_home = Path(tempfile.mkdtemp(prefix="reverie-test-pg-"))
+        embedded = EmbeddedPostgres(pg_home / "pg")
         base = embedded.start()
     name = f"reverie_test_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(base)
@@ -57,6 +62,7 @@ async def database_url(tmp_root: Path) -> AsyncIterator[str]:
     yield _with_database(base, name)
     if embedded:
         embedded.stop()
+        shutil.rmtree(pg_home, ignore_errors=True)
 
 
 def _with_database(url: str, name: str) -> str:

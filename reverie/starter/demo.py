@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import sys
-import warnings
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -28,6 +27,7 @@ from reverie.starter.stack import (
     TemporalDevServer,
     free_port,
     remove_stack_file,
+    secure_home,
     write_stack_file,
 )
 from reverie.store.pool import connect
@@ -194,6 +194,7 @@ async def demo() -> bool:
     """Start everything, run one session, report; the exit stack tears down in reverse."""
     settings = load_settings()
     refuse_if_stack_running(settings)
+    secure_home(settings.home, embedded_postgres=not settings.database_url)
     print(f"REVERIE_HOME: {settings.home}")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(print, "stopped the worker, model server, PostgreSQL and Temporal")
@@ -212,7 +213,6 @@ def main() -> int:
     """Entry point; the exit code says whether the session reached idle."""
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # make may pipe us
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")  # pgserver's, harmless
     try:
         idle = asyncio.run(demo())
     except KeyboardInterrupt:

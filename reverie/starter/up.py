@@ -1,8 +1,10 @@
 """`reverie up`: the embedded stack in the foreground, until Ctrl-C or SIGTERM.
 
 Starts, on loopback, the Temporal dev server, PostgreSQL from `pgserver` (unless DATABASE_URL is
-set) and a worker, then writes the stack file so commands in other shells find them. Everything
-started here is stopped here, in reverse order, and the stack file goes with it.
+set; password-protected, see `stack.EmbeddedPostgres`) and a worker, then writes the stack file
+(0600: its database URL carries the password) so commands in other shells find them. REVERIE_HOME
+is made private first. Everything started here is stopped here, in reverse order, and the stack
+file goes with it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from reverie.settings import Settings
 from reverie.starter.stack import (
     EmbeddedPostgres,
     TemporalDevServer,
+    redact_password,
     remove_stack_file,
+    secure_home,
     write_stack_file,
 )
 
@@ -154,7 +158,7 @@ def _banner(settings: Settings, addresses: dict[str, str | None], worker: str | 
         f"Reverie stack is up (REVERIE_HOME={settings.home})",
         f"  Temporal     {addresses['temporal_address']}",
         f"  Web UI       {addresses['ui_address'] or 'off'}",
-        f"  PostgreSQL   {addresses['database_url']}",
+        f"  PostgreSQL   {redact_password(addresses['database_url'] or '')}",
         f"  Worker       task queue {settings.task_queue!r}, model: {worker}"
         if worker
         else "  Worker       none (--no-worker): run `reverie worker` elsewhere",
@@ -172,6 +176,7 @@ def _on_stop_signals(stop: asyncio.Event) -> None:
 async def run_up(settings: Settings, options: UpOptions) -> None:
     """Start everything, announce it, wait for a stop signal, then stop it all in reverse."""
     check_can_start(settings, options)
+    secure_home(settings.home, embedded_postgres=not settings.database_url)
     stop = asyncio.Event()
     _on_stop_signals(stop)
     async with contextlib.AsyncExitStack() as stack:
@@ -189,7 +194,8 @@ async def run_up(settings: Settings, options: UpOptions) -> None:
         write_stack_file(settings.stack_file, **addresses)
         stack.callback(remove_stack_file, settings.stack_file)
         if options.json:
-            print(json.dumps({**addresses, "pid": os.getpid(), "worker": bool(worker)}))
+            shown = {**addresses, "database_url": redact_password(database_url)}
+            print(json.dumps({**shown, "pid": os.getpid(), "worker": bool(worker)}))
         else:
             print(_banner(settings, addresses, worker))
         sys.stdout.flush()
