@@ -100,6 +100,9 @@ def settings(
         # bubblewrap where it works (CI installs it); on a machine without it, the session
         # tests still run their bash tool uses, unsandboxed, and the sandbox's own tests skip.
         REVERIE_SANDBOX="none",
+        # The one non-public address tests serve pages from; the stack stays on 127.0.0.1,
+        # which sessions must never reach.
+        REVERIE_EGRESS_ALLOW_NETWORKS="127.0.0.2/32",
     )
 
 

@@ -440,13 +440,15 @@ async def test_web_fetch_follows_the_sessions_environment(
     app.router.add_get("/page", page)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    # 127.0.0.2 is the one loopback address the test worker's operator opted in
+    # (REVERIE_EGRESS_ALLOW_NETWORKS in conftest); the stack itself listens on 127.0.0.1.
+    site = web.TCPSite(runner, "127.0.0.2", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/page"
+    url = f"http://127.0.0.2:{port}/page"
     try:
         allowed_env = await reverie.create_environment(
-            {"name": "local", "networking": {"type": "limited", "allowed_hosts": ["127.0.0.1"]}}
+            {"name": "local", "networking": {"type": "limited", "allowed_hosts": ["127.0.0.2"]}}
         )
         agent_id = await tool_agent(reverie, model_name)
         texts = {}
@@ -462,4 +464,4 @@ async def test_web_fetch_follows_the_sessions_environment(
     finally:
         await runner.cleanup()
     assert texts[allowed_env.id][0] is False and "hello from the page" in texts[allowed_env.id][1]
-    assert texts["env_default"][0] is True and "127.0.0.1" in texts["env_default"][1]
+    assert texts["env_default"][0] is True and "no network access" in texts["env_default"][1]
