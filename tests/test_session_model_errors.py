@@ -10,7 +10,15 @@ import pytest
 from reverie.models.errors import InvalidRequestError
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
-from tests.helpers import all_events, assert_each_once, new_agent, types_of
+from tests.helpers import (
+    all_events,
+    assert_each_once,
+    assert_spans_closed,
+    new_agent,
+    types_of,
+    wait_for_event,
+    worker_process,
+)
 
 
 async def test_rate_limited_then_overloaded_then_success(
@@ -64,6 +72,13 @@ async def test_retries_exhausted_idles_the_session(
         e.payload["error"]["retry_status"]["type"] for e in events if e.type == "session.error"
     ]
     assert statuses == ["retrying"] * (attempts - 1) + ["exhausted"]
+    # The call's span closes, as an error, before the session idles.
+    assert_spans_closed(events)
+    end = next(e for e in events if e.type == "span.model_request_end")
+    assert end.payload["is_error"] is True
+    assert types_of(events).index("span.model_request_end") < types_of(events).index(
+        "session.status_idle"
+    )
     assert events[-1].type == "session.status_idle"
     assert events[-1].payload["stop_reason"] == {"type": "retries_exhausted"}
     assert done.status == "idle"
@@ -97,6 +112,9 @@ async def test_bad_request_is_terminal(
     assert errors[0]["type"] == "model_request_failed_error"
     assert "prompt is too long" in errors[0]["message"]
     assert events[-1].type == "session.status_terminated"
+    assert_spans_closed(events)
+    end = next(e for e in events if e.type == "span.model_request_end")
+    assert end.payload["is_error"] is True
     assert done.status == "terminated"
     assert len(fake_model.requests(model_name)) == 1
     with pytest.raises(InvalidRequestError, match="terminated"):
@@ -153,3 +171,33 @@ async def test_message_sent_mid_turn_is_taken_up_in_that_turn(
     assert types_of(events).count("agent.message") == 2
     second = fake_model.requests(model_name)[1]["messages"]
     assert [m["role"] for m in second] == ["user", "assistant", "user"]
+
+
+async def test_interrupt_during_the_retry_backoff(
+    own_queue: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """The session waits (rescheduling) before retrying a 429; an interrupt ends the wait, the
+    span closes, and the unanswered message is part of the next turn. (A worker process of the
+    test's own keeps the default backoff cap, so the wait is long enough to interrupt.)"""
+    fake_model.script(model_name, [Reply.error(429, retry_after=60), Reply.text("fresh answer")])
+    agent_id = await new_agent(own_queue, model_name)
+    async with worker_process(own_queue.settings):
+        session = await own_queue.create_session({"agent": agent_id})
+        await own_queue.send_message(session.id, "first")
+        await wait_for_event(own_queue, session.id, "session.status_rescheduled")
+        await own_queue.interrupt(session.id)
+        await own_queue.wait_until_settled(session.id, timeout=15)
+
+        events = await all_events(own_queue, session.id)
+        assert_spans_closed(events)
+        assert events[-1].type == "session.status_idle"
+        assert events[-1].payload["stop_reason"] == {"type": "end_turn"}
+        assert len(fake_model.requests(model_name)) == 1
+
+        await own_queue.send_message(session.id, "second")
+        await own_queue.wait_until_settled(session.id)
+    last = fake_model.requests(model_name)[-1]["messages"]
+    assert [b["text"] for b in last[0]["content"]] == ["first", "second"]
+    events = await all_events(own_queue, session.id)
+    assert_each_once(events)
+    assert_spans_closed(events)

@@ -26,7 +26,7 @@ class SessionBroken(ApplicationError):
 
 
 def failure_message(error: BaseException) -> str:
-    """The innermost message of an activity failure: what PostgreSQL (or the code) said."""
+    """The message of an activity failure, inside any ActivityError: what the activity said."""
     cause: BaseException | None = error
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
@@ -50,8 +50,10 @@ async def record(
             summary=summary,
             result_type=result_type,
         )
-    except ActivityError as error:
-        cause = error.cause
+    except (ActivityError, ApplicationError) as error:
+        # A local activity's failure arrives as its ApplicationError itself (a regular
+        # activity's as an ActivityError around it): accept both.
+        cause = error.cause if isinstance(error, ActivityError) else error
         if isinstance(cause, ApplicationError) and cause.non_retryable:
-            raise SessionBroken(failure_message(error)) from error
+            raise SessionBroken(failure_message(cause)) from error
         raise

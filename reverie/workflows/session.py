@@ -144,6 +144,8 @@ class SessionWorkflow:
         (terminal) and terminate, rather than retry for ever or carry on as if it had happened.
         If even that cannot be recorded, the workflow fails with the reason (see the Web UI)."""
         self._loop.interrupt()
+        # Nothing waits any more: a terminated session takes nothing up.
+        self._state.queued, self._state.held_input_ids = [], []
         body = {
             "type": "unknown_error",
             "message": error.message,

@@ -3,26 +3,56 @@
 Not collected by a plain `pytest` run (the name does not start with `test_`); `record.py`
 runs it on purpose. Each scenario drives one kind of session life to a settled state and
 writes its history to `histories/<name>.json`.
+
+The saved histories stand for sessions running in users' deployments: a scenario whose file
+exists is skipped (unless `record.py --rerecord`), and a change of behaviour gets a NEW scenario
+with a new name, recorded beside the old ones, which must all keep replaying.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
+from reverie.activities.model import TEST_HOOK_FREEZE_AFTER_COMMIT
 from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
-from tests.helpers import new_agent
+from tests.helpers import (
+    kill,
+    new_agent,
+    refusing_events,
+    wait_for_event,
+    worker_process,
+)
+from tests.replay.record import RERECORD_ENV
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
+def _rerecord() -> bool:
+    return os.environ.get(RERECORD_ENV) == "1"
+
+
+@pytest.fixture(autouse=True)
+def _only_missing(request: pytest.FixtureRequest) -> None:
+    """Skip a scenario whose history is saved already, unless re-recording was asked for.
+    Scenario `test_record_<name>` saves `histories/<name>.json`."""
+    name = request.node.name.removeprefix("test_record_")
+    if (HISTORIES / f"{name}.json").exists() and not _rerecord():
+        pytest.skip(f"histories/{name}.json exists (re-record with record.py --rerecord)")
+
+
 async def _save(temporal: Client, name: str, session_id: str) -> None:
+    path = HISTORIES / f"{name}.json"
+    if path.exists() and not _rerecord():
+        raise FileExistsError(f"{path} exists: an old history is never overwritten by accident")
     history = await temporal.get_workflow_handle(session_id).fetch_history()
     HISTORIES.mkdir(exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    path.write_text(history.to_json())
 
 
 async def _session(client: ReverieClient, model: str, options: SessionOptions | None = None) -> str:
@@ -62,7 +92,7 @@ async def test_record_retries(
     await _save(temporal_client, "retries", session_id)
 
 
-async def test_record_interrupt_and_archive(
+async def test_record_interrupt_archive(
     reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
 ) -> None:
     fake_model.script(model_name, [Reply.text("never", delay=30), Reply.text("after")])
@@ -151,3 +181,108 @@ async def test_record_long_turn(
     await reverie.send_message(session.id, "many steps")
     await reverie.wait_until_settled(session.id, timeout=120)
     await _save(temporal_client, "long_turn", session.id)
+
+
+# ---- recorded after the `patches` of issue 13 (model retries in the workflow, settled steps,
+# adopted inputs, refusals); the histories above are older and keep the old commands ----------
+
+
+async def test_record_retries_in_workflow(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A 429 retried by the workflow (status rescheduling, a backoff timer, running again), an
+    exhausted step (settled: its span closed), then a terminal 400 (settled too)."""
+    fake_model.script(
+        model_name,
+        [
+            Reply.error(429, retry_after=0.2),
+            Reply.text("ok"),
+            Reply.error(500),
+            Reply.error(500),
+            Reply.error(400, message="bad request"),
+        ],
+    )
+    session_id = await _session(reverie, model_name, SessionOptions(model_max_attempts=2))
+    await reverie.send_message(session_id, "retried then fine")
+    await reverie.wait_until_settled(session_id, timeout=30)
+    await reverie.send_message(session_id, "exhausted")
+    await reverie.wait_until_settled(session_id, timeout=30)
+    await reverie.send_message(session_id, "terminal")
+    await reverie.wait_until_settled(session_id, timeout=30)
+    await _save(temporal_client, "retries_in_workflow", session_id)
+
+
+async def test_record_interrupt_in_backoff(
+    own_queue: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+) -> None:
+    """An interrupt while the workflow waits to retry a 429, then a turn with a tool use that is
+    interrupted while it waits for a confirmation: inputs adopted into the transcript."""
+    toolset = {
+        "type": "agent_toolset_20260401",
+        "configs": [
+            {"name": "web_search", "enabled": False},
+            {"name": "write", "permission_policy": {"type": "always_ask"}},
+        ],
+    }
+    fake_model.script(
+        model_name,
+        [
+            Reply.error(429, retry_after=60),
+            Reply.tool_use("write", {"file_path": "a.txt", "content": "a"}),
+            Reply.text("after"),
+        ],
+    )
+    agent = await own_queue.create_agent(
+        {"name": "replay-backoff", "model": model_name, "tools": [toolset]}
+    )
+    async with worker_process(own_queue.settings):
+        session = await own_queue.create_session({"agent": agent.id})
+        await own_queue.send_message(session.id, "first")
+        await wait_for_event(own_queue, session.id, "session.status_rescheduled")
+        await own_queue.interrupt(session.id)
+        await own_queue.wait_until_settled(session.id)
+        await own_queue.send_message(session.id, "write it")
+        await own_queue.wait_until_settled(session.id)
+        await own_queue.interrupt(session.id)
+        await own_queue.wait_until_settled(session.id)
+        await own_queue.send_message(session.id, "never mind")
+        await own_queue.wait_until_settled(session.id)
+    await _save(temporal_client, "interrupt_in_backoff", session.id)
+
+
+async def test_record_committed_answer_settled(
+    own_queue: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+) -> None:
+    """The worker dies right after committing an answer, with no worker-loss retry allowed:
+    the workflow settles the step, finds the answer and goes on with it."""
+    fake_model.script(model_name, [Reply.text("committed, then the worker died"), Reply.text("2")])
+    agent_id = await new_agent(own_queue, model_name)
+    options = SessionOptions(heartbeat_timeout_seconds=2, worker_loss_retries=0)
+    async with worker_process(own_queue.settings, env={TEST_HOOK_FREEZE_AFTER_COMMIT: "1"}) as w:
+        session = await own_queue.create_session({"agent": agent_id}, options=options)
+        await own_queue.send_message(session.id, "one")
+        await wait_for_event(own_queue, session.id, "agent.message")
+        await kill(w)
+    async with worker_process(own_queue.settings):
+        await own_queue.wait_until_settled(session.id, timeout=60)
+        await own_queue.send_message(session.id, "two")
+        await own_queue.wait_until_settled(session.id, timeout=60)
+    await _save(temporal_client, "committed_answer_settled", session.id)
+
+
+async def test_record_record_refused(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """PostgreSQL refuses the status a turn starts with: `session.error`, then terminated."""
+    session_id = await _session(reverie, model_name)
+    async with refusing_events(reverie.pool) as refuse:
+        await refuse(session_id, "session.status_running")
+        await reverie.send_message(session_id, "refused")
+        await reverie.wait_until_settled(session_id, timeout=30)
+    await _save(temporal_client, "record_refused", session_id)
