@@ -12,9 +12,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import pytest
-
-from reverie.activities.tools import SandboxUnavailableError, detect_sandbox
 from reverie.settings import Settings
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
@@ -27,17 +24,6 @@ HOSTILE = (
 )
 # As one event line shows it: visible controls; CR is whitespace, folded like newlines.
 SHOWN = "title␛]0;pwned␇ clip␛]52;c;ZXZpbA==␇ csi\\x9b31m red␛[2J bell␇ back␈ del␡ cr end"
-
-
-def _sandbox_missing() -> str | None:
-    try:
-        detect_sandbox(None)
-    except SandboxUnavailableError as error:
-        return str(error)
-    return None
-
-
-SANDBOX_MISSING = _sandbox_missing()
 
 
 def raw_controls(text: str) -> list[str]:
@@ -93,7 +79,6 @@ async def test_model_and_user_text_cannot_drive_the_terminal(
     assert json.loads(versions.out)["data"][0]["name"] == "agent\x1b]0;name\x07"
 
 
-@pytest.mark.skipif(SANDBOX_MISSING is not None, reason=f"bash needs a sandbox: {SANDBOX_MISSING}")
 async def test_bash_output_cannot_drive_the_terminal(
     settings: Settings, reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
 ) -> None:
