@@ -91,8 +91,9 @@ class SessionOptions(BaseModel):
     model_timeout_seconds: float = Field(default=600.0, gt=0)
     # A worker that stops heartbeating for this long is presumed dead: the step is retried.
     heartbeat_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Further attempts of one model step after its worker died (or Reverie's own database was
-    # briefly unreachable), retried promptly and counted apart from the model's errors.
+    # Further attempts of one model call after its worker died (or Reverie's own database was
+    # briefly unreachable): retried promptly by Temporal and counted apart from the model's
+    # errors (the bound applies to each of the model attempts above).
     worker_loss_retries: int = Field(default=8, ge=0)
     # User messages that may wait for the running turn to take them up; more are refused, so
     # that what the workflow carries (through continue-as-new too) stays small.

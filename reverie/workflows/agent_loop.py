@@ -280,6 +280,8 @@ class AgentLoop:
             if self._interrupted:
                 return await self._give_up(step_id, inputs, failure, retries_here)
             await self._set_status("running", "session.status_running")
+            if self._interrupted:  # arrived while the status was being recorded
+                return await self._give_up(step_id, inputs, failure, retries_here)
             attempt += 1
 
     async def _attempt(
