@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     # Networks (CIDR, comma-separated) that sessions may reach although they are not public,
     # e.g. a company proxy on 10.1.2.3/32. Empty: only public addresses, ever.
     egress_allow_networks: str = Field(default="", alias="REVERIE_EGRESS_ALLOW_NETWORKS")
+    # (issue 13) How long a session's next workflow task waits for the worker that holds it in
+    # its cache before any worker may take it: the pause a session sees when that worker died.
+    worker_sticky_timeout_seconds: float = Field(
+        default=5.0, alias="REVERIE_WORKER_STICKY_TIMEOUT_SECONDS", gt=0
+    )
 
     @cached_property
     def home(self) -> Path:

@@ -62,6 +62,10 @@ def build_worker(
         max_heartbeat_throttle_interval=timedelta(seconds=1),
         default_heartbeat_throttle_interval=timedelta(seconds=1),
         graceful_shutdown_timeout=timedelta(seconds=5),
+        # A dead worker's sessions move on to other workers after this pause (Temporal: 10 s).
+        sticky_queue_schedule_to_start_timeout=timedelta(
+            seconds=settings.worker_sticky_timeout_seconds
+        ),
     )
 
 

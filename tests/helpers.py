@@ -110,6 +110,8 @@ async def worker_process(
         "ANTHROPIC_BASE_URL": settings.anthropic_base_url or "",
         "REVERIE_TASK_QUEUE": settings.task_queue,
         "REVERIE_HOME": str(settings.reverie_home),
+        # Sessions cached by a killed worker move on to the next one within a second.
+        "REVERIE_WORKER_STICKY_TIMEOUT_SECONDS": "1",
         **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(
