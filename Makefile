@@ -37,7 +37,7 @@ bench: system venv ## Measure per-session overhead, tool round trips, the sandbo
 	$(PY) bench/tool_roundtrip.py
 	$(PY) bench/sandbox_price.py
 
-histories: venv ## Re-record the workflow histories the replay tests use
+histories: venv ## Record the missing workflow histories (tests.replay.record --rerecord to redo one)
 	$(PY) -m tests.replay.record
 
 clean: ## Remove the venv, caches and build output (not REVERIE_HOME)

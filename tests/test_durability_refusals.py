@@ -88,3 +88,26 @@ async def test_a_refused_model_answer_ends_the_session_after_one_call(
     assert_spans_closed(events)
     ends = [e for e in events if e.type == "span.model_request_end"]
     assert ends[0].payload["is_error"] is True
+
+
+async def test_a_refused_tool_result_ends_the_session_with_an_error(
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    refuse: Refuse,
+) -> None:
+    toolset = {
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_search", "enabled": False}],
+    }
+    fake_model.script(
+        model_name,
+        [Reply.tool_use("write", {"file_path": "a.txt", "content": "x"}), Reply.text("done")],
+    )
+    agent = await reverie.create_agent({"name": "t", "model": model_name, "tools": [toolset]})
+    session = await reverie.create_session({"agent": agent.id})
+    await refuse(session.id, "agent.tool_result")
+    await reverie.send_message(session.id, "write it")
+    await _assert_ended_with_error(reverie, temporal_client, session.id, "agent.tool_result")
+    assert len(fake_model.requests(model_name)) == 1

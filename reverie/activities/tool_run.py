@@ -13,6 +13,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from reverie.activities.events import refusals_are_final
 from reverie.activities.tool_specs import builtin_enabled
 from reverie.activities.tools import (
     Networking,
@@ -119,8 +120,10 @@ class ToolActivities:
             "content": outcome.content,
             "is_error": outcome.is_error,
         }
-        await events.append(
-            self._pool,
-            session_id,
-            [(result_event_id, "agent.tool_result", payload, datetime.now(UTC))],
-        )
+        # A result PostgreSQL refuses for good must end the session, not retry forever.
+        with refusals_are_final(f"record tool result {result_event_id}"):
+            await events.append(
+                self._pool,
+                session_id,
+                [(result_event_id, "agent.tool_result", payload, datetime.now(UTC))],
+            )
