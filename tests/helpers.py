@@ -112,6 +112,8 @@ async def worker_process(
         "REVERIE_HOME": str(settings.reverie_home),
         # Sessions cached by a killed worker move on to the next one within a second.
         "REVERIE_WORKER_STICKY_TIMEOUT_SECONDS": "1",
+        # As the in-process test worker: bubblewrap where it works, else unsandboxed bash.
+        "REVERIE_SANDBOX": "none",
         **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(

@@ -22,6 +22,7 @@ from reverie.models.events import Event
 from reverie.settings import Settings, load_settings
 from reverie.simulated_model import SimulatedModelServer
 from reverie.starter.client import ReverieClient
+from reverie.starter.render import safe
 from reverie.starter.stack import (
     EmbeddedPostgres,
     TemporalDevServer,
@@ -127,7 +128,7 @@ async def run_session(reverie: ReverieClient, model: str) -> str:
         async for event in reverie.follow_events(session.id, after=seen, timeout=SETTLE_TIMEOUT):
             seen += 1
             stamp = event.processed_at.astimezone().strftime("%H:%M:%S.%f")[:-3]
-            print(f"  {stamp}  {event.type:<28} {render(event)}".rstrip())
+            print(f"  {stamp}  {event.type:<28} {safe(render(event))}".rstrip())
     return session.id
 
 
