@@ -201,8 +201,9 @@ async def test_other_sessions_and_reverie_home_unreachable(
 
 async def test_passwd_is_made_up(workspace: Workspace) -> None:
     out = await bash(workspace, "cat /etc/passwd; whoami")
-    assert "agent" in out and "/root:" not in out
-    assert len(out.splitlines()) == 4
+    lines = out.splitlines()
+    assert lines[-1] == "agent" and "/root:" not in out
+    assert all(line.split(":")[0] in {"root", "agent", "nobody"} for line in lines[:-1])
 
 
 # --- network ---------------------------------------------------------------------------------
@@ -302,7 +303,9 @@ def _run_as_nobody(root: Path) -> None:
     with sandbox_files() as files:
         argv = [
             "bwrap",
-            *bwrap_args(workspace, files, state_dir=workspace.state_dir, proxy_socket=None),
+            *bwrap_args(
+                workspace, files, state_dir=workspace.state_dir, proxy_socket=None, uid=None
+            ),
             "/bin/sh",
             "-c",
             f"grep CapEff /proc/self/status; touch {marker} 2>&1; "
@@ -327,3 +330,26 @@ def _run_as_nobody(root: Path) -> None:
     # Outside, what it writes belongs to the unprivileged user that started it.
     assert (workspace.work_dir / "w").stat().st_uid == 65534
     assert "wrote" in result.stdout and not Path(marker).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker hands the sandbox another user")
+async def test_a_root_workers_sandbox_is_an_unprivileged_host_user(workspace: Workspace) -> None:
+    """Root without capabilities is still root to files and sysctls that judge by uid: a root
+    worker's sandbox runs as an ordinary host user (REVERIE_SANDBOX_UID, default 65534)."""
+    out = await bash(workspace, "grep -E '^(Uid|Gid):' /proc/self/status; echo x > made-by-bash")
+    uids = out.splitlines()[0].split()[1:]
+    assert uids == ["65534"] * 4, out
+    assert (workspace.work_dir / "made-by-bash").stat().st_uid == 65534
+    # What the file tools write, bash can change: they hand new files to the sandbox's user.
+    written = await run_builtin_tool(
+        "write",
+        {"file_path": "notes/by-tool.txt", "content": "one\n"},
+        workspace,
+        NO_NETWORK,
+        sandbox="bwrap",
+    )
+    assert not written.is_error, text(written)
+    out = await bash(workspace, "echo two >> notes/by-tool.txt && echo appended")
+    assert out == "appended"
+    assert (workspace.work_dir / "notes" / "by-tool.txt").read_text() == "one\ntwo\n"
+    assert (workspace.work_dir / "notes").stat().st_uid == 65534

@@ -20,6 +20,9 @@ from reverie.activities.tools.sandbox import (
     STATE_VIRTUAL,
     SandboxMode,
     bwrap_args,
+    hand_over,
+    host_user,
+    privilege_drop,
     proxy_bridge,
     proxy_environment,
     sandbox_files,
@@ -79,12 +82,18 @@ async def _execute(
         )
     env = _env(WORK_VIRTUAL, OUTPUTS_VIRTUAL)
     proxy_env = proxy_environment()
+    uid = host_user()
+    writable = [m.host_path for m in workspace.mounts if not m.read_only]
+    hand_over([workspace.work_dir, workspace.outputs_dir, state.folder, *writable], uid)
+    drop = privilege_drop(uid)
     with sandbox_files() as files:
         if not _uses_network(policy, sandbox):
             command = [*shell, STATE_VIRTUAL, WORK_VIRTUAL, file, _unset_lines(proxy_env)]
-            options = bwrap_args(workspace, files, state_dir=state.folder, proxy_socket=None)
+            options = bwrap_args(
+                workspace, files, state_dir=state.folder, proxy_socket=None, uid=uid
+            )
             return await run_process(
-                ["bwrap", *options, *command],
+                ["bwrap", *options, *drop, *command],
                 env=env,
                 cwd=workspace.work_dir,
                 timeout=timeout,
@@ -94,11 +103,11 @@ async def _execute(
         command = [*shell, STATE_VIRTUAL, WORK_VIRTUAL, file, _export_lines(proxy_env)]
         async with EgressProxy(policy) as proxy:
             options = bwrap_args(
-                workspace, files, state_dir=state.folder, proxy_socket=proxy.socket_path
+                workspace, files, state_dir=state.folder, proxy_socket=proxy.socket_path, uid=uid
             )
             bridged = ["/bin/sh", "-c", f'{proxy_bridge()}; exec "$@"', "sh", *command]
             return await run_process(
-                ["bwrap", *options, *bridged],
+                ["bwrap", *options, *drop, *bridged],
                 env={**env, **proxy_env},
                 cwd=workspace.work_dir,
                 timeout=timeout,

@@ -260,7 +260,19 @@ def open_for_writing(
             f"has {info.st_nlink} hard links; a file with more than one name could be another "
             "file the agent may not write, so it is not written (copy it to a new file instead)"
         )
+    if (owner := _sandbox_owner(root_fd)) is not None and info.st_uid != owner[0]:
+        os.fchown(fd, *owner)
     return fd, info
+
+
+def _sandbox_owner(root_fd: int) -> tuple[int, int] | None:
+    """Whom a file the worker writes must belong to: when the worker is root, the sandbox runs
+    as an unprivileged user that owns the session's folders, and must be able to change what the
+    file tools wrote; otherwise the worker and the sandbox are one user and nothing is needed."""
+    if os.geteuid() != 0:
+        return None
+    info = os.fstat(root_fd)
+    return None if info.st_uid == 0 else (info.st_uid, info.st_gid)
 
 
 def _open_file(root_fd: int, relative: str, flags: int) -> int:
@@ -284,3 +296,5 @@ def make_parents(root_fd: int, relative: str) -> None:
             suppress(FileExistsError),
         ):
             os.mkdir(parts[depth], 0o777, dir_fd=parent_fd)
+            if (owner := _sandbox_owner(root_fd)) is not None:
+                os.chown(parts[depth], *owner, dir_fd=parent_fd, follow_symlinks=False)

@@ -54,6 +54,9 @@ class EgressProxy:
         # user may reach the folder (bwrap binds the socket itself into the sandbox).
         self._folder = Path(tempfile.mkdtemp(prefix="reverie-egress-"))
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
+        # The sandbox may run as another (unprivileged) user; the folder stays private, and only
+        # the socket itself is bound into the sandbox.
+        self.socket_path.chmod(0o666)
         return self
 
     async def __aexit__(

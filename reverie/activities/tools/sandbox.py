@@ -3,10 +3,13 @@
 The model is an attacker, so a command gets an unprivileged identity and a filesystem built up
 from an allow-list, never the host's root with holes cut in it:
 
-- **Identity**: a user namespace in which it is uid/gid 1000 ("agent"), every capability
-  dropped, no new privileges (setuid programs do nothing), no further user namespaces, a new
-  session (no terminal to drive) and a seccomp filter (`seccomp.py`). This holds whether the
-  worker runs as root or as an ordinary user.
+- **Identity**: never root, never a capability. A worker running as root builds the sandbox
+  as root and `setpriv` then drops the command to an ordinary host user (REVERIE_SANDBOX_UID,
+  default 65534) with no capabilities; a worker running as an ordinary user gets a user
+  namespace in which the command is uid 1000 with every capability dropped. Either way: no new
+  privileges (setuid programs do nothing), no new user namespaces (refused by the filter, and
+  by bwrap in the second case), a new session (no terminal to drive) and a seccomp filter
+  (`seccomp.py`).
 - **Filesystem**: the system's program and library folders read-only (`/usr` and the `/bin`,
   `/lib`... links into it), a few harmless files of `/etc` (loader cache, TLS roots, time
   zone) plus a made-up `passwd`, `group` and `hosts`, its own `/dev`, `/proc` and empty `/tmp`,
@@ -102,12 +105,58 @@ _PROC_MASKED = (
     "timer_list",
     "vmallocinfo",
 )
-_PASSWD = (
-    "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-    f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{WORK_VIRTUAL}:/bin/bash\n"
-    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-)
-_GROUP = f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+# The host user a root worker's sandbox runs as (REVERIE_SANDBOX_UID); it owns the session's
+# folders on the host. Default: nobody. A dedicated uid keeps its files apart from other daemons'.
+DEFAULT_HOST_UID = 65534
+_SETPRIV = "/usr/bin/setpriv"
+
+
+def _passwd(uid: int) -> str:
+    agent = f"{SANDBOX_USER}:x:{uid}:{uid}:agent:{WORK_VIRTUAL}:/bin/bash\n"
+    lines = ["root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n", agent]
+    if uid != 65534:
+        lines.append("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+    return "".join(lines)
+
+
+def _group(gid: int) -> str:
+    return f"root:x:0:\n{SANDBOX_USER}:x:{gid}:\n" + ("nogroup:x:65534:\n" if gid != 65534 else "")
+
+
+def host_user() -> int | None:
+    """The unprivileged host uid the sandbox runs as, or None when it runs in a user namespace
+    of the worker's own user.
+
+    A root worker's sandbox must not be root on the host even without capabilities: root-owned
+    kernel files (sysctls, keyrings) judge by uid alone. bwrap then builds the sandbox as root
+    and `setpriv` drops to this uid, with no capabilities, before the command runs. An ordinary
+    worker's sandbox is a user namespace mapping uid 1000 to the worker's own user.
+    """
+    if os.geteuid() != 0 or not os.access(_SETPRIV, os.X_OK):
+        return None
+    value = os.environ.get("REVERIE_SANDBOX_UID", str(DEFAULT_HOST_UID))
+    if not value.isdigit() or int(value) == 0:
+        raise SandboxUnavailableError(f"REVERIE_SANDBOX_UID must be a non-zero uid, not {value!r}")
+    return int(value)
+
+
+def privilege_drop(uid: int | None) -> list[str]:
+    """What runs the command as `uid` with nothing left of root (empty in a user namespace)."""
+    if uid is None:
+        return []
+    return [
+        _SETPRIV,
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+
+
 _HOSTS = f"127.0.0.1 localhost {HOSTNAME}\n::1 localhost ip6-localhost ip6-loopback\n"
 
 
@@ -156,15 +205,25 @@ def _system_args() -> list[str]:
     return args
 
 
-def _identity_args(files: SandboxFiles) -> list[str]:
-    args = ["--unshare-all", "--unshare-user", "--disable-userns"]
-    args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", HOSTNAME]
-    args += ["--cap-drop", "ALL", "--new-session", "--die-with-parent"]
+def _identity_args(files: SandboxFiles, uid: int | None) -> list[str]:
+    args = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
+    args += ["--unshare-cgroup-try", "--hostname", HOSTNAME, "--new-session", "--die-with-parent"]
+    if uid is None:
+        args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+        args += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     program = seccomp_program()
     if program is not None:
         args += ["--seccomp", str(files.data(program))]
-    for path, content in (("passwd", _PASSWD), ("group", _GROUP), ("hosts", _HOSTS)):
-        args += ["--ro-bind-data", str(files.data(content.encode())), f"/etc/{path}"]
+    inside = SANDBOX_UID if uid is None else uid
+    # Made before any file in it, so that bwrap does not create it private to itself.
+    args += ["--perms", "0755", "--dir", "/etc"]
+    for path, content in (
+        ("passwd", _passwd(inside)),
+        ("group", _group(inside)),
+        ("hosts", _HOSTS),
+    ):
+        fd = files.data(content.encode())
+        args += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{path}"]
     return args
 
 
@@ -184,10 +243,13 @@ def _proc_args(present: frozenset[str]) -> list[str]:
     return args
 
 
-def _base_args(files: SandboxFiles, proc_entries: frozenset[str] | None = None) -> list[str]:
-    present = _sandbox_proc_entries() if proc_entries is None else proc_entries
-    args = _identity_args(files) + _system_args()
-    args += ["--dev", "/dev", *_proc_args(present), "--tmpfs", "/tmp", "--tmpfs", MOUNTS_PARENT]
+def _base_args(
+    files: SandboxFiles, uid: int | None, proc_entries: frozenset[str] | None = None
+) -> list[str]:
+    present = _sandbox_proc_entries(uid) if proc_entries is None else proc_entries
+    args = _identity_args(files, uid) + _system_args()
+    args += ["--dev", "/dev", *_proc_args(present), "--perms", "1777", "--tmpfs", "/tmp"]
+    args += ["--tmpfs", MOUNTS_PARENT]
     return args
 
 
@@ -217,21 +279,38 @@ def _hide(paths: set[Path]) -> list[str]:
 
 
 def bwrap_args(
-    workspace: Workspace, files: SandboxFiles, *, state_dir: Path, proxy_socket: Path | None
+    workspace: Workspace,
+    files: SandboxFiles,
+    *,
+    state_dir: Path,
+    proxy_socket: Path | None,
+    uid: int | None,
 ) -> list[str]:
-    """bwrap's options for one command of this session (the command itself follows them)."""
-    args = _base_args(files) + _hide(_worker_paths(workspace))
+    """bwrap's options for one command of this session; `privilege_drop(uid)` and the command
+    follow them (`uid`: `host_user()`, or None for a user namespace)."""
+    args = _base_args(files, uid) + _hide(_worker_paths(workspace))
     args += ["--bind", str(workspace.work_dir), WORK_VIRTUAL]
-    args += ["--bind", str(workspace.outputs_dir), OUTPUTS_VIRTUAL]
+    args += [*_parents(OUTPUTS_VIRTUAL), "--bind", str(workspace.outputs_dir), OUTPUTS_VIRTUAL]
     for mount in workspace.mounts:
         flag = "--ro-bind" if mount.read_only else "--bind"
-        args += [flag, str(mount.host_path), mount.virtual_path]
+        args += [*_parents(mount.virtual_path), flag, str(mount.host_path), mount.virtual_path]
     if proxy_socket is not None:
+        args += [*_parents(PROXY_SOCKET_VIRTUAL)]
         args += ["--ro-bind", str(proxy_socket), PROXY_SOCKET_VIRTUAL]
     args += ["--bind", str(state_dir), STATE_VIRTUAL]
     # The root is bwrap's own tmpfs: read-only once everything is mounted on it, so only the
     # session's folders and the private /tmp can be written.
     args += ["--remount-ro", "/", "--chdir", WORK_VIRTUAL]
+    return args
+
+
+def _parents(virtual: str) -> list[str]:
+    """The folders above a mount point, made traversable for the sandbox's user (bwrap would
+    otherwise make them private to root when it runs as root)."""
+    args: list[str] = []
+    parts = virtual.strip("/").split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        args += ["--perms", "0755", "--dir", "/" + "/".join(parts[:depth])]
     return args
 
 
@@ -268,18 +347,41 @@ def socat_missing() -> bool:
     return shutil.which("socat") is None
 
 
-def _probe(proc_entries: frozenset[str], command: str) -> subprocess.CompletedProcess[str]:
+def hand_over(folders: list[Path], uid: int | None) -> None:
+    """Give the session's writable folders to the sandbox's host user (once: a folder it owns
+    already is left alone), so that the unprivileged sandbox can write where the agent may."""
+    if uid is None:
+        return
+    for folder in folders:
+        if folder.lstat().st_uid == uid:
+            continue
+        os.chown(folder, uid, uid, follow_symlinks=False)
+        for parent, dirs, names in os.walk(folder):
+            for name in dirs + names:
+                os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
+
+
+def _probe(
+    uid: int | None, proc_entries: frozenset[str], command: str
+) -> subprocess.CompletedProcess[str]:
     with sandbox_files() as files:
-        argv = ["bwrap", *_base_args(files, proc_entries), "/bin/sh", "-c", command]
+        argv = [
+            "bwrap",
+            *_base_args(files, uid, proc_entries),
+            *privilege_drop(uid),
+            "/bin/sh",
+            "-c",
+            command,
+        ]
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=15, check=False, pass_fds=files.fds
         )
 
 
 @cache
-def _sandbox_proc_entries() -> frozenset[str]:
+def _sandbox_proc_entries(uid: int | None) -> frozenset[str]:
     """What a sandbox's own /proc shows (a kernel hides some entries from user namespaces)."""
-    probe = _probe(frozenset(), "ls -A /proc")
+    probe = _probe(uid, frozenset(), "ls -A /proc")
     if probe.returncode != 0:
         raise SandboxUnavailableError(f"bwrap failed: {probe.stderr.strip()}")
     return frozenset(probe.stdout.split())
@@ -295,7 +397,8 @@ def bwrap_unavailable_reason() -> str | None:
     if shutil.which("bwrap") is None:
         return "bwrap is not on PATH"
     try:
-        probe = _probe(_sandbox_proc_entries(), "true")
+        uid = host_user()
+        probe = _probe(uid, _sandbox_proc_entries(uid), "true")
     except (OSError, subprocess.TimeoutExpired, SandboxUnavailableError) as error:
         return f"bwrap could not be started: {error}"
     if probe.returncode != 0:

@@ -19,6 +19,11 @@ _NR, _ARCH, _ARG1_LOW = 0, 4, 24
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
 _JGE_K = 0x35
+_JSET_K = 0x45
+_ARG0_LOW = 16
+_RET_ENOSYS = 0x00050000 | errno.ENOSYS
+_CLONE_NEWUSER = 0x10000000
+_CLONE3 = 435
 _RET_K = 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_EPERM = 0x00050000 | errno.EPERM
@@ -41,6 +46,7 @@ _COMMON = {
 }
 _X86_64 = {
     "ioctl": 16,
+    "clone": 56,
     "syslog": 103,
     "vhangup": 153,
     "pivot_root": 155,
@@ -80,6 +86,7 @@ _X86_64 = {
 }
 _AARCH64 = {
     "ioctl": 29,
+    "clone": 220,
     "vhangup": 58,
     "quotactl": 60,
     "umount2": 39,
@@ -120,7 +127,7 @@ _ARCHES = {
     "x86_64": (0xC000003E, _X86_64, True),
     "aarch64": (0xC00000B7, _AARCH64, False),
 }
-DENIED = sorted(_X86_64)
+DENIED = sorted(_X86_64)  # `clone` only with CLONE_NEWUSER, `ioctl` only TIOCSTI/TIOCLINUX
 
 
 def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
@@ -134,7 +141,7 @@ def seccomp_program(machine: str | None = None) -> bytes | None:
     if arch is None:
         return None
     audit_arch, table, has_x32 = arch
-    denied = sorted(number for name, number in table.items() if name != "ioctl")
+    denied = sorted(number for name, number in table.items() if name not in {"ioctl", "clone"})
     program = [_insn(_LD_W_ABS, _ARCH), _insn(_JEQ_K, audit_arch, 1, 0)]
     program.append(_insn(_RET_K, _RET_EPERM))  # another ABI of this kernel
     program.append(_insn(_LD_W_ABS, _NR))
@@ -142,6 +149,16 @@ def seccomp_program(machine: str | None = None) -> bytes | None:
         program += [_insn(_JGE_K, _X32_BIT, 0, 1), _insn(_RET_K, _RET_EPERM)]
     for number in denied:
         program += [_insn(_JEQ_K, number, 0, 1), _insn(_RET_K, _RET_EPERM)]
+    # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall back to
+    # clone, whose flags it can. A new user namespace would hand the command capabilities there.
+    program += [_insn(_JEQ_K, _CLONE3, 0, 1), _insn(_RET_K, _RET_ENOSYS)]
+    program += [
+        _insn(_JEQ_K, table["clone"], 0, 4),
+        _insn(_LD_W_ABS, _ARG0_LOW),
+        _insn(_JSET_K, _CLONE_NEWUSER, 0, 1),
+        _insn(_RET_K, _RET_EPERM),
+        _insn(_RET_K, _RET_ALLOW),
+    ]
     # ioctl: only terminal input injection is refused; the kernel reads the request as 32 bits.
     program += [
         _insn(_JEQ_K, table["ioctl"], 0, 5),
