@@ -46,6 +46,40 @@ class Settings(BaseSettings):
     worker_sticky_timeout_seconds: float = Field(
         default=5.0, alias="REVERIE_WORKER_STICKY_TIMEOUT_SECONDS", gt=0
     )
+    # (issue 13) Prompt size, in tokens, at which a session's transcript is compacted: the
+    # trigger sent to the API's own compaction, or where Reverie summarises the older part
+    # itself. Never above 80% of a context window the Models API reports.
+    compaction_threshold_tokens: int = Field(
+        default=150_000, alias="REVERIE_COMPACTION_THRESHOLD_TOKENS", ge=1
+    )
+    # Per-model thresholds, `model=tokens` comma-separated; they override the one above.
+    compaction_model_thresholds: str = Field(
+        default="", alias="REVERIE_COMPACTION_MODEL_THRESHOLDS"
+    )
+    # Use the Messages API's own compaction (`compact_20260112`) for models that report it.
+    api_compaction: bool = Field(default=True, alias="REVERIE_API_COMPACTION")
+
+    @field_validator("compaction_model_thresholds")
+    @classmethod
+    def _model_thresholds(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry:
+                continue
+            model, _, tokens = entry.rpartition("=")
+            if not model.strip() or not tokens.strip().isdigit() or int(tokens) < 1:
+                raise ValueError(
+                    f"REVERIE_COMPACTION_MODEL_THRESHOLDS: {entry!r} is not `model=tokens` "
+                    "with a positive whole number of tokens"
+                )
+        return value
+
+    def compaction_threshold_for(self, model: str) -> int | None:
+        """The threshold set for this model by name, if any."""
+        for entry in (e.strip() for e in self.compaction_model_thresholds.split(",")):
+            name, _, tokens = entry.rpartition("=")
+            if entry and name.strip() == model:
+                return int(tokens)
+        return None
 
     @cached_property
     def home(self) -> Path:

@@ -65,9 +65,10 @@ def build_message(
     usage: dict,
     *,
     message_id: str | None = None,
+    stop_details: dict | None = None,
 ) -> dict:
     """The JSON body of a Message, complete enough for `anthropic.types.Message`."""
-    return {
+    body = {
         "id": message_id or f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
@@ -77,6 +78,9 @@ def build_message(
         "stop_sequence": None,
         "usage": usage,
     }
+    if stop_details is not None:
+        body["stop_details"] = stop_details
+    return body
 
 
 def _prompt_entries(body: dict) -> list[tuple[str, Any]]:
@@ -94,6 +98,16 @@ def _prompt_entries(body: dict) -> list[tuple[str, Any]]:
         else:
             entries.append((role, content))
     return entries
+
+
+def prompt_tokens(body: dict) -> int:
+    """The prompt's size in tokens, counted as `compute_usage` counts it (~4 chars a token)."""
+    size = 0
+    for tag, block in _prompt_entries(body):
+        if isinstance(block, dict):
+            block = {key: value for key, value in block.items() if key != "cache_control"}
+        size += len(json.dumps([tag, block], sort_keys=True))
+    return max(1, size // 4)
 
 
 def compute_usage(body: dict, seen_prefixes: set[str], output_text_len: int) -> dict:
@@ -229,6 +243,7 @@ class MessagesApiServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         app = web.Application(middlewares=[_api_errors], client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/messages", self._handle)
+        app.router.add_get("/v1/models/{model_id}", self._model)
         app.router.add_route("*", "/{tail:.*}", _not_found)
         # Short shutdown and cancelled handlers: a test's slow scripted reply must not stall stop().
         self._runner = web.AppRunner(
@@ -263,6 +278,17 @@ class MessagesApiServer:
 
     async def answer(self, body: dict) -> web.Response:
         raise NotImplementedError
+
+    async def _model(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        info = self.model_info(model_id)
+        if info is None:
+            return error_response(404, f"model {model_id!r} not found")
+        return web.json_response(info)
+
+    def model_info(self, model_id: str) -> dict | None:
+        """The Models API's description of a model (`BetaModelInfo`); None: unknown (404)."""
+        return None
 
 
 class SimulatedModelServer(MessagesApiServer):

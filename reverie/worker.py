@@ -15,8 +15,10 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from reverie.activities.compaction import CompactionActivities
 from reverie.activities.events import EventActivities
 from reverie.activities.model import ModelActivities, model_client
+from reverie.activities.model_facts import ModelCatalog
 from reverie.activities.tool_run import ToolActivities
 from reverie.activities.tools import SandboxMode, SandboxUnavailableError, detect_sandbox
 from reverie.connections import connect_database, connect_temporal
@@ -42,7 +44,10 @@ def build_worker(
     client: Client, pool: Pool, settings: Settings, *, max_concurrent_activities: int = 200
 ) -> Worker:
     events = EventActivities(pool)
-    model = ModelActivities(pool, settings, model_client(settings))
+    messages = model_client(settings)
+    catalog = ModelCatalog(messages, settings)  # shared: one look-up per model and worker
+    model = ModelActivities(pool, settings, messages, catalog)
+    compaction = CompactionActivities(pool, settings, messages, catalog)
     tools = ToolActivities(pool, settings, sandbox_for(settings))
     return Worker(
         client,
@@ -54,6 +59,8 @@ def build_worker(
             model.model_step,
             model.settle_model_step,
             model.adopt_inputs,
+            model.record_unrun_tool_uses,
+            compaction.compact_transcript,
             tools.run_tool,
             tools.record_tool_error,
         ],

@@ -99,7 +99,9 @@ async def test_retries_exhausted_idles_the_session(
 async def test_bad_request_is_terminal(
     reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
 ) -> None:
-    fake_model.script(model_name, [Reply.error(400, message="prompt is too long")])
+    # (A 400 "prompt is too long" is no longer terminal: the transcript is compacted, see
+    # test_session_compaction.py.)
+    fake_model.script(model_name, [Reply.error(400, message="messages: roles must alternate")])
     agent_id = await new_agent(reverie, model_name)
     session = await reverie.create_session({"agent": agent_id})
     await reverie.send_message(session.id, "hello")
@@ -110,7 +112,7 @@ async def test_bad_request_is_terminal(
     assert len(errors) == 1
     assert errors[0]["retry_status"] == {"type": "terminal"}
     assert errors[0]["type"] == "model_request_failed_error"
-    assert "prompt is too long" in errors[0]["message"]
+    assert "roles must alternate" in errors[0]["message"]
     assert events[-1].type == "session.status_terminated"
     assert_spans_closed(events)
     end = next(e for e in events if e.type == "span.model_request_end")

@@ -23,6 +23,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from reverie.activities.events import refusals_are_final
+from reverie.activities.model_facts import (
+    COMPACT_BETA,
+    COMPACT_EDIT,
+    ModelCatalog,
+    prompt_too_long,
+)
 from reverie.activities.tool_specs import handling, tool_definitions
 from reverie.activities.transcript import build_messages, build_system, user_rows
 from reverie.models.agents import Agent
@@ -37,6 +43,7 @@ from reverie.models.workflow_io import (
     SettledStep,
     SettleStepInput,
     ToolUseRef,
+    UnrunToolUsesInput,
 )
 from reverie.settings import Settings
 from reverie.store import agents, events, sessions, transcript
@@ -52,6 +59,17 @@ TEST_HOOK_FREEZE_AFTER_COMMIT = "REVERIE_TEST_HOOK_FREEZE_AFTER_COMMIT"
 # What `settle_model_step` stores for a step that never committed: a later attempt that finds it
 # commits nothing (its answer would contradict what the workflow already decided).
 ABANDONED = {"stop_reason": "abandoned", "abandoned": True}
+# The longest refusal explanation carried to the workflow (and the idle event).
+MAX_STOP_EXPLANATION = 1000
+# Error results of tool uses that an answer's stop reason does not let run.
+CUT_OFF_RESULT = (
+    "Your answer was cut off at {stop_reason}; this tool use may be incomplete and was not run. "
+    "Send it again (shorter, or in parts) if it is still needed."
+)
+NOT_RUN_RESULT = (
+    "This tool use was not run: the answer ended with stop_reason {stop_reason}, which runs no "
+    "tools."
+)
 
 
 def model_client(settings: Settings) -> anthropic.AsyncAnthropic:
@@ -63,13 +81,43 @@ def model_client(settings: Settings) -> anthropic.AsyncAnthropic:
     )
 
 
-def _usage(raw: Any) -> Usage:
+def _tokens(raw: Any) -> Usage:
     return Usage(
-        input_tokens=raw.input_tokens or 0,
-        output_tokens=raw.output_tokens or 0,
+        input_tokens=getattr(raw, "input_tokens", 0) or 0,
+        output_tokens=getattr(raw, "output_tokens", 0) or 0,
         cache_creation_input_tokens=getattr(raw, "cache_creation_input_tokens", 0) or 0,
         cache_read_input_tokens=getattr(raw, "cache_read_input_tokens", 0) or 0,
     )
+
+
+def _usage(raw: Any) -> Usage:
+    """The answer's usage, with the API's compaction iterations (which its top-level fields
+    leave out) added, so a session's usage counts every token it was billed."""
+    usage = _tokens(raw)
+    for iteration in getattr(raw, "iterations", None) or []:
+        if getattr(iteration, "type", None) == "compaction":
+            usage = usage.plus(_tokens(iteration))
+    return usage
+
+
+def prompt_tokens(usage: Any) -> int:
+    """Tokens of the prompt an answer was given (cached or not)."""
+    return (
+        (usage.input_tokens or 0)
+        + (getattr(usage, "cache_creation_input_tokens", 0) or 0)
+        + (getattr(usage, "cache_read_input_tokens", 0) or 0)
+    )
+
+
+def _stop_details(message: Any) -> dict[str, Any] | None:
+    details = getattr(message, "stop_details", None)
+    if details is None:
+        return None
+    body: dict[str, Any] = details.model_dump(mode="json", exclude_none=True)
+    explanation = body.get("explanation")
+    if isinstance(explanation, str) and len(explanation) > MAX_STOP_EXPLANATION:
+        body["explanation"] = explanation[: MAX_STOP_EXPLANATION - 1] + "…"
+    return body
 
 
 def _retry_after(error: anthropic.APIStatusError) -> float | None:
@@ -103,13 +151,33 @@ def classify(error: Exception) -> tuple[ModelErrorDetails, bool, float | None]:
         kind = {429: "model_rate_limited_error", 529: "model_overloaded_error"}.get(
             status, "model_request_failed_error"
         )
+        too_long, window = prompt_too_long(error)
         details = ModelErrorDetails(
             error_type=kind,  # type: ignore[arg-type]
             message=f"model answered {status}: {error.message}",
             status_code=status,
+            prompt_too_long=too_long,
+            context_window_tokens=window,
         )
         return details, status in RETRYABLE_STATUS or status >= 500, _retry_after(error)
     return ModelErrorDetails(error_type="unknown_error", message=repr(error)), True, None
+
+
+async def call_with_heartbeats(client: anthropic.AsyncAnthropic, request: dict[str, Any]) -> Any:
+    """Heartbeats let Temporal notice a dead worker quickly and deliver cancellation.
+    The beta endpoint: its answers carry every `BetaStopReason` and `compaction` blocks."""
+    call = asyncio.ensure_future(client.beta.messages.create(**request))
+    try:
+        while True:
+            done, _ = await asyncio.wait({call}, timeout=HEARTBEAT_EVERY.total_seconds())
+            if done:
+                return call.result()
+            activity.heartbeat()
+    finally:
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(BaseException):
+                await call
 
 
 def _span_end(
@@ -125,10 +193,17 @@ def _span_end(
 
 
 class ModelActivities:
-    def __init__(self, pool: Pool, settings: Settings, client: anthropic.AsyncAnthropic) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        settings: Settings,
+        client: anthropic.AsyncAnthropic,
+        catalog: ModelCatalog | None = None,
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._client = client
+        self._catalog = catalog or ModelCatalog(client, settings)
         self._freeze_after_commit = os.environ.get(TEST_HOOK_FREEZE_AFTER_COMMIT) == "1"
 
     @activity.defn(name=Activity.MODEL_STEP)
@@ -144,7 +219,7 @@ class ModelActivities:
         await self._add_user_turn(params)
         start_id = derived_id("sevt", params.step_id, "start")
         await self._record(params.session_id, [(start_id, "span.model_request_start", {})])
-        request = await self._request(params.session_id, agent)
+        request = await self._request(params.session_id, agent, params.continue_answer)
         try:
             message = await self._call_with_heartbeats(request)
         except asyncio.CancelledError:
@@ -154,10 +229,10 @@ class ModelActivities:
             )
             raise
         except Exception as error:
-            raise await self._failure(params, error) from error
+            raise await self._failure(params, agent, error) from error
         # The answer exists: record it even if a cancel lands now, and report it, so that every
         # recorded tool use reaches the workflow (which then refuses to run it, if interrupted).
-        commit = asyncio.ensure_future(self._commit(params, agent, message, start_id))
+        commit = asyncio.ensure_future(self._commit(params, agent, message, start_id, request))
         try:
             result = await asyncio.shield(commit)
         except asyncio.CancelledError:
@@ -195,6 +270,33 @@ class ModelActivities:
         with refusals_are_final(f"record inputs {params.event_ids} in the transcript"):
             await self._add_inputs(params.session_id, params.event_ids)
 
+    @activity.defn(name=Activity.RECORD_UNRUN_TOOL_USES)
+    async def record_unrun_tool_uses(self, params: UnrunToolUsesInput) -> None:
+        """An error result for each tool use the answer's stop reason does not let run (and,
+        with `adopt`, its transcript row at once, when no later step of the turn will write it).
+        Run as a local activity; idempotent (the workflow made the result ids)."""
+        template = CUT_OFF_RESULT if params.reason == "cut_off" else NOT_RUN_RESULT
+        text = template.format(stop_reason=params.stop_reason)
+        now = datetime.now(UTC)
+        rows = [
+            (
+                result_id,
+                "agent.tool_result",
+                {
+                    "tool_use_id": tool_use_id,
+                    "content": [{"type": "text", "text": text}],
+                    "is_error": True,
+                },
+                now,
+            )
+            for tool_use_id, result_id in params.results.items()
+        ]
+        with refusals_are_final(f"record results of tool uses {list(params.results)}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await events.append(conn, params.session_id, rows)
+            if params.adopt:
+                await self._add_inputs(params.session_id, list(params.results.values()))
+
     async def _add_user_turn(self, params: ModelStepInput) -> None:
         await self._add_inputs(params.session_id, params.input_event_ids)
 
@@ -208,8 +310,18 @@ class ModelActivities:
             for event_id, blocks in user_rows(inputs):
                 await transcript.add(conn, f"in:{event_id}", session_id, "user", blocks)
 
-    async def _request(self, session_id: str, agent: Agent) -> dict[str, Any]:
-        messages = build_messages(await transcript.load(self._pool, session_id))
+    async def _request(
+        self, session_id: str, agent: Agent, continue_answer: bool = False
+    ) -> dict[str, Any]:
+        """The Messages API request of the next step (for the beta endpoint: `betas` included).
+
+        A model the API compacts for gets `context_management` with `compact_20260112` at the
+        session's threshold; the answers then hold `compaction` blocks, kept verbatim.
+        """
+        compacted = await transcript.load_compacted(self._pool, session_id)
+        messages = build_messages(
+            compacted.entries, summary=compacted.summary, continue_answer=continue_answer
+        )
         request: dict[str, Any] = {
             "model": agent.model.id,
             "max_tokens": self._settings.max_tokens,
@@ -221,25 +333,25 @@ class ModelActivities:
         tools = tool_definitions(agent)
         if tools:
             request["tools"] = tools
+        if await self._catalog.uses_api_compaction(agent.model.id):
+            trigger = await self._catalog.threshold(agent.model.id)
+            request["context_management"] = {
+                "edits": [
+                    {"type": COMPACT_EDIT, "trigger": {"type": "input_tokens", "value": trigger}}
+                ]
+            }
+            request["betas"] = [COMPACT_BETA]
         return request
 
     async def _call_with_heartbeats(self, request: dict[str, Any]) -> Any:
-        """Heartbeats let Temporal notice a dead worker quickly and deliver cancellation."""
-        call = asyncio.ensure_future(self._client.messages.create(**request))
-        try:
-            while True:
-                done, _ = await asyncio.wait({call}, timeout=HEARTBEAT_EVERY.total_seconds())
-                if done:
-                    return call.result()
-                activity.heartbeat()
-        finally:
-            if not call.done():
-                call.cancel()
-                with contextlib.suppress(BaseException):
-                    await call
+        return await call_with_heartbeats(self._client, request)
 
-    async def _failure(self, params: ModelStepInput, error: Exception) -> ApplicationError:
+    async def _failure(
+        self, params: ModelStepInput, agent: Agent, error: Exception
+    ) -> ApplicationError:
         details, retryable, retry_after = classify(error)
+        if details.context_window_tokens:
+            self._catalog.learn_window(agent.model.id, details.context_window_tokens)
         category = (
             ApplicationErrorCategory.BENIGN
             if details.error_type == "model_rate_limited_error"
@@ -305,12 +417,22 @@ class ModelActivities:
         return timedelta(seconds=max(0.0, min(seconds, cap)))
 
     async def _commit(
-        self, params: ModelStepInput, agent: Agent, message: Any, start_id: str
+        self,
+        params: ModelStepInput,
+        agent: Agent,
+        message: Any,
+        start_id: str,
+        request: dict[str, Any],
     ) -> ModelStepResult:
+        # Kept verbatim (a `compaction` block must go back exactly as it came).
         content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
         usage = _usage(message.usage)
         rows: list[tuple[str, str, dict[str, Any], datetime]] = []
         now = datetime.now(UTC)
+        if any(b["type"] == "compaction" for b in content):
+            # The API compacted the context before answering.
+            compacted = derived_id("sevt", params.step_id, "compacted")
+            rows.append((compacted, "agent.thread_context_compacted", {}, now))
         text = [b for b in content if b["type"] == "text"]
         thinking = [b for b in content if b["type"] in ("thinking", "redacted_thinking")]
         if thinking:
@@ -325,7 +447,7 @@ class ModelActivities:
                 )
             )
         tool_uses: list[ToolUseRef] = []
-        for block in content:
+        for index, block in enumerate(content):
             if block["type"] != "tool_use":
                 continue
             kind, permission = handling(agent, block["name"])
@@ -339,6 +461,7 @@ class ModelActivities:
                     name=block["name"],
                     kind=kind,
                     evaluated_permission=permission,
+                    ends_answer=index == len(content) - 1,
                 )
             )
             payload: dict[str, Any] = {"name": block["name"], "input": block["input"]}
@@ -347,8 +470,18 @@ class ModelActivities:
             event_type = "agent.custom_tool_use" if kind == "custom" else "agent.tool_use"
             rows.append((event_id, event_type, payload, now))
         rows.append((*_span_end(params.step_id, start_id, usage, False), now))
+        # The next request holds at least this prompt and this answer.
+        context = prompt_tokens(message.usage) + (message.usage.output_tokens or 0)
+        due = "context_management" not in request and context >= await self._catalog.threshold(
+            agent.model.id
+        )
         result = ModelStepResult(
-            stop_reason=message.stop_reason or "end_turn", tool_uses=tool_uses, usage=usage
+            stop_reason=message.stop_reason or "end_turn",
+            tool_uses=tool_uses,
+            usage=usage,
+            context_tokens=context,
+            compaction_due=due,
+            stop_details=_stop_details(message),
         )
         async with self._pool.acquire() as conn, conn.transaction():
             if not await transcript.finish_step(

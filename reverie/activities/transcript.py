@@ -1,4 +1,9 @@
-"""Turns the stored transcript into a valid Messages API request, with prompt caching."""
+"""Turns the stored transcript into a valid Messages API request, with prompt caching.
+
+After a compaction the request starts from it: from the API's own `compaction` block (sent back
+verbatim, in the answer that holds it; the API drops what came before it anyway), or from
+Reverie's own summary, sent as the first user turn in place of the rows it covers.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,12 @@ from reverie.models.events import Event
 
 CACHE = {"type": "ephemeral"}
 INTERRUPTED_TOOL_RESULT = "The tool run was interrupted before it returned a result."
+SUMMARY_PREAMBLE = (
+    "[The earlier part of this conversation was compacted to fit the context window. "
+    "A summary of it follows; the conversation goes on after it.]\n\n"
+)
+# Blocks that may not carry `cache_control`.
+_UNCACHEABLE = {"thinking", "redacted_thinking"}
 
 
 def _block(event: Event) -> list[dict[str, Any]]:
@@ -77,20 +88,77 @@ def _answer_dangling_tool_uses(messages: list[dict[str, Any]]) -> None:
         following["content"][:0] = missing
 
 
-def build_messages(entries: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+def _is_compaction(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "compaction"
+
+
+def _from_last_compaction(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The messages from the newest API `compaction` block on (None if there is none): the
+    answer holding it, from the block, then everything after."""
+    for index in range(len(messages) - 1, -1, -1):
+        content = messages[index]["content"]
+        at = next((i for i in range(len(content) - 1, -1, -1) if _is_compaction(content[i])), None)
+        if at is not None:
+            head = {"role": messages[index]["role"], "content": content[at:]}
+            return [head, *messages[index + 1 :]]
+    return None
+
+
+def _drop_orphan_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A tool result whose tool use was compacted away cannot be sent (the API refuses it); the
+    compaction summarised both. Compaction never cuts a pair, so this is only a safety net."""
+    seen: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "assistant":
+            seen |= {b["id"] for b in message["content"] if b.get("type") == "tool_use"}
+        else:
+            message["content"] = [
+                b
+                for b in message["content"]
+                if b.get("type") != "tool_result" or b.get("tool_use_id") in seen
+            ]
+        if message["content"]:
+            kept.append(message)
+    return _merge([(m["role"], m["content"]) for m in kept])
+
+
+def build_messages(
+    entries: list[tuple[str, list[Any]]],
+    *,
+    summary: str | None = None,
+    continue_answer: bool = False,
+) -> list[dict[str, Any]]:
+    """The request's `messages` from transcript rows (after Reverie's own `summary`, if any).
+
+    `continue_answer`: the last answer paused (`pause_turn`); it is sent as it is, last, so the
+    model continues it, instead of a "Continue." turn after it.
+    """
     messages = _merge(entries)
+    compacted = _from_last_compaction(messages)
+    if compacted is not None:
+        # The API's compaction summarises everything before it, Reverie's summary included.
+        messages = compacted
+    elif summary:
+        text = {"type": "text", "text": SUMMARY_PREAMBLE + summary}
+        messages = _merge([("user", [text]), *((m["role"], m["content"]) for m in messages)])
+    messages = _drop_orphan_results(messages)
     _answer_dangling_tool_uses(messages)
     for message in messages:
         if message["role"] == "user":
             # Tool results lead a user message, whatever order the turns were recorded in.
             message["content"].sort(key=lambda block: block.get("type") != "tool_result")
-    if messages and messages[-1]["role"] == "assistant":
+    if messages and messages[-1]["role"] == "assistant" and not continue_answer:
         # Nothing new to answer (an interrupted turn resumed with no input): ask it to go on.
         messages.append({"role": "user", "content": [{"type": "text", "text": "Continue."}]})
     if messages:
-        last_block = messages[-1]["content"][-1]
-        if isinstance(last_block, dict):
-            last_block["cache_control"] = CACHE
+        cacheable = [
+            b
+            for b in messages[-1]["content"]
+            if isinstance(b, dict) and b.get("type") not in _UNCACHEABLE
+        ]
+        if cacheable:
+            cacheable[-1]["cache_control"] = CACHE
     return messages
 
 

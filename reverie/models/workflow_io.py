@@ -26,6 +26,8 @@ class Activity(StrEnum):
     RECORD_TOOL_ERROR = "record_tool_error"
     SETTLE_MODEL_STEP = "settle_model_step"
     ADOPT_INPUTS = "adopt_inputs"
+    RECORD_UNRUN_TOOL_USES = "record_unrun_tool_uses"
+    COMPACT_TRANSCRIPT = "compact_transcript"
 
 
 # `ApplicationError.type` of a write PostgreSQL refused for good (a missing row, a constraint, a
@@ -33,7 +35,14 @@ class Activity(StrEnum):
 RECORD_REFUSED = "record_refused"
 
 
-StopReason = Literal["end_turn", "requires_action", "retries_exhausted", "budget_reached"]
+StopReason = Literal[
+    "end_turn", "requires_action", "retries_exhausted", "budget_reached", "refusal"
+]
+
+
+# Why a transcript is compacted: it neared the threshold, the model refused it as too long (400
+# "prompt is too long"), or the model stopped at `model_context_window_exceeded`.
+CompactionReason = Literal["threshold", "prompt_too_long", "context_window_exceeded"]
 
 
 class InputRef(BaseModel):
@@ -79,6 +88,15 @@ class CarriedState(BaseModel):
     turns: int = 0
     model_requests: int = 0
     last_stop_reason: str | None = None
+    # (patches `compaction`, `stop-reason-rules`) The transcript nears or fills the model's
+    # context window: the next model step compacts it first, for this reason.
+    compact_next: CompactionReason | None = None
+    # Compactions since the model last answered: bounded, so a transcript that cannot shrink
+    # enough ends the turn (`compaction_limit_reached_error`) instead of compacting for ever.
+    compactions_in_row: int = 0
+    # (patch `stop-reason-rules`) Set with `resume_inputs` when a turn continued as new right
+    # after a `pause_turn` answer: the next step continues that answer as it is.
+    resume_continues_answer: bool = False
 
 
 class SessionOptions(BaseModel):
@@ -150,6 +168,9 @@ class ModelStepInput(BaseModel):
     retries_in_workflow: bool = False
     # Which model attempt of the step this is (1-based), for the backoff the activity proposes.
     attempt: int = Field(default=1, ge=1)
+    # (patch `stop-reason-rules`) The last answer paused (`pause_turn`): send the transcript as it
+    # is, ending with that answer, so the model continues it (no "Continue." turn is added).
+    continue_answer: bool = False
 
 
 class ToolUseRef(BaseModel):
@@ -159,6 +180,9 @@ class ToolUseRef(BaseModel):
     name: str
     kind: Literal["builtin", "custom"]
     evaluated_permission: Literal["allow", "ask"] = "allow"
+    # The tool use is the answer's last block: in an answer that stopped early (`max_tokens`,
+    # `model_context_window_exceeded`) its input may be cut off.
+    ends_answer: bool = False
 
 
 class RunToolInput(BaseModel):
@@ -186,6 +210,13 @@ class ModelStepResult(BaseModel):
     stop_reason: str
     tool_uses: list[ToolUseRef] = []
     usage: Usage = Usage()
+    # Tokens the next request will hold at least (this one's prompt and answer), and whether
+    # that is past the compaction threshold of a model the API does not compact for.
+    context_tokens: int = 0
+    compaction_due: bool = False
+    # The answer's `stop_details` (a refusal's category and explanation, bounded), for the
+    # `session.status_idle` event.
+    stop_details: dict[str, Any] | None = None
 
 
 class SettleStepInput(BaseModel):
@@ -198,6 +229,40 @@ class SettledStep(BaseModel):
     then no attempt of it can commit any more)."""
 
     committed: ModelStepResult | None = None
+
+
+class UnrunToolUsesInput(BaseModel):
+    """Tool uses that the answer's stop reason does not let run: each gets an error result
+    saying why (`cut_off`: the answer stopped early and this input may be incomplete;
+    `not_run`: the stop reason runs no tools). `adopt` also writes the results into the
+    transcript at once, when no model step of this turn will."""
+
+    session_id: str
+    stop_reason: str
+    # tool use event id -> the result event id the workflow made for it
+    results: dict[str, str]
+    reason: Literal["cut_off", "not_run"]
+    adopt: bool = False
+
+
+class CompactInput(BaseModel):
+    """Compact a session's transcript: summarise its older part, keep the recent part as is."""
+
+    session_id: str
+    agent_id: str
+    agent_version: int
+    # Made by the workflow: a retried or repeated compaction with this id records nothing twice.
+    compaction_id: str
+    reason: CompactionReason
+    # The model's context window when the failing request told it (400 "prompt is too long").
+    context_window_tokens: int | None = None
+
+
+class CompactionResult(BaseModel):
+    """Whether the transcript was compacted; if not, why (nothing older to summarise)."""
+
+    compacted: bool
+    detail: str | None = None
 
 
 class AdoptInputsInput(BaseModel):
@@ -222,3 +287,8 @@ class ModelErrorDetails(BaseModel):
     # workflows that retry model errors themselves.
     retryable: bool = False
     retry_delay_seconds: float | None = None
+    # The model refused the request because the prompt is longer than its context window
+    # (400 "prompt is too long"): compacting the transcript may help where retrying cannot.
+    prompt_too_long: bool = False
+    # The window, when the error says it ("... tokens > N maximum").
+    context_window_tokens: int | None = None

@@ -60,6 +60,14 @@ def model_timeouts(options: SessionOptions) -> dict[str, timedelta]:
     }
 
 
+def compaction_timeouts(options: SessionOptions) -> dict[str, timedelta]:
+    """A compaction may summarise in several model calls; it heartbeats through each."""
+    return {
+        "start_to_close_timeout": timedelta(seconds=options.model_timeout_seconds * 4 + 60),
+        "heartbeat_timeout": timedelta(seconds=options.heartbeat_timeout_seconds),
+    }
+
+
 # Tools run at most once: a command must never run twice because a worker died mid-run. A lost
 # run is reported to the agent as interrupted, and the agent decides what to do.
 TOOL_RETRY = RetryPolicy(maximum_attempts=1)

@@ -11,6 +11,11 @@ counts those answers against `model_max_attempts`, records `session.error` (retr
 are Temporal's to retry (its own, separate bound). Before giving a step up (exhausted, terminal
 or interrupted), the loop settles it: a step that committed after all goes on with its answer,
 and one that did not has its span closed.
+
+What follows an answer depends on its stop reason, by one table (`stop_reasons.py`). A long
+session compacts its transcript (an activity, keyed by a workflow-made id) before the step
+after an answer that neared the context window, after a `model_context_window_exceeded` stop,
+and when the model refuses a step as too long (then the step is tried again, compacted).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ with workflow.unsafe.imports_passed_through():
         Activity,
         AdoptInputsInput,
         CarriedState,
+        CompactInput,
+        CompactionReason,
+        CompactionResult,
         ModelErrorDetails,
         ModelStepInput,
         ModelStepResult,
@@ -46,9 +54,11 @@ with workflow.unsafe.imports_passed_through():
         SettleStepInput,
         ToolErrorInput,
         ToolUseRef,
+        UnrunToolUsesInput,
     )
     from reverie.workflows.activity_options import (
         TOOL_RETRY,
+        compaction_timeouts,
         model_retry,
         model_timeouts,
         tool_timeouts,
@@ -56,12 +66,18 @@ with workflow.unsafe.imports_passed_through():
     )
     from reverie.workflows.patches import (
         ADOPT_INTERRUPTED_INPUTS,
+        COMPACTION,
         MODEL_RETRIES_IN_WORKFLOW,
         SETTLE_FAILED_MODEL_STEP,
+        STOP_REASON_RULES,
     )
     from reverie.workflows.recording import record
+    from reverie.workflows.stop_reasons import UNKNOWN_STOP_REASON_RULE, AnswerRule, rule_for
 
 TakeInputs = Callable[[], list[str]]
+# Compactions in a row without an answer of the model before the turn gives up, as the hosted
+# API does (`compaction_limit_reached_error`, then idle with `retries_exhausted`).
+MAX_COMPACTIONS_IN_ROW = 3
 
 
 class SetStatus(Protocol):
@@ -84,6 +100,7 @@ class TurnEnd(StrEnum):
     INTERRUPTED = "interrupted"
     RETRIES_EXHAUSTED = "retries_exhausted"
     TERMINATED = "terminated"
+    REFUSAL = "refusal"
 
 
 @dataclass
@@ -91,6 +108,7 @@ class TurnOutcome:
     end: TurnEnd
     error: dict[str, Any] | None = None
     event_ids: list[str] = field(default_factory=list)
+    stop_details: dict[str, Any] | None = None
 
 
 class AgentLoop:
@@ -166,22 +184,39 @@ class AgentLoop:
 
     async def continue_turn(self, inputs: list[str]) -> TurnOutcome:
         """The rest of a turn that continued as new between two model steps."""
-        return await self._steps(inputs)
+        continue_answer = self._state.resume_continues_answer
+        self._state.resume_continues_answer = False
+        return await self._steps(inputs, continue_answer)
 
-    async def _steps(self, inputs: list[str]) -> TurnOutcome:
+    async def _steps(self, inputs: list[str], continue_answer: bool = False) -> TurnOutcome:
         while not self._interrupted:
-            await self._continue_as_new_if_suggested(inputs)
+            await self._continue_as_new_if_suggested(inputs, continue_answer)
             if self._interrupted:
                 break
-            step = await self._model_step(inputs)
+            if self._state.compact_next is not None:
+                stop = await self._compact(self._state.compact_next)
+                if stop is not None and stop.end != TurnEnd.INTERRUPTED:
+                    return stop
+                if self._interrupted:
+                    break
+            step = await self._model_step(inputs, continue_answer)
             if isinstance(step, TurnOutcome):
                 return step
             result = step
             self._state.model_requests += 1
+            self._state.compactions_in_row = 0
             if self._interrupted:
                 # The answer landed together with the interrupt: none of its tools run.
                 await self._refuse_tools(result.tool_uses)
                 return self._stop_interrupted()
+            if workflow.patched(STOP_REASON_RULES):
+                if result.compaction_due and workflow.patched(COMPACTION):
+                    self._state.compact_next = "threshold"
+                after = await self._follow_rule(result)
+                if isinstance(after, TurnOutcome):
+                    return after
+                inputs, continue_answer = after
+                continue
             if result.tool_uses:
                 outcome = await self._use_tools(result.tool_uses)
                 if outcome is not None:
@@ -194,7 +229,124 @@ class AgentLoop:
                 return TurnOutcome(TurnEnd.END_TURN)
         return self._stop_interrupted(inputs)
 
-    async def _continue_as_new_if_suggested(self, inputs: list[str]) -> None:
+    async def _follow_rule(self, result: ModelStepResult) -> TurnOutcome | tuple[list[str], bool]:
+        """What the answer's stop reason says to do (`stop_reasons.STOP_REASON_RULES`): how the
+        turn ends, or the next step's inputs and whether it continues the answer as it is."""
+        rule = rule_for(result.stop_reason)
+        if rule is None:
+            workflow.logger.warning(
+                "session %s: the model's answer has stop_reason %r, unknown to this Reverie; "
+                "the turn ends and none of the answer's %d tool use(s) run",
+                self._params.session_id,
+                result.stop_reason,
+                len(result.tool_uses),
+            )
+            rule = UNKNOWN_STOP_REASON_RULE
+        uses = result.tool_uses
+        if rule == AnswerRule.REFUSED:
+            await self._unrun(uses, result.stop_reason, "not_run", adopt=True)
+            return TurnOutcome(TurnEnd.REFUSAL, stop_details=result.stop_details)
+        if rule == AnswerRule.RESUME:
+            if not uses:
+                return [], True
+            self._state.tool_results = {}
+            await self._unrun(uses, result.stop_reason, "not_run")
+            return self._results(), False
+        if rule == AnswerRule.FINAL and uses:
+            await self._unrun(uses, result.stop_reason, "not_run", adopt=True)
+            uses = []
+        if rule == AnswerRule.COMPACT:
+            self._state.compact_next = "context_window_exceeded"
+        if uses:
+            cut_off = (
+                [use for use in uses if use.ends_answer]
+                if rule in (AnswerRule.CUT_OFF, AnswerRule.COMPACT)
+                else []
+            )
+            outcome = await self._use_tools(uses, cut_off, result.stop_reason)
+            if outcome is not None:
+                return outcome
+            return self._results_then_inputs(), False
+        # Messages sent while the model worked are taken up within this turn; a full context
+        # window goes on (compacted) even without them.
+        inputs = self._take_inputs()
+        if inputs or rule == AnswerRule.COMPACT:
+            return inputs, False
+        return TurnOutcome(TurnEnd.END_TURN)
+
+    async def _unrun(
+        self, uses: list[ToolUseRef], stop_reason: str, reason: str, *, adopt: bool = False
+    ) -> None:
+        """Record an error result for tool uses that may not run. Adopted results are written
+        into the transcript now (the turn ends); others reach the next step as its inputs."""
+        if not uses:
+            return
+        results = {use.event_id: new_id("sevt", workflow.uuid4()) for use in uses}
+        await record(
+            Activity.RECORD_UNRUN_TOOL_USES,
+            UnrunToolUsesInput(
+                session_id=self._params.session_id,
+                stop_reason=stop_reason,
+                results=results,
+                reason=reason,  # type: ignore[arg-type]
+                adopt=adopt,
+            ),
+            summary=f"tool uses not run ({stop_reason})",
+        )
+        if not adopt:
+            self._state.tool_results.update(results)
+
+    async def _compact(
+        self, reason: CompactionReason, window: int | None = None
+    ) -> TurnOutcome | None:
+        """Compact the transcript before the next model step. None: done (or, at the threshold,
+        nothing to compact); else how the turn ends (INTERRUPTED: the caller holds inputs)."""
+        self._state.compact_next = None
+        if self._state.compactions_in_row >= MAX_COMPACTIONS_IN_ROW:
+            return TurnOutcome(
+                TurnEnd.RETRIES_EXHAUSTED,
+                compaction_error(
+                    f"the context was compacted {self._state.compactions_in_row} times in a row "
+                    "and the model still found the prompt too long"
+                ),
+            )
+        self._state.compactions_in_row += 1
+        options = self._params.options
+        handle = workflow.start_activity(
+            Activity.COMPACT_TRANSCRIPT,
+            CompactInput(
+                session_id=self._params.session_id,
+                agent_id=self._params.agent_id,
+                agent_version=self._params.agent_version,
+                compaction_id=new_id("cmpct", workflow.uuid4()),
+                reason=reason,
+                context_window_tokens=window,
+            ),
+            retry_policy=model_retry(options),
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            result_type=CompactionResult,
+            summary=f"compact transcript ({reason})",
+            **compaction_timeouts(options),
+        )
+        try:
+            result: CompactionResult = await self._tracked(handle)
+        except ActivityError as failure:
+            if self._interrupted or isinstance(failure.cause, CancelledError):
+                return TurnOutcome(TurnEnd.INTERRUPTED)
+            body, terminal = model_error(failure)
+            return TurnOutcome(TurnEnd.TERMINATED if terminal else TurnEnd.RETRIES_EXHAUSTED, body)
+        if not result.compacted and reason != "threshold":
+            return TurnOutcome(
+                TurnEnd.RETRIES_EXHAUSTED,
+                compaction_error(
+                    f"the prompt is too long for the model and cannot be compacted: {result.detail}"
+                ),
+            )
+        return None
+
+    async def _continue_as_new_if_suggested(
+        self, inputs: list[str], continue_answer: bool = False
+    ) -> None:
         """A long turn must not outgrow its history: between two model steps, when Temporal
         suggests it, carry the next step's inputs into a new run, which goes on from there."""
         if not workflow.info().is_continue_as_new_suggested():
@@ -203,6 +355,7 @@ class AgentLoop:
         if self._interrupted:
             return
         self._state.resume_inputs = list(inputs)
+        self._state.resume_continues_answer = continue_answer
         workflow.continue_as_new(
             self._params.model_copy(update={"carried": self._state.model_copy(deep=True)})
         )
@@ -211,9 +364,16 @@ class AgentLoop:
         self._state.tool_results = {use.event_id: None for use in uses}
         await asyncio.gather(*(self._record_error(use.event_id, "interrupted") for use in uses))
 
-    async def _use_tools(self, uses: list[ToolUseRef]) -> TurnOutcome | None:
-        """Run what may run now; park on what waits for the client (None: carry on)."""
+    async def _use_tools(
+        self, uses: list[ToolUseRef], cut_off: list[ToolUseRef] | None = None, stop_reason: str = ""
+    ) -> TurnOutcome | None:
+        """Run what may run now; park on what waits for the client (None: carry on). A tool
+        use in `cut_off` may be incomplete: it gets an error result and never runs."""
         self._state.tool_results = {use.event_id: None for use in uses}
+        if cut_off:
+            await self._unrun(cut_off, stop_reason, "cut_off")
+            refused = {use.event_id for use in cut_off}
+            uses = [use for use in uses if use.event_id not in refused]
         self._state.awaiting = [
             PendingToolUse(event_id=use.event_id, kind=use.kind)
             for use in uses
@@ -235,9 +395,12 @@ class AgentLoop:
         return None
 
     def _results_then_inputs(self) -> list[str]:
+        return self._results() + self._take_inputs()
+
+    def _results(self) -> list[str]:
         results = [r for r in self._state.tool_results.values() if r is not None]
         self._state.tool_results = {}
-        return results + self._take_inputs()
+        return results
 
     def _stop_interrupted(self, unsent: list[str] | None = None) -> TurnOutcome:
         """Results already recorded, and inputs no model step has seen, wait for the next turn,
@@ -249,7 +412,9 @@ class AgentLoop:
 
     # ---- model steps -------------------------------------------------------------------------
 
-    async def _model_step(self, inputs: list[str]) -> ModelStepResult | TurnOutcome:
+    async def _model_step(
+        self, inputs: list[str], continue_answer: bool = False
+    ) -> ModelStepResult | TurnOutcome:
         """The step's answer, or how the turn ends when there is none."""
         step_id = new_id("step", workflow.uuid4())
         retries_here = workflow.patched(MODEL_RETRIES_IN_WORKFLOW)
@@ -257,9 +422,17 @@ class AgentLoop:
         attempt = 1
         while True:
             try:
-                return await self._attempt(step_id, inputs, attempt, retries_here)
+                return await self._attempt(step_id, inputs, attempt, retries_here, continue_answer)
             except ActivityError as error:
                 failure = error
+            too_long = prompt_too_long_error(failure) if retries_here else None
+            if too_long is not None and not self._interrupted and workflow.patched(COMPACTION):
+                # The transcript outgrew the model's window: compact it, then try the same
+                # step again (its inputs are in the transcript already; nothing is repeated).
+                stop = await self._compact("prompt_too_long", too_long.context_window_tokens)
+                if stop is None and not self._interrupted:
+                    continue
+                return await self._give_up(step_id, inputs, failure, retries_here, instead=stop)
             details = retryable_model_error(failure) if retries_here else None
             if self._interrupted or details is None or attempt >= max_attempts:
                 return await self._give_up(step_id, inputs, failure, retries_here)
@@ -285,7 +458,12 @@ class AgentLoop:
             attempt += 1
 
     async def _attempt(
-        self, step_id: str, inputs: list[str], attempt: int, retries_here: bool
+        self,
+        step_id: str,
+        inputs: list[str],
+        attempt: int,
+        retries_here: bool,
+        continue_answer: bool = False,
     ) -> ModelStepResult:
         options = self._params.options
         handle = workflow.start_activity(
@@ -299,6 +477,7 @@ class AgentLoop:
                 max_attempts=options.model_max_attempts,
                 retries_in_workflow=retries_here,
                 attempt=attempt,
+                continue_answer=continue_answer,
             ),
             retry_policy=worker_loss_retry(options) if retries_here else model_retry(options),
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -309,11 +488,18 @@ class AgentLoop:
         return await self._tracked(handle)
 
     async def _give_up(
-        self, step_id: str, inputs: list[str], failure: ActivityError, retries_here: bool
+        self,
+        step_id: str,
+        inputs: list[str],
+        failure: ActivityError,
+        retries_here: bool,
+        *,
+        instead: TurnOutcome | None = None,
     ) -> ModelStepResult | TurnOutcome:
         """No further attempt: settle the step first. If it committed (its worker died after
         the commit, before Temporal heard), its answer is the step's; an interrupted turn then
-        keeps it as an answer that landed with the interrupt."""
+        keeps it as an answer that landed with the interrupt. `instead`: how the turn ends when
+        not by the failure itself (a compaction that failed or was interrupted)."""
         if workflow.patched(SETTLE_FAILED_MODEL_STEP):
             settled: SettledStep = await record(
                 Activity.SETTLE_MODEL_STEP,
@@ -323,10 +509,13 @@ class AgentLoop:
             )
             if settled.committed is not None:
                 return settled.committed
-        if self._interrupted or isinstance(failure.cause, CancelledError):
+        interrupted = instead is not None and instead.end == TurnEnd.INTERRUPTED
+        if self._interrupted or interrupted or isinstance(failure.cause, CancelledError):
             # The step may not have recorded its inputs: hold them for the next turn
             # (recording them is idempotent, so holding never duplicates them).
             return self._stop_interrupted(inputs)
+        if instead is not None:
+            return instead
         body, terminal = model_error(failure, retries_here)
         return TurnOutcome(TurnEnd.TERMINATED if terminal else TurnEnd.RETRIES_EXHAUSTED, body)
 
@@ -410,6 +599,28 @@ def retryable_model_error(error: ActivityError) -> ModelErrorDetails | None:
         return None
     parsed = ModelErrorDetails.model_validate(details)
     return parsed if parsed.retryable else None
+
+
+def prompt_too_long_error(error: ActivityError) -> ModelErrorDetails | None:
+    """The details of a model error saying the prompt exceeds the context window; else None."""
+    cause = error.cause
+    if not isinstance(cause, ApplicationError) or cause.type == RECORD_REFUSED:
+        return None
+    details = cause.details[0] if cause.details else None
+    if not isinstance(details, dict):
+        return None
+    parsed = ModelErrorDetails.model_validate(details)
+    return parsed if parsed.prompt_too_long else None
+
+
+def compaction_error(message: str) -> dict[str, Any]:
+    """The `session.error` of a turn whose transcript cannot be made to fit (the hosted API's
+    `compaction_limit_reached_error`): the session idles with `retries_exhausted`."""
+    return {
+        "type": "compaction_limit_reached_error",
+        "message": message,
+        "retry_status": {"type": "exhausted"},
+    }
 
 
 def error_body(details: ModelErrorDetails, retry_status: str) -> dict[str, Any]:

@@ -23,3 +23,10 @@ SETTLE_FAILED_MODEL_STEP = "settle-failed-model-step"
 # An interrupted turn writes its pending inputs into the transcript instead of carrying their
 # ids, so the ids a session carries stay bounded.
 ADOPT_INTERRUPTED_INPUTS = "adopt-interrupted-inputs"
+# Every stop reason of the model's answer has a rule (`stop_reasons.STOP_REASON_RULES`): a tool use
+# that `max_tokens` may have cut off is not run, `refusal` idles the session and runs nothing,
+# `pause_turn` continues the answer, the context-window stop compacts; unknown ones end the turn.
+STOP_REASON_RULES = "stop-reason-rules"
+# Long sessions compact their transcript (Reverie's own summary, as an activity keyed by a
+# workflow-made id) when it nears the model's context window or the model says it is too long.
+COMPACTION = "compaction"

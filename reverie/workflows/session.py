@@ -134,6 +134,8 @@ class SessionWorkflow:
             await self._idle("retries_exhausted")
         elif outcome.end == TurnEnd.REQUIRES_ACTION:
             await self._idle("requires_action", event_ids=outcome.event_ids)
+        elif outcome.end == TurnEnd.REFUSAL:
+            await self._idle("refusal", stop_details=outcome.stop_details)
         else:
             if outcome.end == TurnEnd.INTERRUPTED:
                 await self._loop.adopt_held()
@@ -168,11 +170,15 @@ class SessionWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
-    async def _idle(self, stop_reason: str, **extra: Any) -> None:
+    async def _idle(
+        self, stop_reason: str, *, stop_details: dict[str, Any] | None = None, **extra: Any
+    ) -> None:
+        """`stop_details` (a refusal's) sits beside `stop_reason`, as in the API's idle event."""
         self._state.last_stop_reason = stop_reason
-        await self._set_status(
-            "idle", "session.status_idle", {"stop_reason": {"type": stop_reason, **extra}}
-        )
+        payload: dict[str, Any] = {"stop_reason": {"type": stop_reason, **extra}}
+        if stop_details:
+            payload["stop_details"] = stop_details
+        await self._set_status("idle", "session.status_idle", payload)
 
     # ---- inputs ------------------------------------------------------------------------------
 
