@@ -286,3 +286,98 @@ async def test_record_record_refused(
         await reverie.send_message(session_id, "refused")
         await reverie.wait_until_settled(session_id, timeout=30)
     await _save(temporal_client, "record_refused", session_id)
+
+
+# ---- recorded after the patches `stop-reason-rules` and `compaction` (issue 13, items 5 and 6) --
+
+
+def _stop_tool(name: str, tool_input: dict) -> dict:
+    return Reply.tool_use(name, tool_input).content[0]
+
+
+async def test_record_stop_reasons(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """One turn per rule: a `max_tokens` answer whose last tool use is cut off (the complete one
+    runs), a refusal (idle `refusal`, its tool use not run), `pause_turn` continued, a stop
+    reason from the future (the turn ends, its tool use not run), and the context-window stop
+    (compacted by Reverie's own summary, then continued)."""
+    toolset = {
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_search", "enabled": False}],
+    }
+    write = _stop_tool("write", {"file_path": "a.txt", "content": "a"})
+    cut = _stop_tool("write", {"file_path": "b.txt", "content": "b"})
+    refused = _stop_tool("write", {"file_path": "c.txt", "content": "c"})
+    future = _stop_tool("write", {"file_path": "d.txt", "content": "d"})
+    fake_model.script(
+        model_name,
+        [
+            Reply([write, cut], "max_tokens"),
+            Reply.text("cut off, noted"),
+            Reply([refused], "refusal", stop_details={"type": "refusal", "category": "cyber"}),
+            Reply.text("paused", stop_reason="pause_turn"),
+            Reply.text("continued"),
+            Reply([future], "a_stop_reason_from_the_future"),
+            Reply.text("the window filled", stop_reason="model_context_window_exceeded"),
+            Reply.text("compacted and finished"),
+        ],
+    )
+    agent = await reverie.create_agent(
+        {"name": "replay-stops", "model": model_name, "tools": [toolset]}
+    )
+    session = await reverie.create_session({"agent": agent.id})
+    for text in ("cut off", "refuse", "pause", "future", "fill the window"):
+        await reverie.send_message(session.id, text)
+        await reverie.wait_until_settled(session.id, timeout=30)
+    await _save(temporal_client, "stop_reasons", session.id)
+
+
+def _bash_only() -> dict:
+    return {
+        "type": "agent_toolset_20260401",
+        "configs": [
+            {"name": name, "enabled": False}
+            for name in ("read", "write", "edit", "glob", "grep", "web_fetch", "web_search")
+        ],
+    }
+
+
+async def _long_compacting_session(
+    client: ReverieClient, fake_model: FakeModelServer, model: str
+) -> str:
+    steps = 6
+    fake_model.script(
+        model,
+        [Reply.tool_use("bash", {"command": "seq 1000 1300"}) for _ in range(steps)]
+        + [Reply.text("done")],
+    )
+    agent = await client.create_agent(
+        {"name": "replay-compaction", "model": model, "tools": [_bash_only()]}
+    )
+    session = await client.create_session({"agent": agent.id})
+    await client.send_message(session.id, "many long outputs")
+    await client.wait_until_settled(session.id, timeout=120)
+    return session.id
+
+
+async def test_record_compaction_threshold(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """The model's small window is reported: Reverie compacts before the step after an answer
+    that neared it."""
+    fake_model.set_context_window(model_name, 1500)
+    session_id = await _long_compacting_session(reverie, fake_model, model_name)
+    assert fake_model.too_long(model_name) == 0
+    await _save(temporal_client, "compaction_threshold", session_id)
+
+
+async def test_record_compaction_prompt_too_long(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """The window is reported nowhere: a 400 "prompt is too long" compacts, and the same step is
+    tried again."""
+    fake_model.set_context_window(model_name, 1500, reported=False)
+    session_id = await _long_compacting_session(reverie, fake_model, model_name)
+    assert fake_model.too_long(model_name) >= 1
+    await _save(temporal_client, "compaction_prompt_too_long", session_id)

@@ -31,6 +31,10 @@ def test_histories_are_saved() -> None:
         "interrupt_in_backoff",
         "committed_answer_settled",
         "record_refused",
+        # after the patches `stop-reason-rules` and `compaction` (issue 13, items 5 and 6)
+        "stop_reasons",
+        "compaction_threshold",
+        "compaction_prompt_too_long",
     }
 
 
