@@ -154,6 +154,7 @@ class FakeModelServer(MessagesApiServer):
         # Compaction blocks the fake issued, by their `encrypted_content`, as issued.
         self._issued: dict[str, dict[str, Any]] = {}
         self._compactions: defaultdict[str, int] = defaultdict(int)
+        self._summary_delays: dict[str, float] = {}
 
     # ---- context windows ---------------------------------------------------------------------
 
@@ -161,6 +162,10 @@ class FakeModelServer(MessagesApiServer):
         self, model: str, tokens: int, *, reported: bool = True, api_compaction: bool = False
     ) -> None:
         self._windows[model] = ContextWindow(tokens, reported, api_compaction)
+
+    def delay_summaries(self, model: str, seconds: float) -> None:
+        """Answer Reverie's summarising requests this late (to interrupt a compaction)."""
+        self._summary_delays[model] = seconds
 
     def summary_requests(self, model: str) -> list[dict[str, Any]]:
         """Reverie's own summarising requests (not in `requests`, never from the script)."""
@@ -236,8 +241,10 @@ class FakeModelServer(MessagesApiServer):
             return error_response(400, message), None
         return None, None
 
-    def _summary(self, model: str, body: dict[str, Any]) -> web.Response:
+    async def _summary(self, model: str, body: dict[str, Any]) -> web.Response:
         self._summaries[model].append(body)
+        if model in self._summary_delays:
+            await asyncio.sleep(self._summary_delays[model])
         text = f"Summary {len(self._summaries[model])} of {len(json.dumps(body))} characters."
         content = [{"type": "text", "text": text}]
         usage = compute_usage(body, set(), output_length(content))
@@ -276,7 +283,7 @@ class FakeModelServer(MessagesApiServer):
         summarising = isinstance(system, str) and system.startswith(SUMMARY_SYSTEM)
         refused, compaction = self._check_window(model, body)
         if summarising:
-            return refused or self._summary(model, body)
+            return refused or await self._summary(model, body)
         self._requests[model].append(body)
         if refused is not None:
             return refused

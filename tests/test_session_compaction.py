@@ -5,8 +5,11 @@ with a fake model whose context window is small (400 "prompt is too long" past i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
 from reverie.activities.compaction import (
@@ -18,6 +21,7 @@ from reverie.activities.model import model_client
 from reverie.activities.model_facts import ModelCatalog
 from reverie.activities.transcript import SUMMARY_PREAMBLE
 from reverie.models.workflow_io import CompactInput, SessionOptions
+from reverie.settings import Settings
 from reverie.starter.client import ReverieClient
 from reverie.store.transcript import Row
 from tests.fake_model import FakeModelServer, Reply
@@ -303,3 +307,93 @@ def test_the_cut_never_parts_a_tool_use_from_its_result() -> None:
     assert choose_cut(rows, 10_000) == 1
     assert choose_cut(rows, 0) == 7
     assert choose_cut([_row(1, "user", text)], 100) is None
+
+
+async def test_an_interrupt_stops_a_compaction_and_it_records_nothing(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(
+        model_name,
+        [
+            Reply.text("First."),
+            Reply.text("Filled the wi", stop_reason="model_context_window_exceeded"),
+            Reply.text("A fresh answer."),
+        ],
+    )
+    fake_model.delay_summaries(model_name, 30)
+    agent_id = await new_agent(reverie, model_name)
+    session_id = (await reverie.create_session({"agent": agent_id})).id
+    await reverie.send_message(session_id, "one")
+    await reverie.wait_until_settled(session_id)
+    await reverie.send_message(session_id, "two")
+    await _wait_for_summary_request(fake_model, model_name)
+    await reverie.interrupt(session_id)
+    done = await reverie.wait_until_settled(session_id, timeout=20)
+    assert done.status == "idle"
+    await reverie.send_message(session_id, "three")
+    await reverie.wait_until_settled(session_id)
+
+    events = await all_events(reverie, session_id)
+    assert_each_once(events)
+    assert_spans_closed(events)
+    assert "agent.thread_context_compacted" not in types_of(events)
+    assert "session.error" not in types_of(events)
+    assert len(fake_model.summary_requests(model_name)) == 1
+    idles = [e.payload["stop_reason"] for e in events if e.type == "session.status_idle"]
+    assert idles == [{"type": "end_turn"}] * 3
+    assert events[-2].type == "span.model_request_end"
+    assert fake_model.remaining(model_name) == 0
+    compacted = await reverie.pool.fetchval(
+        "SELECT count(*) FROM compactions WHERE session_id = $1", session_id
+    )
+    assert compacted == 0
+
+
+async def _wait_for_summary_request(fake: FakeModelServer, model: str) -> None:
+    for _ in range(400):
+        if fake.summary_requests(model):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("no summarising request")
+
+
+async def test_thresholds_are_settings(
+    own_queue: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """REVERIE_COMPACTION_THRESHOLD_TOKENS applies to every model (here, ones whose window
+    nothing reports); REVERIE_COMPACTION_MODEL_THRESHOLDS overrides it per model."""
+    other = f"{model_name}-other"
+    env = {
+        "REVERIE_COMPACTION_THRESHOLD_TOKENS": "1200",
+        "REVERIE_COMPACTION_MODEL_THRESHOLDS": f"{other}=1000000",
+    }
+    script = [Reply.tool_use("bash", {"command": COMMAND}) for _ in range(5)]
+    compacted: dict[str, int] = {}
+    async with worker_process(own_queue.settings, env=env):
+        for model in (model_name, other):
+            fake_model.script(model, [*script, Reply.text("done")])
+            agent = await own_queue.create_agent(
+                {"name": "threshold", "model": model, "tools": [BASH_ONLY]}
+            )
+            session = await own_queue.create_session({"agent": agent.id})
+            await own_queue.send_message(session.id, "go")
+            await own_queue.wait_until_settled(session.id, timeout=60)
+            events = await all_events(own_queue, session.id)
+            assert events[-1].payload["stop_reason"] == {"type": "end_turn"}
+            compacted[model] = types_of(events).count("agent.thread_context_compacted")
+    assert compacted[model_name] >= 1
+    assert compacted[other] == 0
+    assert all(
+        FakeModelServer.counted_tokens(r) < 1200 + 600 for r in fake_model.requests(model_name)
+    )
+
+
+def test_threshold_settings_are_checked() -> None:
+    settings = Settings(REVERIE_COMPACTION_MODEL_THRESHOLDS="claude-a=1000, vendor/model=2000")
+    assert settings.compaction_threshold_for("claude-a") == 1000
+    assert settings.compaction_threshold_for("vendor/model") == 2000
+    assert settings.compaction_threshold_for("claude-b") is None
+    with pytest.raises(ValidationError, match="REVERIE_COMPACTION_MODEL_THRESHOLDS"):
+        Settings(REVERIE_COMPACTION_MODEL_THRESHOLDS="claude-a:1000")
+    with pytest.raises(ValidationError):
+        Settings(REVERIE_COMPACTION_THRESHOLD_TOKENS="0")
