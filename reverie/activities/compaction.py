@@ -25,7 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from reverie.activities.events import refusals_are_final
-from reverie.activities.model import _usage, call_with_heartbeats, classify
+from reverie.activities.model import call_with_heartbeats, classify, usage_of
 from reverie.activities.model_facts import ModelCatalog
 from reverie.models.common import derived_id
 from reverie.models.sessions import Usage
@@ -255,7 +255,7 @@ class CompactionActivities:
                 raise self._failure(error) from error
             except (anthropic.APIConnectionError, anthropic.APITimeoutError) as error:
                 raise self._failure(error) from error
-            usage = usage.plus(_usage(message.usage))
+            usage = usage.plus(usage_of(message.usage))
             text = "\n".join(b.text for b in message.content if getattr(b, "type", "") == "text")
             summary = text.strip() or summary or "(nothing to summarise)"
             start = end

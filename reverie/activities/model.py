@@ -8,6 +8,14 @@ Model errors are the workflow's to retry (it counts them, sleeps the backoff thi
 proposes and records the retry status); Temporal retries only attempts lost with a worker. Steps
 of runs older than that (`retries_in_workflow` unset) keep the old way: Temporal retries model
 errors too, and this activity records their retry status.
+
+Calls go to the beta endpoint, whose answers carry every `BetaStopReason` (the workflow's table
+decides what each means) and `compaction` blocks: for a model the API compacts for (the Models
+API says so), requests carry `context_management` with `compact_20260112` at the session's
+threshold, the blocks are stored verbatim, and `agent.thread_context_compacted` is recorded.
+For other models, each result says whether the transcript passed the threshold; the workflow
+then has `compact_transcript` (compaction.py) summarise its older part. A 400 "prompt is too
+long" is reported as such, so the workflow compacts and tries the step again.
 """
 
 from __future__ import annotations
@@ -90,7 +98,7 @@ def _tokens(raw: Any) -> Usage:
     )
 
 
-def _usage(raw: Any) -> Usage:
+def usage_of(raw: Any) -> Usage:
     """The answer's usage, with the API's compaction iterations (which its top-level fields
     leave out) added, so a session's usage counts every token it was billed."""
     usage = _tokens(raw)
@@ -426,7 +434,7 @@ class ModelActivities:
     ) -> ModelStepResult:
         # Kept verbatim (a `compaction` block must go back exactly as it came).
         content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
-        usage = _usage(message.usage)
+        usage = usage_of(message.usage)
         rows: list[tuple[str, str, dict[str, Any], datetime]] = []
         now = datetime.now(UTC)
         if any(b["type"] == "compaction" for b in content):
