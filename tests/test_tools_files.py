@@ -23,15 +23,16 @@ import pytest
 
 from reverie.activities.tools import (
     Mount,
-    Networking,
     ToolOutcome,
     Workspace,
     beneath,
     files,
     run_builtin_tool,
 )
+from reverie.activities.tools import files as files_module
+from reverie.egress import EgressPolicy
 
-LIMITED = Networking(type="limited")
+LIMITED = EgressPolicy.for_networking("limited", [])
 # A 1x1 PNG.
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -694,3 +695,14 @@ async def test_hostile_glob_patterns_stay_fast(workspace: Workspace) -> None:
     assert elapsed < 5 and watch.longest < 1.0
     found = await run(workspace, "glob", pattern="**/" + "*a" * 30 + "*")
     assert text(found) == "/workspace/" + "a/" * 40 + "a" * 200
+
+
+async def test_view_range_scan_is_bounded_on_a_sparse_file(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sparse file of terabytes without a newline must not keep a thread reading zeros."""
+    monkeypatch.setattr(files_module, "MAX_SCAN_BYTES", 4 * 1024 * 1024)
+    with open(workspace.work_dir / "sparse.bin", "wb") as sparse:
+        sparse.truncate(1024**4)  # 1 TiB of holes
+    outcome = await run(workspace, "read", file_path="sparse.bin", view_range=[2, 2])
+    assert outcome.is_error and "is not within the first 4,194,304 bytes" in text(outcome)

@@ -49,6 +49,13 @@ def _app() -> web.Application:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["to"])
 
+    async def bomb(_: web.Request) -> web.Response:
+        # Quadratic for Python's HTMLParser: about a minute and a half of CPU in one process.
+        return web.Response(text=("<a " * 34_133)[:102_400], content_type="text/html")
+
+    async def malformed(_: web.Request) -> web.Response:
+        return web.Response(text="<html><p>kept words</p><![<![ x", content_type="text/html")
+
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPFound(f"/loop?n={int(request.query.get('n', '0')) + 1}")
 
@@ -61,6 +68,8 @@ def _app() -> web.Application:
         ("/missing", missing),
         ("/redirect", redirect),
         ("/loop", loop),
+        ("/bomb", bomb),
+        ("/malformed", malformed),
     ]:
         app.router.add_get(path, handler)
     return app
@@ -217,3 +226,32 @@ async def test_allowed_name_resolving_to_loopback_is_refused(server: str, tmp_pa
 async def test_default_environment_reaches_nothing(server: str, tmp_path: Path) -> None:
     outcome = await fetch(tmp_path, f"{server}/plain", policy("limited", [], opt_in=True))
     assert outcome.is_error and "no network access" in text(outcome)
+
+
+async def test_hostile_html_never_stalls_the_worker(server: str, tmp_path: Path) -> None:
+    """Parsing runs in a child process under a deadline: the event loop, shared by every
+    session on the worker, keeps ticking, and the page still comes back as text."""
+    import asyncio
+    import time
+
+    stalls: list[float] = []
+    stop = False
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not stop:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            stalls.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        bomb = await fetch(tmp_path, f"{server}/bomb", UNRESTRICTED)
+        malformed = await fetch(tmp_path, f"{server}/malformed", UNRESTRICTED)
+    finally:
+        stop = True
+        await ticking
+    assert not bomb.is_error and "Status: HTTP 200" in text(bomb)
+    assert not malformed.is_error and "kept words" in text(malformed)
+    assert max(stalls) < 1.0, max(stalls)

@@ -23,9 +23,10 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from reverie.activities.tools import beneath
 from reverie.activities.tools.beneath import NotAllowed
@@ -54,6 +55,19 @@ FILE_INPUTS: dict[str, type[ToolInput]] = {
 # file), so it ends soon after; grep, a subprocess, is killed.
 FILE_TOOL_TIMEOUT = 30.0
 GREP_TIMEOUT = 30.0
+# How far `read` with `view_range` scans for its lines: a sparse file of terabytes without a
+# newline must not keep a thread reading zeros long after the tool gave up.
+MAX_SCAN_BYTES = 256 * 1024 * 1024
+T = TypeVar("T")
+# The file tools' own threads: a tool stuck on a slow filesystem waits here, never in the
+# event loop's default executor, which DNS lookups (web_fetch, the egress proxy) also need.
+_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reverie-file-tools")
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_THREADS, function, *args)
+
+
 # The SDK's limits.
 MAX_FILE_BYTES = 256 * 1024
 MAX_IMAGE_BASE64_BYTES = 5 * 1024 * 1024
@@ -220,10 +234,18 @@ def _read_line_range(fd: int, name: str, start_line: int, end_line: int, limit: 
     end = end_line if end_line > 0 else sys.maxsize
     collected = bytearray()
     line = 0
+    scanned = 0
     while start < end and line < end:
         chunk = os.read(fd, _READ_CHUNK)
         if not chunk:
             break
+        scanned += len(chunk)
+        if scanned > MAX_SCAN_BYTES:
+            raise _Failed(
+                f"read: {name}: line {start_line} is not within the first {MAX_SCAN_BYTES:,} "
+                "bytes, which is as far as view_range looks; use bash (e.g. tail -c or sed) "
+                "for such a file"
+            )
         position = 0
         while position < len(chunk) and line < end:
             newline = chunk.find(b"\n", position)
@@ -604,7 +626,7 @@ async def _drain(stream: asyncio.StreamReader, limit: int) -> bytes:
 async def _grep(params: GrepInput, workspace: Workspace) -> ToolOutcome:
     target = _target(workspace, "grep", params.path or WORK_VIRTUAL)
     program = await _grep_program()
-    fd = await asyncio.wait_for(asyncio.to_thread(_open_grep_start, target), FILE_TOOL_TIMEOUT)
+    fd = await asyncio.wait_for(_in_thread(_open_grep_start, target), FILE_TOOL_TIMEOUT)
     # grep opens the start by this name, which is the descriptor it inherited: the folder we
     # resolved, whatever is renamed meanwhile. Below it, `grep -r` follows no symlink.
     start = f"/proc/self/fd/{fd}"
@@ -719,7 +741,7 @@ async def run_file_tool(name: str, params: ToolInput, workspace: Workspace) -> T
         if isinstance(params, GrepInput):
             return await _grep(params, workspace)
         return await asyncio.wait_for(
-            asyncio.to_thread(_run_sync, name, params, workspace), FILE_TOOL_TIMEOUT
+            _in_thread(_run_sync, name, params, workspace), FILE_TOOL_TIMEOUT
         )
     except _Failed as failed:
         return ToolOutcome.error(str(failed))

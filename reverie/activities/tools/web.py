@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from reverie.activities.tools.heartbeat import with_heartbeat
-from reverie.activities.tools.html_text import html_to_text
+from reverie.activities.tools.html_text import readable_text
 from reverie.activities.tools.inputs import WebFetchInput
 from reverie.activities.tools.models import ToolOutcome
 from reverie.egress import EgressPolicy, EgressRefused
@@ -134,6 +134,8 @@ async def _outcome(
     status = f"HTTP {response.status} {response.reason or ''}".strip()
     header = f"URL: {url}\nStatus: {status}\nContent-Type: {content_type or 'unknown'}\n\n"
     text = _as_text(body, content_type, response.charset)
+    if text is not None and content_type.startswith(_HTML_TYPES):
+        text = await readable_text(text)
     if text is None:
         return ToolOutcome.error(
             f"{header}[the response is {content_type or 'binary data'}, which is not text; "
@@ -161,7 +163,7 @@ async def _read_capped(response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
 
 
 def _as_text(body: bytes, content_type: str, charset: str | None) -> str | None:
-    """The body as text (HTML stripped of markup), or None for binary content."""
+    """The body as text (HTML still marked up), or None for binary content."""
     textual = content_type.startswith(_TEXT_TYPES) or content_type.endswith(("+json", "+xml"))
     if not textual and content_type not in ("", "application/octet-stream"):
         return None
@@ -173,4 +175,4 @@ def _as_text(body: bytes, content_type: str, charset: str | None) -> str | None:
         decoded = body.decode("utf-8", errors="replace")
     if not textual and "\x00" in decoded:
         return None
-    return html_to_text(decoded) if content_type.startswith(_HTML_TYPES) else decoded
+    return decoded
