@@ -16,9 +16,12 @@ later webhooks and MCP servers) asks this module. Two checks, both always applie
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import itertools
 import socket
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -112,6 +115,11 @@ class EgressPolicy(BaseModel):
                 continue
             if reason := _internal(candidate):
                 return f"{address} is {reason}; it is never reachable from a session"
+            if is_local_address(candidate):
+                return (
+                    f"{address} is an address of the worker's own host; it is never reachable "
+                    "from a session"
+                )
         return None
 
     async def resolve(self, host: str, port: int) -> list[str]:
@@ -156,6 +164,47 @@ class EgressPolicy(BaseModel):
                 continue
             return reader, writer, address
         raise EgressRefused(f"could not connect to {normalise_host(host)}:{port}: {last}")
+
+
+def is_local_address(ip: IPAddress) -> bool:
+    """Whether `ip` is assigned to one of this host's interfaces (a public address on a VPS
+    reaches every service bound to 0.0.0.0, over loopback, past the host's firewall).
+
+    The kernel answers: binding a socket to an address succeeds only for a local one (unless
+    the operator enabled `ip_nonlocal_bind`, which this refuses to guess about). Asked at every
+    connection, so addresses added later count too.
+    """
+    if _nonlocal_bind(ip.version):
+        return ip in _listed_local_addresses()
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(ip), 0))
+        except OSError:
+            return False
+    return True
+
+
+def _nonlocal_bind(version: int) -> bool:
+    name = "ipv6/ip_nonlocal_bind" if version == 6 else "ipv4/ip_nonlocal_bind"
+    try:
+        return Path(f"/proc/sys/net/{name}").read_text().strip() != "0"
+    except OSError:
+        return False
+
+
+def _listed_local_addresses() -> set[IPAddress]:
+    """The host's addresses as the kernel lists them (for hosts where any bind succeeds)."""
+    found: set[IPAddress] = set()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+        for previous, line in itertools.pairwise(lines):
+            if "/32 host LOCAL" in line:
+                found.add(ipaddress.ip_address(previous.split()[-1]))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            found.add(ipaddress.IPv6Address(int(line.split()[0], 16)))
+    return found
 
 
 def normalise_host(host: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from yarl import URL
@@ -255,3 +256,33 @@ async def test_hostile_html_never_stalls_the_worker(server: str, tmp_path: Path)
     assert not bomb.is_error and "Status: HTTP 200" in text(bomb)
     assert not malformed.is_error and "kept words" in text(malformed)
     assert max(stalls) < 1.0, max(stalls)
+
+
+# Stands for the worker's public address (a real public one, so that only the "own host" rule
+# can refuse it); it is on the loopback interface for the length of one test.
+PUBLIC_TEST_ADDRESS = "1.2.3.4"
+
+
+async def test_the_worker_hosts_own_public_address_is_refused(server: str, tmp_path: Path) -> None:
+    """A VPS's public address reaches every service bound to 0.0.0.0, over loopback."""
+    import ipaddress
+    import subprocess
+
+    from reverie.egress import is_local_address
+
+    address = ipaddress.ip_address(PUBLIC_TEST_ADDRESS)
+    assert UNRESTRICTED.address_refusal(address) is None  # public: nothing else refuses it
+    added = subprocess.run(
+        ["ip", "addr", "add", f"{address}/32", "dev", "lo"], capture_output=True, check=False
+    )
+    if added.returncode != 0:
+        pytest.skip(f"cannot add an address to lo here: {added.stderr.decode().strip()}")
+    try:
+        assert is_local_address(address)
+        port = URL(server).port
+        outcome = await fetch(tmp_path, f"http://{address}:{port}/plain", UNRESTRICTED)
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], check=False)
+    assert outcome.is_error and "just text" not in text(outcome)
+    assert "an address of the worker's own host" in text(outcome)
+    assert not is_local_address(address)
