@@ -353,3 +353,26 @@ async def test_a_root_workers_sandbox_is_an_unprivileged_host_user(workspace: Wo
     assert out == "appended"
     assert (workspace.work_dir / "notes" / "by-tool.txt").read_text() == "one\ntwo\n"
     assert (workspace.work_dir / "notes").stat().st_uid == 65534
+
+
+@needs_system_python
+async def test_only_ordinary_socket_families(workspace: Workspace) -> None:
+    """AF_VSOCK crosses every network namespace (on a VM it reaches the hypervisor's side);
+    raw packet sockets would sniff. Only unix, IPv4, IPv6 and netlink sockets can be made."""
+    script = (
+        "import socket\n"
+        "for name in ('AF_UNIX', 'AF_INET', 'AF_INET6', 'AF_VSOCK', 'AF_PACKET'):\n"
+        "    try:\n"
+        "        socket.socket(getattr(socket, name), socket.SOCK_DGRAM).close(); print(name, 0)\n"
+        "    except OSError as error:\n"
+        "        print(name, error.errno)\n"
+    )
+    out = await bash(workspace, f"cat > /tmp/s.py <<'PY'\n{script}PY\n{PYTHON} /tmp/s.py")
+    results = dict(line.split() for line in out.splitlines())
+    assert results == {
+        "AF_UNIX": "0",
+        "AF_INET": "0",
+        "AF_INET6": "0",
+        "AF_VSOCK": "97",
+        "AF_PACKET": "97",
+    }, out

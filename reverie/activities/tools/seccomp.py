@@ -24,6 +24,11 @@ _ARG0_LOW = 16
 _RET_ENOSYS = 0x00050000 | errno.ENOSYS
 _CLONE_NEWUSER = 0x10000000
 _CLONE3 = 435
+_RET_EAFNOSUPPORT = 0x00050000 | errno.EAFNOSUPPORT
+# AF_UNIX, AF_INET, AF_INET6, AF_NETLINK: what programs use, all confined by the sandbox's own
+# namespaces. Others (AF_VSOCK above all, which no network namespace isolates: on a VM it can
+# reach the hypervisor's services) are refused.
+_SOCKET_FAMILIES = (1, 2, 10, 16)
 _RET_K = 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_EPERM = 0x00050000 | errno.EPERM
@@ -47,6 +52,8 @@ _COMMON = {
 _X86_64 = {
     "ioctl": 16,
     "clone": 56,
+    "socket": 41,
+    "socketpair": 53,
     "syslog": 103,
     "vhangup": 153,
     "pivot_root": 155,
@@ -87,6 +94,8 @@ _X86_64 = {
 _AARCH64 = {
     "ioctl": 29,
     "clone": 220,
+    "socket": 198,
+    "socketpair": 199,
     "vhangup": 58,
     "quotactl": 60,
     "umount2": 39,
@@ -127,7 +136,11 @@ _ARCHES = {
     "x86_64": (0xC000003E, _X86_64, True),
     "aarch64": (0xC00000B7, _AARCH64, False),
 }
-DENIED = sorted(_X86_64)  # `clone` only with CLONE_NEWUSER, `ioctl` only TIOCSTI/TIOCLINUX
+
+
+# Refused only for some arguments: `clone` with CLONE_NEWUSER, `socket` for other families,
+# `ioctl` for TIOCSTI/TIOCLINUX; every other call in the tables is refused whole.
+_FILTERED_BY_ARGUMENT = {"ioctl", "clone", "socket", "socketpair"}
 
 
 def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
@@ -141,7 +154,7 @@ def seccomp_program(machine: str | None = None) -> bytes | None:
     if arch is None:
         return None
     audit_arch, table, has_x32 = arch
-    denied = sorted(number for name, number in table.items() if name not in {"ioctl", "clone"})
+    denied = sorted(number for name, number in table.items() if name not in _FILTERED_BY_ARGUMENT)
     program = [_insn(_LD_W_ABS, _ARCH), _insn(_JEQ_K, audit_arch, 1, 0)]
     program.append(_insn(_RET_K, _RET_EPERM))  # another ABI of this kernel
     program.append(_insn(_LD_W_ABS, _NR))
@@ -157,6 +170,14 @@ def seccomp_program(machine: str | None = None) -> bytes | None:
         _insn(_LD_W_ABS, _ARG0_LOW),
         _insn(_JSET_K, _CLONE_NEWUSER, 0, 1),
         _insn(_RET_K, _RET_EPERM),
+        _insn(_RET_K, _RET_ALLOW),
+    ]
+    program += [
+        _insn(_JEQ_K, table["socket"], 1, 0),
+        _insn(_JEQ_K, table["socketpair"], 0, 7),
+        _insn(_LD_W_ABS, _ARG0_LOW),
+        *(_insn(_JEQ_K, family, 4 - i, 0) for i, family in enumerate(_SOCKET_FAMILIES)),
+        _insn(_RET_K, _RET_EAFNOSUPPORT),
         _insn(_RET_K, _RET_ALLOW),
     ]
     # ioctl: only terminal input injection is refused; the kernel reads the request as 32 bits.
