@@ -8,6 +8,7 @@ unprivileged_user` covers an ordinary user's worker when the suite runs as root.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -376,3 +377,48 @@ async def test_only_ordinary_socket_families(workspace: Workspace) -> None:
         "AF_VSOCK": "97",
         "AF_PACKET": "97",
     }, out
+
+
+@needs_socat
+async def test_proxy_sends_one_request_with_the_checked_host(
+    workspace: Workspace, echo_service: tuple[int, list[bytes]]
+) -> None:
+    """Domain fronting and request smuggling through `limited`: the Host header the upstream
+    gets is the URL's (the one the policy checked) and a second, pipelined request never
+    reaches it."""
+    port, received = echo_service
+    limited = EgressPolicy.for_networking("limited", ["localhost"], ("127.0.0.1/32",))
+    smuggled = (
+        f"GET http://localhost:{port}/a HTTP/1.1\\r\\nHost: forbidden.example\\r\\n\\r\\n"
+        "GET /second HTTP/1.1\\r\\nHost: internal-admin\\r\\n\\r\\n"
+    )
+    out = await bash(
+        workspace,
+        f"( exec 3<>/dev/tcp/127.0.0.1/3128; printf '{smuggled}' >&3; timeout 5 cat <&3 )",
+        limited,
+    )
+    assert "echoed" in out, out
+    heads = b"".join(received).decode("latin-1")
+    assert heads.count("GET ") == 1 and "/second" not in heads, heads
+    assert f"Host: localhost:{port}" in heads and "forbidden.example" not in heads, heads
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def echo_service() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A raw TCP service that records every byte it is sent and answers once."""
+    import asyncio
+
+    received: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        received.append(head)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nechoed")
+        await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            received.append(await asyncio.wait_for(reader.read(65536), 1.0))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1], received
+    server.close()

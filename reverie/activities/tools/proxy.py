@@ -142,27 +142,46 @@ class _Http:
         await _relay(self._reader, self._writer, *upstream)
 
     async def _forward(self, method: str, target: str, version: str, headers: list[bytes]) -> None:
+        """One plain-HTTP request, framed: its Host is the URL's authority (never the
+        client's, which could name a host the policy did not check), its body exactly its
+        Content-Length, and nothing the client sends after it reaches the upstream."""
         if not target.lower().startswith("http://"):
             return await self._answer(
                 400, "only absolute http:// URLs are proxied; use CONNECT (https) for the rest"
             )
         authority, slash, path = target[len("http://") :].partition("/")
         authority = authority.rpartition("@")[2]  # credentials in the URL are not ours to send
+        fields = [_field(line) for line in headers if line]
+        names = {name for name, _ in fields}
+        if b"transfer-encoding" in names:
+            return await self._answer(
+                400, "request bodies must have a Content-Length (chunked uploads are not proxied)"
+            )
+        lengths = {value.strip() for name, value in fields if name == b"content-length"}
+        if len(lengths) > 1 or any(not v.isdigit() for v in lengths):
+            return await self._answer(400, "one Content-Length, a number, is needed")
+        body = int(next(iter(lengths), b"0"))
         host, port = _split_host_port(authority, default=80)
         upstream = await self._dial(host, port or 80)
         if upstream is None:
             return
         kept = [
             line
-            for line in headers
-            if line
-            and line.split(b":", 1)[0].strip().lower()
-            not in {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
+            for line, (name, _) in zip(headers, fields, strict=False)
+            if name not in _HOP_BY_HOP
         ]
         request = f"{method} {slash}{path} {version}".encode("latin-1")
-        head = b"\r\n".join([request, *kept, b"Connection: close"]) + b"\r\n\r\n"
-        upstream[1].write(head)
-        await _relay(self._reader, self._writer, *upstream)
+        host_line = b"Host: " + authority.encode("latin-1", "replace")
+        head = b"\r\n".join([request, host_line, *kept, b"Connection: close"]) + b"\r\n\r\n"
+        upstream_reader, upstream_writer = upstream
+        try:
+            upstream_writer.write(head)
+            await _copy_exactly(self._reader, upstream_writer, body)
+            while chunk := await upstream_reader.read(_CHUNK):
+                self._writer.write(chunk)
+                await self._writer.drain()
+        finally:
+            upstream_writer.close()
 
     async def _dial(
         self, host: str, port: int
@@ -233,6 +252,34 @@ class _Socks5:
     async def _reply(self, code: int) -> None:
         self._writer.write(bytes([5, code, 0, 1, 0, 0, 0, 0, 0, 0]))
         await self._writer.drain()
+
+
+_HOP_BY_HOP = {
+    b"host",
+    b"proxy-connection",
+    b"proxy-authorization",
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"upgrade",
+}
+
+
+def _field(line: bytes) -> tuple[bytes, bytes]:
+    name, _, value = line.partition(b":")
+    return name.strip().lower(), value
+
+
+async def _copy_exactly(
+    source: asyncio.StreamReader, sink: asyncio.StreamWriter, count: int
+) -> None:
+    while count > 0:
+        chunk = await source.read(min(count, _CHUNK))
+        if not chunk:
+            return
+        count -= len(chunk)
+        sink.write(chunk)
+        await sink.drain()
 
 
 def _split_host_port(text: str, *, default: int | None) -> tuple[str, int | None]:
