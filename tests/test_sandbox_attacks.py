@@ -422,3 +422,18 @@ async def echo_service() -> AsyncIterator[tuple[int, list[bytes]]]:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     yield server.sockets[0].getsockname()[1], received
     server.close()
+
+
+async def test_one_session_cannot_exhaust_the_host(workspace: Workspace) -> None:
+    """Processes, the size of a file and the in-memory /tmp are bounded, with hard limits the
+    sandbox cannot raise (memory, CPU and disk quotas need cgroups: not built yet)."""
+    if not os.access("/usr/bin/prlimit", os.X_OK):
+        pytest.skip("prlimit (util-linux) is missing, so no limits are set")
+    out = await bash(
+        workspace,
+        "ulimit -Hu; ulimit -Hf; ulimit -Hc; ulimit -u 100000 2>/dev/null; echo raise=$?; "
+        "head -c 600M /dev/zero > /tmp/fill 2>/dev/null; echo fill=$?",
+    )
+    lines = out.splitlines()
+    assert lines[:3] == ["4096", str(8 * 1024**3 // 1024), "0"], out
+    assert lines[3] != "raise=0" and lines[4] == "fill=1", out

@@ -706,3 +706,17 @@ async def test_view_range_scan_is_bounded_on_a_sparse_file(
         sparse.truncate(1024**4)  # 1 TiB of holes
     outcome = await run(workspace, "read", file_path="sparse.bin", view_range=[2, 2])
     assert outcome.is_error and "is not within the first 4,194,304 bytes" in text(outcome)
+
+
+async def test_grep_memory_is_bounded(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """grep runs in the worker: a line of gigabytes must not take the host's memory. With a
+    50 MB bound and a 120 MB line, grep gives up instead."""
+    if not os.access("/usr/bin/prlimit", os.X_OK):
+        pytest.skip("prlimit (util-linux) is missing")
+    monkeypatch.setattr(files_module, "_GREP_LIMITS", ["/usr/bin/prlimit", "--as=50000000", "--"])
+    with open(workspace.work_dir / "line.txt", "wb") as line:
+        line.write(b"a" * 120_000_000)
+    outcome = await run(workspace, "grep", pattern="b")
+    assert outcome.is_error and "memory exhausted" in text(outcome), text(outcome)

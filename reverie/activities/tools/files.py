@@ -59,6 +59,14 @@ GREP_TIMEOUT = 30.0
 # newline must not keep a thread reading zeros long after the tool gave up.
 MAX_SCAN_BYTES = 256 * 1024 * 1024
 T = TypeVar("T")
+# grep runs in the worker, outside the sandbox: a line of many gigabytes written by the agent
+# must not make it take the host's memory (it reports "memory exhausted" instead).
+GREP_MEMORY_BYTES = 1024**3
+_GREP_LIMITS = (
+    ["/usr/bin/prlimit", f"--as={GREP_MEMORY_BYTES}", "--"]
+    if os.access("/usr/bin/prlimit", os.X_OK)
+    else []
+)
 # The file tools' own threads: a tool stuck on a slow filesystem waits here, never in the
 # event loop's default executor, which DNS lookups (web_fetch, the egress proxy) also need.
 _THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reverie-file-tools")
@@ -632,7 +640,8 @@ async def _grep(params: GrepInput, workspace: Workspace) -> ToolOutcome:
     start = f"/proc/self/fd/{fd}"
     try:
         process = await asyncio.create_subprocess_exec(
-            "grep",
+            *_GREP_LIMITS,
+            program.executable,
             "-r",
             "-n",
             "-H",
@@ -649,7 +658,6 @@ async def _grep(params: GrepInput, workspace: Workspace) -> ToolOutcome:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            executable=program.executable,
             pass_fds=(fd,),
             cwd="/",
             env={"PATH": _GREP_PATH, "LC_ALL": "C.UTF-8"},
@@ -680,7 +688,10 @@ async def _grep(params: GrepInput, workspace: Workspace) -> ToolOutcome:
         await process.wait()
     lines = [_grep_line(line, start, target.virtual) for line in _lines(out)]
     errors = [_grep_line(line, start, target.virtual) for line in _lines(err)]
-    errors = [line.removeprefix("grep: ") for line in errors]
+    # grep names itself by the path it was started with; the agent needs only "grep".
+    errors = [
+        line.removeprefix(f"{program.executable}: ").removeprefix("grep: ") for line in errors
+    ]
     if truncated:
         lines.append(f"[output truncated at {GREP_OUTPUT_LIMIT} bytes]")
     if not lines:

@@ -140,11 +140,36 @@ def host_user() -> int | None:
     return int(value)
 
 
-def privilege_drop(uid: int | None) -> list[str]:
-    """What runs the command as `uid` with nothing left of root (empty in a user namespace)."""
-    if uid is None:
+# Per-call limits that keep one session from exhausting the host: processes of the sandbox's
+# user (a fork bomb), the size of any one file, no core dumps. Memory, CPU and total disk need
+# cgroups, which Reverie does not set up yet (see the README).
+MAX_PROCESSES = 4096
+MAX_FILE_SIZE = 8 * 1024**3
+TMP_SIZE = 512 * 1024**2
+_PRLIMIT = "/usr/bin/prlimit"
+
+
+def limits() -> list[str]:
+    """`prlimit` with the sandbox's limits before the command (nothing where it is missing).
+    Hard limits too: without capabilities, nothing inside can raise them again."""
+    if not os.access(_PRLIMIT, os.X_OK):
         return []
     return [
+        _PRLIMIT,
+        f"--nproc={MAX_PROCESSES}:{MAX_PROCESSES}",
+        f"--fsize={MAX_FILE_SIZE}:{MAX_FILE_SIZE}",
+        "--core=0:0",
+        "--",
+    ]
+
+
+def privilege_drop(uid: int | None) -> list[str]:
+    """What runs the command as `uid` with nothing left of root, under the sandbox's limits
+    (only the limits in a user namespace)."""
+    if uid is None:
+        return limits()
+    return [
+        *limits(),
         _SETPRIV,
         f"--reuid={uid}",
         f"--regid={uid}",
@@ -248,7 +273,9 @@ def _base_args(
 ) -> list[str]:
     present = _sandbox_proc_entries(uid) if proc_entries is None else proc_entries
     args = _identity_args(files, uid) + _system_args()
-    args += ["--dev", "/dev", *_proc_args(present), "--perms", "1777", "--tmpfs", "/tmp"]
+    args += ["--dev", "/dev", *_proc_args(present), "--perms", "1777"]
+    # /tmp lives in memory: sized, so that filling it cannot exhaust the host's RAM.
+    args += ["--size", str(TMP_SIZE), "--tmpfs", "/tmp", "--size", str(1024**2)]
     args += ["--tmpfs", MOUNTS_PARENT]
     return args
 
