@@ -437,3 +437,23 @@ async def test_one_session_cannot_exhaust_the_host(workspace: Workspace) -> None
     lines = out.splitlines()
     assert lines[:3] == ["4096", str(8 * 1024**3 // 1024), "0"], out
     assert lines[3] != "raise=0" and lines[4] == "fill=1", out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker hands folders over")
+async def test_handing_a_workspace_over_follows_no_link(workspace: Workspace, home: Path) -> None:
+    """A workspace from before (root-owned, holding links the agent made) is handed to the
+    sandbox's user on its first call: everything inside changes owner, nothing outside does."""
+    outside = home / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    nested = workspace.work_dir / "a" / "b"
+    nested.mkdir(parents=True)
+    (nested / "f").write_text("x\n")
+    (workspace.work_dir / "a" / "out").symlink_to(outside)
+    os.chown(workspace.work_dir, 0, 0)
+    out = await bash(workspace, "echo y >> a/b/f && cat a/b/f")
+    assert out == "x\ny"
+    for path in (workspace.work_dir, nested, nested / "f"):
+        assert path.stat().st_uid == 65534, path
+    assert (workspace.work_dir / "a" / "out").lstat().st_uid == 65534
+    assert outside.stat().st_uid == 0 and (outside / "secret").stat().st_uid == 0

@@ -7,6 +7,7 @@ jobs do not outlive a call (a job started with `&` is killed when the command re
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 from collections.abc import Callable
@@ -84,7 +85,8 @@ async def _execute(
     proxy_env = proxy_environment()
     uid = host_user()
     writable = [m.host_path for m in workspace.mounts if not m.read_only]
-    hand_over([workspace.work_dir, workspace.outputs_dir, state.folder, *writable], uid)
+    folders = [workspace.work_dir, workspace.outputs_dir, state.folder, *writable]
+    await asyncio.to_thread(hand_over, folders, uid)
     drop = privilege_drop(uid)
     with sandbox_files() as files:
         if not _uses_network(policy, sandbox):

@@ -26,6 +26,7 @@ from (its own workspace path); nothing there can be opened from inside.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -376,16 +377,44 @@ def socat_missing() -> bool:
 
 def hand_over(folders: list[Path], uid: int | None) -> None:
     """Give the session's writable folders to the sandbox's host user (once: a folder it owns
-    already is left alone), so that the unprivileged sandbox can write where the agent may."""
+    already is left alone), so that the unprivileged sandbox can write where the agent may.
+
+    Blocking: call it in a thread. Race-free against a sandbox of the same session running
+    meanwhile: every folder is opened by descriptor without following links, and every chown
+    is relative to its folder's descriptor, never by a path that could be swapped.
+    """
     if uid is None:
         return
     for folder in folders:
-        if folder.lstat().st_uid == uid:
-            continue
-        os.chown(folder, uid, uid, follow_symlinks=False)
-        for parent, dirs, names in os.walk(folder):
-            for name in dirs + names:
-                os.chown(os.path.join(parent, name), uid, uid, follow_symlinks=False)
+        if folder.lstat().st_uid != uid:
+            _give_tree(folder, uid)
+
+
+_TREE_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _give_tree(folder: Path, uid: int) -> None:
+    top = os.open(folder, _TREE_FLAGS)
+    pending = [top]
+    try:
+        while pending:
+            fd = pending.pop()
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        os.chown(entry.name, uid, uid, dir_fd=fd, follow_symlinks=False)
+                        if entry.is_dir(follow_symlinks=False):
+                            with contextlib.suppress(OSError):
+                                pending.append(os.open(entry.name, _TREE_FLAGS, dir_fd=fd))
+            finally:
+                if fd != top:
+                    os.close(fd)
+        # Last: until the top is handed over, a concurrent call hands the tree over too.
+        os.fchown(top, uid, uid)
+    finally:
+        for fd in pending:
+            os.close(fd)
+        os.close(top)
 
 
 def _probe(
