@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
+import re
 import socket
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +43,14 @@ _ALSO_BLOCKED: tuple[IPNetwork, ...] = (
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 CONNECT_TIMEOUT_SECONDS = 15.0
+RESOLVE_TIMEOUT_SECONDS = 10.0
+# Labels of letters, digits, hyphens and underscores (seen in real service names).
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*"
+)
+# Lookups get threads of their own: a session that asks for many names whose DNS never answers
+# must not occupy the event loop's default executor, which everything else shares.
+_RESOLVER_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="reverie-egress-dns")
 
 
 class EgressRefused(Exception):
@@ -89,7 +100,12 @@ class EgressPolicy(BaseModel):
     def host_refusal(self, host: str, port: int) -> str | None:
         """Why a connection to `host:port` is refused by name, or None when the name may go on
         to the address check."""
-        name = normalise_host(host)
+        if self.mode == "none":
+            return "this session's environment has no network access"
+        try:
+            name = normalise_host(host)
+        except ValueError as error:
+            return str(error)
         if not name:
             return "no host given"
         if self.mode == "none":
@@ -130,13 +146,28 @@ class EgressPolicy(BaseModel):
         """
         if reason := self.host_refusal(host, port):
             raise EgressRefused(reason)
+        # The very string that was checked is the one resolved (ASCII, validated).
         name = normalise_host(host)
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(
+                    _RESOLVER_THREADS,
+                    functools.partial(
+                        socket.getaddrinfo,
+                        name,
+                        port,
+                        type=socket.SOCK_STREAM,
+                        proto=socket.IPPROTO_TCP,
+                    ),
+                ),
+                RESOLVE_TIMEOUT_SECONDS,
             )
         except (socket.gaierror, UnicodeError) as error:
             raise EgressRefused(f"{name} could not be resolved: {error}") from error
+        except TimeoutError as error:
+            raise EgressRefused(
+                f"{name} could not be resolved within {RESOLVE_TIMEOUT_SECONDS:g} s"
+            ) from error
         allowed: list[str] = []
         refusals: list[str] = []
         for *_, sockaddr in infos:
@@ -208,8 +239,22 @@ def _listed_local_addresses() -> set[IPAddress]:
 
 
 def normalise_host(host: str) -> str:
-    """Lower case, no trailing dot, no IPv6 brackets: the form names are compared in."""
-    return host.strip().strip("[]").lower().rstrip(".")
+    """The form names are compared and resolved in: ASCII (IDNA for international names),
+    lower case, no trailing dot, no IPv6 brackets. Anything that is not a host name or an IP
+    literal is refused (`ValueError`): the resolver would read `evil.com\\0.example.com` as
+    `evil.com`, so a name is only ever checked in the exact form that is resolved."""
+    text = host.strip().strip("[]").rstrip(".")
+    if not text:
+        return ""
+    if not text.isascii():
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            raise ValueError(f"{host!r} is not a valid host name") from error
+    name = text.lower()
+    if _HOST_NAME.fullmatch(name) or _is_ip(name):
+        return name
+    raise ValueError(f"{host!r} is not a valid host name")
 
 
 def _with_embedded(ip: IPAddress) -> list[IPAddress]:

@@ -367,6 +367,11 @@ async def test_only_ordinary_socket_families(workspace: Workspace) -> None:
         "        socket.socket(getattr(socket, name), socket.SOCK_DGRAM).close(); print(name, 0)\n"
         "    except OSError as error:\n"
         "        print(name, error.errno)\n"
+        "for name, proto in (('ROUTE', 0), ('UEVENT', 15)):\n"
+        "    try:\n"
+        "        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto).close(); print(name, 0)\n"
+        "    except OSError as error:\n"
+        "        print(name, error.errno)\n"
     )
     out = await bash(workspace, f"cat > /tmp/s.py <<'PY'\n{script}PY\n{PYTHON} /tmp/s.py")
     results = dict(line.split() for line in out.splitlines())
@@ -376,6 +381,8 @@ async def test_only_ordinary_socket_families(workspace: Workspace) -> None:
         "AF_INET6": "0",
         "AF_VSOCK": "97",
         "AF_PACKET": "97",
+        "ROUTE": "0",
+        "UEVENT": "93",  # the host's device events: EPROTONOSUPPORT
     }, out
 
 
@@ -457,3 +464,56 @@ async def test_handing_a_workspace_over_follows_no_link(workspace: Workspace, ho
         assert path.stat().st_uid == 65534, path
     assert (workspace.work_dir / "a" / "out").lstat().st_uid == 65534
     assert outside.stat().st_uid == 0 and (outside / "secret").stat().st_uid == 0
+
+
+@needs_socat
+async def test_proxy_refuses_hidden_host_names_and_bare_line_breaks(
+    workspace: Workspace, echo_service: tuple[int, list[bytes]]
+) -> None:
+    """`localhost\\0.example.com` passes a `*.example.com` check but resolves as `localhost`;
+    a bare LF hides a Transfer-Encoding header from the proxy but not from lenient upstreams."""
+    port, received = echo_service
+    limited = EgressPolicy.for_networking("limited", ["*.example.com"], ("127.0.0.1/32",))
+    requests = [
+        f"CONNECT localhost\\0.example.com:{port} HTTP/1.1\\r\\n\\r\\n",
+        f"GET http://localhost\\0.example.com:{port}/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n",
+    ]
+    allowed = EgressPolicy.for_networking("limited", ["localhost"], ("127.0.0.1/32",))
+    smuggling = (
+        f"POST http://localhost:{port}/ HTTP/1.1\\r\\nX-A: 1\\nTransfer-Encoding: chunked\\r\\n"
+        "Content-Length: 5\\r\\n\\r\\n0\\r\\n\\r\\n"
+    )
+    outs = [await bash(workspace, _raw_request(request), limited) for request in requests] + [
+        await bash(workspace, _raw_request(smuggling), allowed)
+    ]
+    # Refused either way: by the request head's check (400) or the host name's (403).
+    for out in outs[:2]:
+        assert ("400 Bad Request" in out and "control characters" in out) or (
+            "403 Forbidden" in out and "not a valid host name" in out
+        ), out
+    assert "400 Bad Request" in outs[2] and "bare line breaks" in outs[2], outs[2]
+    # SOCKS5 carries the name as counted bytes, so only the host name check can refuse it.
+    name = b"localhost\x00.example.com"
+    socks = b"\x05\x01\x00" + b"\x05\x01\x00\x03" + bytes([len(name)]) + name
+    socks += port.to_bytes(2, "big")
+    octal = "".join(f"\\{byte:03o}" for byte in socks)
+    reply = await bash(
+        workspace,
+        "( exec 3<>/dev/tcp/127.0.0.1/3128 || exit 0; "
+        f"printf '{octal}' >&3; timeout 5 head -c 4 <&3 | od -An -tx1 ) 2>/dev/null",
+        limited,
+    )
+    assert reply.split() == ["05", "00", "05", "02"], reply  # 02: not allowed by ruleset
+    assert received == []
+
+
+async def test_pid_1_names_no_host_path(workspace: Workspace, home: Path) -> None:
+    out = await bash(workspace, "tr '\\0' ' ' < /proc/1/cmdline; echo; ls /proc/self/fd | wc -l")
+    assert str(home) not in out and "workspaces" not in out, out
+
+
+def _raw_request(request: str) -> str:
+    return (
+        "( exec 3<>/dev/tcp/127.0.0.1/3128 || exit 0; "
+        f"printf '{request}' >&3; timeout 5 cat <&3 ) 2>/dev/null"
+    )

@@ -720,3 +720,19 @@ async def test_grep_memory_is_bounded(
         line.write(b"a" * 120_000_000)
     outcome = await run(workspace, "grep", pattern="b")
     assert outcome.is_error and "memory exhausted" in text(outcome), text(outcome)
+
+
+async def test_edit_cannot_blow_a_file_up(workspace: Workspace) -> None:
+    """`replace_all` of one character by 4 KiB over a 256 KiB file would build a gigabyte in
+    the worker's memory: refused before any replacing, and the file is left as it was."""
+    (workspace.work_dir / "a.txt").write_text("a" * 256 * 1024)
+    outcome = await run(
+        workspace,
+        "edit",
+        file_path="a.txt",
+        old_string="a",
+        new_string="B" * 4096,
+        replace_all=True,
+    )
+    assert outcome.is_error and "over the edit tool's limit" in text(outcome)
+    assert (workspace.work_dir / "a.txt").read_text() == "a" * 256 * 1024

@@ -11,6 +11,7 @@ import asyncio
 import re
 import shlex
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from reverie.activities.tools.inputs import BashInput
 from reverie.activities.tools.models import OUTPUTS_VIRTUAL, WORK_VIRTUAL, ToolOutcome
@@ -21,6 +22,7 @@ from reverie.activities.tools.sandbox import (
     STATE_VIRTUAL,
     SandboxMode,
     bwrap_args,
+    bwrap_command,
     hand_over,
     host_user,
     privilege_drop,
@@ -33,6 +35,9 @@ from reverie.activities.tools.shell_state import WRAPPER, ShellState
 from reverie.activities.tools.workspace import Workspace
 from reverie.egress import EgressPolicy
 
+# Handing a large old workspace over takes a while: in threads of its own, never in the loop's
+# default executor, which DNS lookups and other sessions share.
+_HANDOVER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reverie-hand-over")
 DEFAULT_TIMEOUT_MS = 120_000
 MAX_TIMEOUT_MS = 600_000
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -86,7 +91,7 @@ async def _execute(
     uid = host_user()
     writable = [m.host_path for m in workspace.mounts if not m.read_only]
     folders = [workspace.work_dir, workspace.outputs_dir, state.folder, *writable]
-    await asyncio.to_thread(hand_over, folders, uid)
+    await asyncio.get_running_loop().run_in_executor(_HANDOVER_THREADS, hand_over, folders, uid)
     drop = privilege_drop(uid)
     with sandbox_files() as files:
         if not _uses_network(policy, sandbox):
@@ -95,7 +100,7 @@ async def _execute(
                 workspace, files, state_dir=state.folder, proxy_socket=None, uid=uid
             )
             return await run_process(
-                ["bwrap", *options, *drop, *command],
+                [*bwrap_command(options, files), *drop, *command],
                 env=env,
                 cwd=workspace.work_dir,
                 timeout=timeout,
@@ -109,7 +114,7 @@ async def _execute(
             )
             bridged = ["/bin/sh", "-c", f'{proxy_bridge()}; exec "$@"', "sh", *command]
             return await run_process(
-                ["bwrap", *options, *drop, *bridged],
+                [*bwrap_command(options, files), *drop, *bridged],
                 env={**env, **proxy_env},
                 cwd=workspace.work_dir,
                 timeout=timeout,

@@ -78,6 +78,8 @@ async def _in_thread(function: Callable[..., T], *args: Any) -> T:
 
 # The SDK's limits.
 MAX_FILE_BYTES = 256 * 1024
+# What an edit may grow a file to (it starts from at most MAX_FILE_BYTES).
+MAX_EDIT_RESULT_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_BASE64_BYTES = 5 * 1024 * 1024
 MAX_PDF_BYTES = 20 * 1024 * 1024
 GREP_OUTPUT_LIMIT = 100 * 1024
@@ -326,6 +328,17 @@ def _edit(params: EditInput, workspace: Workspace) -> ToolOutcome:
                 raise _Failed(f"edit: old_string not found in {name}")
             if not params.replace_all and count > 1:
                 raise _Failed(f"edit: old_string appears {count} times in {name} (must be unique)")
+            replaced = count if params.replace_all else 1
+            grown = len(data) + replaced * (
+                len(params.new_string.encode()) - len(params.old_string.encode())
+            )
+            if grown > MAX_EDIT_RESULT_BYTES:
+                # Checked before replacing: a short old_string replaced everywhere by a long
+                # new_string would otherwise build gigabytes in the worker's memory.
+                raise _Failed(
+                    f"edit: the result would be {grown:,} bytes, over the edit tool's limit of "
+                    f"{MAX_EDIT_RESULT_BYTES:,}; make smaller edits or use bash"
+                )
             updated = text.replace(
                 params.old_string, params.new_string, -1 if params.replace_all else 1
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import shutil
 import struct
 import tempfile
@@ -84,6 +85,9 @@ class EgressProxy:
                 await self._serve(reader, writer)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
             pass
+        except asyncio.CancelledError:
+            # Only the proxy's own shutdown at the end of the call cancels a connection.
+            pass
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -114,6 +118,8 @@ class _Http:
         if head is None:
             return await self._answer(431, "request head too large")
         lines = head.split(b"\r\n")
+        if reason := _malformed(lines):
+            return await self._answer(400, reason)
         try:
             method, target, version = lines[0].decode("latin-1").split(" ")
         except ValueError:
@@ -149,7 +155,7 @@ class _Http:
             return await self._answer(
                 400, "only absolute http:// URLs are proxied; use CONNECT (https) for the rest"
             )
-        authority, slash, path = target[len("http://") :].partition("/")
+        authority, _, path = target[len("http://") :].partition("/")
         authority = authority.rpartition("@")[2]  # credentials in the URL are not ours to send
         fields = [_field(line) for line in headers if line]
         names = {name for name, _ in fields}
@@ -170,7 +176,7 @@ class _Http:
             for line, (name, _) in zip(headers, fields, strict=False)
             if name not in _HOP_BY_HOP
         ]
-        request = f"{method} {slash}{path} {version}".encode("latin-1")
+        request = f"{method} /{path} {version}".encode("latin-1")
         host_line = b"Host: " + authority.encode("latin-1", "replace")
         head = b"\r\n".join([request, host_line, *kept, b"Connection: close"]) + b"\r\n\r\n"
         upstream_reader, upstream_writer = upstream
@@ -263,6 +269,23 @@ _HOP_BY_HOP = {
     b"te",
     b"upgrade",
 }
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _malformed(lines: list[bytes]) -> str | None:
+    """Why a request head is refused: a line break or control character inside a line (an
+    upstream that accepts a bare LF would read headers the proxy never saw), a folded line,
+    or a header name that is not a token."""
+    if any(_CONTROL.search(line) or b"\t" in line[:1] for line in lines):
+        return "control characters or bare line breaks in the request head"
+    for line in lines[1:]:
+        name, colon, _ = line.partition(b":")
+        if not colon or line[:1] in (b" ", b"\t") or not _TOKEN.fullmatch(name):
+            return "malformed header line in the request head"
+    return None
 
 
 def _field(line: bytes) -> tuple[bytes, bytes]:

@@ -332,6 +332,12 @@ def bwrap_args(
     return args
 
 
+def bwrap_command(options: list[str], files: SandboxFiles) -> list[str]:
+    """`bwrap` reading its options from a descriptor: inside, /proc/1/cmdline (bwrap is the
+    sandbox's pid 1) then shows no host path (workspace, proxy socket, hidden folders)."""
+    return ["bwrap", "--args", str(files.data(b"".join(o.encode() + b"\0" for o in options)))]
+
+
 def _parents(virtual: str) -> list[str]:
     """The folders above a mount point, made traversable for the sandbox's user (bwrap would
     otherwise make them private to root when it runs as root)."""
@@ -421,10 +427,10 @@ def _probe(
     uid: int | None, proc_entries: frozenset[str], command: str
 ) -> subprocess.CompletedProcess[str]:
     with sandbox_files() as files:
+        # Run as root inside when the worker is root: the probe checks that bwrap works, and
+        # must not fail because the sandbox user's processes are at their limit.
         argv = [
-            "bwrap",
-            *_base_args(files, uid, proc_entries),
-            *privilege_drop(uid),
+            *bwrap_command(_base_args(files, uid, proc_entries), files),
             "/bin/sh",
             "-c",
             command,

@@ -28,7 +28,10 @@ _RET_EAFNOSUPPORT = 0x00050000 | errno.EAFNOSUPPORT
 # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK: what programs use, all confined by the sandbox's own
 # namespaces. Others (AF_VSOCK above all, which no network namespace isolates: on a VM it can
 # reach the hypervisor's services) are refused.
-_SOCKET_FAMILIES = (1, 2, 10, 16)
+_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK = 1, 2, 10, 16
+_NETLINK_ROUTE, _NETLINK_SOCK_DIAG = 0, 4
+_ARG2_LOW = 32
+_RET_EPROTONOSUPPORT = 0x00050000 | errno.EPROTONOSUPPORT
 _RET_K = 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_EPERM = 0x00050000 | errno.EPERM
@@ -174,9 +177,18 @@ def seccomp_program(machine: str | None = None) -> bytes | None:
     ]
     program += [
         _insn(_JEQ_K, table["socket"], 1, 0),
-        _insn(_JEQ_K, table["socketpair"], 0, 7),
+        _insn(_JEQ_K, table["socketpair"], 0, 11),
         _insn(_LD_W_ABS, _ARG0_LOW),
-        *(_insn(_JEQ_K, family, 4 - i, 0) for i, family in enumerate(_SOCKET_FAMILIES)),
+        _insn(_JEQ_K, _AF_UNIX, 8, 0),
+        _insn(_JEQ_K, _AF_INET, 7, 0),
+        _insn(_JEQ_K, _AF_INET6, 6, 0),
+        _insn(_JEQ_K, _AF_NETLINK, 0, 4),
+        # Netlink: routing (the sandbox's own interfaces) and socket diagnostics only; kernel
+        # uevents would tell the sandbox about the host's devices.
+        _insn(_LD_W_ABS, _ARG2_LOW),
+        _insn(_JEQ_K, _NETLINK_ROUTE, 3, 0),
+        _insn(_JEQ_K, _NETLINK_SOCK_DIAG, 2, 0),
+        _insn(_RET_K, _RET_EPROTONOSUPPORT),
         _insn(_RET_K, _RET_EAFNOSUPPORT),
         _insn(_RET_K, _RET_ALLOW),
     ]

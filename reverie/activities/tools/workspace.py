@@ -50,6 +50,13 @@ class Workspace(BaseModel):
             seen.add(mount.virtual_path)
             if not mount.host_path.is_dir():
                 raise ValueError(f"mount source is not a directory: {mount.host_path}")
+        # A mount's source inside a folder the agent can write (or the reverse) would let the
+        # agent replace part of the source with a link before the next call binds it by path.
+        sources = [self.root / self.session_id, *(m.host_path for m in self.mounts)]
+        for i, a in enumerate(sources):
+            for b in sources[i + 1 :]:
+                if a.is_relative_to(b) or b.is_relative_to(a):
+                    raise ValueError(f"mount source {b} overlaps {a}")
         return self
 
     @classmethod
