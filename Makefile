@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help system venv demo test lint bench histories clean
+.PHONY: help system venv demo test lint bench storm histories clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench: system venv ## Measure per-session overhead, tool round trips, the sandbo
 	$(PY) bench/session_overhead.py
 	$(PY) bench/tool_roundtrip.py
 	$(PY) bench/sandbox_price.py
+
+storm: system venv ## Durability storm: 30 sessions while workers are SIGKILLed (STORM_ARGS=--sessions 90)
+	$(PY) bench/storm.py $(STORM_ARGS)
 
 histories: venv ## Record the missing workflow histories (tests.replay.record --rerecord to redo one)
 	$(PY) -m tests.replay.record

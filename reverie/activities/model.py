@@ -231,10 +231,15 @@ class ModelActivities:
         try:
             message = await self._call_with_heartbeats(request)
         except asyncio.CancelledError:
-            # Interrupted: close the span, so every start has its end.
-            await self._record(
-                params.session_id, [_span_end(params.step_id, start_id, Usage(), True)]
-            )
+            # Interrupted by the workflow: close the span, so every start has its end. Any
+            # other cancel (this attempt timed out or its worker is shutting down) leaves the
+            # span to the next attempt, which may still answer, or to the settling of a step
+            # given up: closing it here as failed would put its end before its answer.
+            details = activity.cancellation_details()
+            if details is None or details.cancel_requested:
+                await self._record(
+                    params.session_id, [_span_end(params.step_id, start_id, Usage(), True)]
+                )
             raise
         except Exception as error:
             raise await self._failure(params, agent, error) from error

@@ -13,7 +13,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -21,7 +25,7 @@ from reverie.connections import connect_database, connect_temporal
 from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
 from reverie.models.common import Page, PageRequest, check_json, new_id
 from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
-from reverie.models.errors import InvalidRequestError, NotSupportedError
+from reverie.models.errors import InvalidRequestError, NotSupportedError, ReverieError
 from reverie.models.events import (
     Event,
     InputEvent,
@@ -124,6 +128,17 @@ def _ref(event_id: str, event: InputEvent) -> InputRef:
         custom_tool_use_id=getattr(event, "custom_tool_use_id", None),
         result=getattr(event, "result", None),
     )
+
+
+# How long a send keeps retrying while the session's workflow cannot take updates (a workflow
+# task failing as workers die is refused with FAILED_PRECONDITION until a worker completes it).
+SEND_RETRY_SECONDS = 120.0
+_TRANSIENT_RPC = {
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 class ReverieClient:
@@ -370,20 +385,47 @@ class ReverieClient:
         await events.stage(self.pool, session_id, staged)
         handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
         try:
-            await handle.execute_update(SessionWorkflow.send_events, update)
+            await self._deliver(handle, update, update_id=f"send-{ids[0]}")
         except BaseException as error:
             # Whatever went wrong, staged rows must not linger. Unstaging is safe: an update
             # that already recorded them deleted them; one that had not cannot record them now.
             await asyncio.shield(events.unstage(self.pool, ids))
             recorded = await events.get_many(self.pool, ids)
-            if len(recorded) == len(ids) and not isinstance(error, asyncio.CancelledError):
-                return recorded  # the answer was lost on the way back, not the events
+            if recorded and not isinstance(error, asyncio.CancelledError):
+                # Recorded, but the session never confirmed taking them: a workflow task that
+                # recorded them may have been lost with its worker. Saying "sent" could lose a
+                # message silently; saying so lets the caller look and decide.
+                raise ReverieError(
+                    f"session {session_id} recorded the events {[e.id for e in recorded]} but "
+                    f"did not confirm taking them up ({error}); check the session's events "
+                    "before sending again"
+                ) from None
             if isinstance(error, WorkflowUpdateFailedError):
                 raise InvalidRequestError(_cause_message(error)) from None
             if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
                 raise InvalidRequestError(f"session {session_id} is not running") from None
             raise
         return await events.get_many(self.pool, ids)
+
+    async def _deliver(self, handle: Any, update: SendEventsInput, *, update_id: str) -> None:
+        """The update, retried while the session's workflow cannot take it yet (its workflow
+        task failing while workers die, an RPC deadline): under one update id, so Temporal runs
+        it once however often it is sent, and a retry of one that completed returns its answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SEND_RETRY_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                await handle.execute_update(SessionWorkflow.send_events, update, id=update_id)
+                return
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+                transient = isinstance(error, WorkflowUpdateRPCTimeoutOrCancelledError) or (
+                    error.status in _TRANSIENT_RPC
+                )
+                if not transient or loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def archive_session(self, session_id: str) -> Session:
         session = await sessions.get(self.pool, _check_id("session", session_id))
