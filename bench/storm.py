@@ -70,13 +70,13 @@ from reverie.settings import Settings  # noqa: E402
 from reverie.simulated_model import (  # noqa: E402
     build_message,
     compute_usage,
-    error_response,
     output_length,
 )
 from reverie.starter.client import ReverieClient  # noqa: E402
 from reverie.starter.stack import EmbeddedPostgres, TemporalDevServer, free_port  # noqa: E402
 from reverie.workflows.session import SESSION_STATUS, SessionWorkflow  # noqa: E402
 from tests.fake_model import FakeModelServer, Reply  # noqa: E402
+from tests.helpers import stop as stop_worker  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "storm.json"
 LOG_COPY = ROOT / "bench" / "results" / "storm-logs"
@@ -292,10 +292,7 @@ class StormModel(FakeModelServer):
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
-            headers = (
-                None if reply.retry_after is None else {"retry-after": f"{reply.retry_after:g}"}
-            )
-            return error_response(reply.status, reply.message, headers=headers)
+            return reply.error_response()
         self.answers_served[key] += 1
         if frozen:
             self.frozen_answers[key] += 1
@@ -413,12 +410,7 @@ class Workers:
                 continue
             if process.returncode is None:
                 process.send_signal(signal.SIGCONT)
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), 15)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+                await stop_worker(process)
             incarnation.ended = time.monotonic() - self.t0
             incarnation.how = incarnation.how or "SIGTERM"
 

@@ -48,13 +48,13 @@ from bench.session_overhead import (  # noqa: E402
     wait_for_idle,
 )
 from reverie.activities.tools import (  # noqa: E402
-    Networking,
     SandboxUnavailableError,
     Workspace,
     bwrap_unavailable_reason,
     detect_sandbox,
     run_builtin_tool,
 )
+from reverie.egress import EgressPolicy  # noqa: E402
 from reverie.starter.client import ReverieClient  # noqa: E402
 from tests.fake_model import FakeModelServer, Reply  # noqa: E402
 
@@ -167,7 +167,7 @@ class DirectTools:
         hidden = [path for path in (settings.home, Path.home()) if path.is_dir()]
         self.workspace = Workspace.for_session(settings.workspaces, "bench-direct", hidden=hidden)
         (self.workspace.work_dir / NOTE).write_text(NOTE_TEXT)
-        self.networking = Networking(type="limited")
+        self.networking = EgressPolicy.for_networking("limited", [])
         self.sandbox = sandbox
 
     async def call(self, kind: str) -> float:

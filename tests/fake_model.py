@@ -62,6 +62,11 @@ class Reply:
     delay: float = 0.0
     stop_details: dict[str, Any] | None = None
 
+    def error_response(self) -> web.Response:
+        """This scripted error as the API sends it, with its `retry-after` when it has one."""
+        headers = None if self.retry_after is None else {"retry-after": f"{self.retry_after:g}"}
+        return error_response(self.status, self.message, headers=headers)
+
     @classmethod
     def text(cls, text: str, *, stop_reason: str = "end_turn", delay: float = 0.0) -> Reply:
         return cls([{"type": "text", "text": text}], stop_reason, delay=delay)
@@ -292,10 +297,7 @@ class FakeModelServer(MessagesApiServer):
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
-            headers = (
-                None if reply.retry_after is None else {"retry-after": f"{reply.retry_after:g}"}
-            )
-            return error_response(reply.status, reply.message, headers=headers)
+            return reply.error_response()
         content = list(reply.content)
         if compaction is not None:
             # The API summarised the conversation, then answered from the summary.

@@ -16,12 +16,12 @@ from temporalio.exceptions import ApplicationError
 from reverie.activities.events import refusals_are_final
 from reverie.activities.tool_specs import builtin_enabled
 from reverie.activities.tools import (
-    Networking,
     SandboxMode,
     ToolOutcome,
     Workspace,
     run_builtin_tool,
 )
+from reverie.egress import EgressPolicy
 from reverie.models.workflow_io import Activity, RunToolInput, ToolErrorInput
 from reverie.settings import Settings
 from reverie.store import agents, environments, events
@@ -84,8 +84,10 @@ class ToolActivities:
             name,
             tool_input,
             workspace,
-            Networking.model_validate(environment.networking.model_dump()).policy(
-                self._settings.egress_networks
+            EgressPolicy.for_networking(
+                environment.networking.type,
+                getattr(environment.networking, "allowed_hosts", []),
+                self._settings.egress_networks,
             ),
             sandbox=self._sandbox or "none",
             heartbeat=activity.heartbeat,

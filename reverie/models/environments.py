@@ -21,7 +21,8 @@ class UnrestrictedNetworking(StrictModel):
 
 
 class LimitedNetworking(StrictModel):
-    """Only `web_fetch` may reach these hosts (`example.com`, `*.example.com`); bash gets none."""
+    """Only these hosts may be reached (`example.com`, `*.example.com`), by `web_fetch` and by
+    bash through the sandbox's proxy; an empty list reaches no network."""
 
     type: Literal["limited"] = "limited"
     allowed_hosts: list[str] = Field(default_factory=list, max_length=256)

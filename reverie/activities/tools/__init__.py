@@ -11,7 +11,6 @@ from reverie.activities.tools.models import (
     OUTPUTS_VIRTUAL,
     WORK_VIRTUAL,
     Mount,
-    Networking,
     ToolOutcome,
 )
 from reverie.activities.tools.run import run_builtin_tool
@@ -28,7 +27,6 @@ __all__ = [
     "OUTPUTS_VIRTUAL",
     "WORK_VIRTUAL",
     "Mount",
-    "Networking",
     "SandboxMode",
     "SandboxUnavailableError",
     "ToolOutcome",

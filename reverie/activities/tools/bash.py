@@ -8,6 +8,7 @@ jobs do not outlive a call (a job started with `&` is killed when the command re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 from collections.abc import Callable
@@ -92,35 +93,32 @@ async def _execute(
     writable = [m.host_path for m in workspace.mounts if not m.read_only]
     folders = [workspace.work_dir, workspace.outputs_dir, state.folder, *writable]
     await asyncio.get_running_loop().run_in_executor(_HANDOVER_THREADS, hand_over, folders, uid)
-    drop = privilege_drop(uid)
-    with sandbox_files() as files:
-        if not _uses_network(policy, sandbox):
-            command = [*shell, STATE_VIRTUAL, WORK_VIRTUAL, file, _unset_lines(proxy_env)]
-            options = bwrap_args(
-                workspace, files, state_dir=state.folder, proxy_socket=None, uid=uid
-            )
-            return await run_process(
-                [*bwrap_command(options, files), *drop, *command],
-                env=env,
-                cwd=workspace.work_dir,
-                timeout=timeout,
-                heartbeat=heartbeat,
-                pass_fds=files.fds,
-            )
-        command = [*shell, STATE_VIRTUAL, WORK_VIRTUAL, file, _export_lines(proxy_env)]
-        async with EgressProxy(policy) as proxy:
-            options = bwrap_args(
-                workspace, files, state_dir=state.folder, proxy_socket=proxy.socket_path, uid=uid
-            )
-            bridged = ["/bin/sh", "-c", f'{proxy_bridge()}; exec "$@"', "sh", *command]
-            return await run_process(
-                [*bwrap_command(options, files), *drop, *bridged],
-                env={**env, **proxy_env},
-                cwd=workspace.work_dir,
-                timeout=timeout,
-                heartbeat=heartbeat,
-                pass_fds=files.fds,
-            )
+    async with contextlib.AsyncExitStack() as stack:
+        files = stack.enter_context(sandbox_files())
+        proxy = None
+        if _uses_network(policy):
+            proxy = await stack.enter_async_context(EgressProxy(policy))
+            env = {**env, **proxy_env}
+        # The proxy's variables are set after the saved shell state (or cleared without one).
+        fixed = _export_lines(proxy_env) if proxy else _unset_lines(proxy_env)
+        command = [*shell, STATE_VIRTUAL, WORK_VIRTUAL, file, fixed]
+        if proxy:
+            command = ["/bin/sh", "-c", f'{proxy_bridge()}; exec "$@"', "sh", *command]
+        options = bwrap_args(
+            workspace,
+            files,
+            state_dir=state.folder,
+            proxy_socket=proxy.socket_path if proxy else None,
+            uid=uid,
+        )
+        return await run_process(
+            [*bwrap_command(options, files), *privilege_drop(uid), *command],
+            env=env,
+            cwd=workspace.work_dir,
+            timeout=timeout,
+            heartbeat=heartbeat,
+            pass_fds=files.fds,
+        )
 
 
 def _export_lines(variables: dict[str, str]) -> str:
@@ -133,8 +131,8 @@ def _unset_lines(variables: dict[str, str]) -> str:
     return "builtin unset -v " + " ".join(variables)
 
 
-def _uses_network(policy: EgressPolicy, sandbox: SandboxMode) -> bool:
-    return sandbox == "bwrap" and policy.reaches_network and not socat_missing()
+def _uses_network(policy: EgressPolicy) -> bool:
+    return policy.reaches_network and not socat_missing()
 
 
 def _timeout_ms(requested: int | None) -> int:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from reverie.egress import EgressPolicy
+from pydantic import BaseModel, ConfigDict, field_validator
 
 # Where the agent sees its folders. Every path it uses or is shown is one of these, never a
 # host path, so the same transcript makes sense whichever worker ran the tools.
@@ -19,17 +17,6 @@ MEMORY_VIRTUAL = "/mnt/memory"
 # be created as a mount point while the rest of the system stays read-only.
 MOUNTS_PARENT = "/mnt"
 SESSION_VIRTUAL = "/mnt/session"
-
-
-class Networking(BaseModel):
-    """An environment's `networking` (`limited` with `allowed_hosts`, or `unrestricted`); the
-    tools apply it as an `EgressPolicy`, with the operator's opted-in networks."""
-
-    type: Literal["unrestricted", "limited"]
-    allowed_hosts: list[str] = Field(default_factory=list)
-
-    def policy(self, allowed_networks: tuple[str, ...] = ()) -> EgressPolicy:
-        return EgressPolicy.for_networking(self.type, self.allowed_hosts, allowed_networks)
 
 
 class Mount(BaseModel):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from reverie.activities.tools.bash import run_bash
 from reverie.activities.tools.files import FILE_INPUTS, run_file_tool
 from reverie.activities.tools.inputs import BashInput, WebFetchInput, describe
-from reverie.activities.tools.models import Networking, ToolOutcome
+from reverie.activities.tools.models import ToolOutcome
 from reverie.activities.tools.sandbox import SandboxMode
 from reverie.activities.tools.web import run_web_fetch
 from reverie.activities.tools.workspace import Workspace
@@ -31,7 +31,7 @@ async def run_builtin_tool(
     name: str,
     tool_input: dict[str, Any],
     workspace: Workspace,
-    egress: EgressPolicy | Networking,
+    policy: EgressPolicy,
     *,
     sandbox: SandboxMode,
     heartbeat: Callable[[], None] = _no_heartbeat,
@@ -41,7 +41,6 @@ async def run_builtin_tool(
     Whatever the agent asked for, the answer is an outcome (with `is_error` set when it failed
     or was refused), never an exception; only the caller's cancellation propagates.
     """
-    policy = egress if isinstance(egress, EgressPolicy) else egress.policy()
     if name == "web_search":
         return ToolOutcome.error(NO_SEARCH)
     model = FILE_INPUTS.get(name) or {"bash": BashInput, "web_fetch": WebFetchInput}.get(name)
