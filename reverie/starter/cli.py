@@ -35,7 +35,7 @@ from reverie.starter.render import (
 from reverie.starter.up import up_command, worker_command
 
 if TYPE_CHECKING:
-    from reverie.starter.client import ReverieClient
+    from reverie.service.client import ReverieClient
 
 HINT = "is `reverie up` running? or set TEMPORAL_ADDRESS / DATABASE_URL"
 
@@ -73,7 +73,7 @@ def reaching(*also: type[Exception]) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[ReverieClient]:
-    from reverie.starter.client import ReverieClient
+    from reverie.service.client import ReverieClient
 
     with reaching(RuntimeError):
         client = await ReverieClient.connect(settings)

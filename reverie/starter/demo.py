@@ -19,9 +19,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from reverie.connections import running_stack
 from reverie.models.events import Event
+from reverie.service.client import ReverieClient
 from reverie.settings import Settings, load_settings
 from reverie.simulated_model import SimulatedModelServer
-from reverie.starter.client import ReverieClient
 from reverie.starter.render import safe
 from reverie.starter.stack import (
     EmbeddedPostgres,

@@ -1,0 +1,537 @@
+"""The operations every front end shares: the `reverie` command, the HTTP API and user code.
+
+Everything is validated here, at the edge, before anything is written: a bad request raises a
+`ReverieError` subclass with a message meant for a person, and leaves no trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from reverie.connections import connect_database, connect_temporal
+from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
+from reverie.models.common import Page, PageRequest, check_json, new_id
+from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
+from reverie.models.errors import InvalidRequestError, NotSupportedError, ReverieError
+from reverie.models.events import (
+    Event,
+    InputEvent,
+    check_event_count,
+    parse_input_event,
+)
+from reverie.models.sessions import DEFAULT_ENVIRONMENT_ID, Session, SessionCreate
+from reverie.models.workflow_io import (
+    CarriedState,
+    InputRef,
+    SendEventsInput,
+    SessionOptions,
+    SessionWorkflowInput,
+)
+from reverie.settings import Settings, load_settings
+from reverie.store import agents, environments, events, sessions
+from reverie.store.pool import Pool
+from reverie.workflows.session import AGENT_ID, SESSION_STATUS, SessionWorkflow
+
+SETTLED_EVENTS = ("session.status_idle", "session.status_terminated")
+# Largest serialised argument the client hands Temporal (a start's input, an update's events).
+# Temporal warns above 512 KiB per payload, fails a payload above 2 MiB and a gRPC message above
+# 4 MB (see temporal-notes); staying under the warning keeps every request clear of both hard
+# limits, and a request that would cross it is refused before anything is written. Content
+# never travels this way (it is staged in PostgreSQL), so only ids count towards it.
+MAX_TEMPORAL_PAYLOAD_BYTES = 512 * 1024
+# Most events one `list_events` call returns (API lists page by 100; tools read more at once).
+MAX_EVENTS_LISTED = 10_000
+# Event positions are PostgreSQL integers.
+MAX_POSITION = 2**31 - 1
+
+
+def _invalid(error: ValidationError) -> InvalidRequestError:
+    problems = []
+    for e in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return InvalidRequestError("; ".join(problems))
+
+
+def _check_id(kind: str, value: Any) -> str:
+    """An id a caller passed in: a string PostgreSQL can compare (no NUL), else a clear error."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"{kind} id must be a non-empty string, not {value!r}")
+    try:
+        check_json(value)
+    except ValueError as error:
+        raise InvalidRequestError(f"{kind} id {value!r}: {error}") from None
+    return value
+
+
+def _check_temporal_size(value: BaseModel, what: str) -> None:
+    size = len(value.model_dump_json().encode())
+    if size > MAX_TEMPORAL_PAYLOAD_BYTES:
+        raise InvalidRequestError(
+            f"{what} would make a Temporal message of {size:,} bytes, more than the "
+            f"{MAX_TEMPORAL_PAYLOAD_BYTES:,} Reverie allows (Temporal refuses payloads over "
+            "2 MiB): send fewer events at once"
+        )
+
+
+def _parse(model: type, value: Any) -> Any:
+    try:
+        return value if isinstance(value, model) else model.model_validate(value)
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
+def _parse_events(raw: Sequence[Any], what: str = "a request") -> list[InputEvent]:
+    """Every event valid, and no more of them than one request may carry."""
+    if isinstance(raw, str | bytes | dict) or not isinstance(raw, Sequence):
+        raise InvalidRequestError("events must be a list of event objects")
+    try:
+        check_event_count(len(raw), what)
+    except ValueError as error:
+        raise InvalidRequestError(str(error)) from None
+    parsed = []
+    for index, event in enumerate(raw):
+        try:
+            parsed.append(parse_input_event(event))
+        except ValidationError as error:
+            raise InvalidRequestError(f"events[{index}]: {_invalid(error).message}") from None
+        except ValueError as error:
+            raise InvalidRequestError(f"events[{index}]: {error}") from None
+    return parsed
+
+
+def _refuse_unsupported(parsed: list[InputEvent]) -> None:
+    for event in parsed:
+        if event.type == "user.define_outcome":
+            raise NotSupportedError("outcomes (user.define_outcome) are not supported yet")
+
+
+def _ref(event_id: str, event: InputEvent) -> InputRef:
+    return InputRef(
+        id=event_id,
+        type=event.type,
+        tool_use_id=getattr(event, "tool_use_id", None),
+        custom_tool_use_id=getattr(event, "custom_tool_use_id", None),
+        result=getattr(event, "result", None),
+    )
+
+
+# How long a send keeps retrying while the session's workflow cannot take updates (a workflow
+# task failing as workers die is refused with FAILED_PRECONDITION until a worker completes it).
+SEND_RETRY_SECONDS = 120.0
+_TRANSIENT_RPC = {
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class ReverieClient:
+    """One Temporal client and one database pool; cheap to share, close it when done."""
+
+    def __init__(self, temporal: Client, pool: Pool, settings: Settings) -> None:
+        self.temporal = temporal
+        self.pool = pool
+        self.settings = settings
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> ReverieClient:
+        settings = settings or load_settings()
+        return cls(await connect_temporal(settings), await connect_database(settings), settings)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> ReverieClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # ---- agents ------------------------------------------------------------------------------
+
+    async def create_agent(self, params: AgentCreate | dict[str, Any]) -> Agent:
+        params = _parse(AgentCreate, params)
+        check_supported(params)
+        return await agents.create(self.pool, params)
+
+    async def update_agent(self, agent_id: str, params: AgentUpdate | dict[str, Any]) -> Agent:
+        params = _parse(AgentUpdate, params)
+        current = await agents.get(self.pool, _check_id("agent", agent_id))
+        try:
+            check_supported(params.apply_to(current))
+        except ValidationError as error:
+            raise _invalid(error) from None
+        return await agents.update(self.pool, agent_id, params)
+
+    async def get_agent(self, agent_id: str, version: int | None = None) -> Agent:
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise InvalidRequestError(f"version must be 1 to {MAX_VERSION}, not {version}")
+        return await agents.get(self.pool, _check_id("agent", agent_id), version)
+
+    async def list_agents(
+        self, *, limit: int = 20, page: str | None = None, include_archived: bool = False
+    ) -> Page[Agent]:
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
+        return await agents.list_agents(
+            self.pool, limit=paging.limit, page=paging.page, include_archived=include_archived
+        )
+
+    async def agent_versions(self, agent_id: str) -> list[Agent]:
+        return await agents.versions(self.pool, _check_id("agent", agent_id))
+
+    async def archive_agent(self, agent_id: str) -> Agent:
+        return await agents.archive(self.pool, _check_id("agent", agent_id))
+
+    # ---- environments ------------------------------------------------------------------------
+
+    async def create_environment(self, params: EnvironmentCreate | dict[str, Any]) -> Environment:
+        return await environments.create(self.pool, _parse(EnvironmentCreate, params))
+
+    async def get_environment(self, environment_id: str) -> Environment:
+        return await environments.get(self.pool, _check_id("environment", environment_id))
+
+    async def update_environment(
+        self, environment_id: str, params: EnvironmentUpdate | dict[str, Any]
+    ) -> Environment:
+        params = _parse(EnvironmentUpdate, params)
+        try:
+            return await environments.update(
+                self.pool, _check_id("environment", environment_id), params
+            )
+        except ValidationError as error:
+            raise _invalid(error) from None
+
+    async def list_environments(
+        self, *, limit: int = 20, page: str | None = None, include_archived: bool = False
+    ) -> Page[Environment]:
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
+        return await environments.list_environments(
+            self.pool, limit=paging.limit, page=paging.page, include_archived=include_archived
+        )
+
+    async def archive_environment(self, environment_id: str) -> Environment:
+        _check_id("environment", environment_id)
+        if environment_id == DEFAULT_ENVIRONMENT_ID:
+            raise InvalidRequestError("the default environment cannot be archived")
+        return await environments.archive(self.pool, environment_id)
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    async def create_session(
+        self, params: SessionCreate | dict[str, Any], *, options: SessionOptions | None = None
+    ) -> Session:
+        """Create a session with its initial events: it exists with all of them, or not at all.
+
+        Everything is validated first. The row and the initial events are then written in one
+        transaction, and the workflow starts with those events already queued (its start input
+        carries their ids, as a continued run carries its queue), so no later step can fail
+        and leave a session without its events. If Temporal refuses the start, the row and its
+        events are removed again.
+        """
+        params = _parse(SessionCreate, params)
+        if params.resources:
+            raise NotSupportedError(
+                "session resources (memory stores, files) are not supported yet"
+            )
+        environment = await environments.get(
+            self.pool, _check_id("environment", params.environment_id or DEFAULT_ENVIRONMENT_ID)
+        )
+        if environment.archived_at is not None:
+            raise InvalidRequestError(f"environment {environment.id} is archived")
+        initial = (
+            _parse_events(params.initial_events, "initial_events") if params.initial_events else []
+        )
+        _refuse_unsupported(initial)
+        for event in initial:
+            if event.type not in ("user.message", "user.define_outcome"):
+                raise InvalidRequestError(
+                    f"initial_events may hold user.message or user.define_outcome, not {event.type}"
+                )
+        ref = params.agent_ref()
+        agent = await agents.get(self.pool, ref.id, ref.version)
+        if agent.archived_at is not None:
+            raise InvalidRequestError(f"agent {agent.id} is archived; it cannot start sessions")
+        session_id = new_id("sesn")
+        rows = [
+            (new_id("sevt"), event.type, event.model_dump(mode="json", exclude={"type"}))
+            for event in initial
+        ]
+        refs = [
+            _ref(event_id, event) for (event_id, _, _), event in zip(rows, initial, strict=True)
+        ]
+        options = options or SessionOptions(
+            model_max_attempts=self.settings.model_max_attempts,
+            model_timeout_seconds=self.settings.model_timeout_seconds,
+        )
+        start = SessionWorkflowInput(
+            session_id=session_id,
+            agent_id=agent.id,
+            agent_version=agent.version,
+            environment_id=environment.id,
+            title=params.title,
+            options=options,
+            carried=CarriedState(queued=refs) if refs else None,
+        )
+        _check_temporal_size(start, "the session's start")
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await sessions.create(
+                conn,
+                session_id,
+                agent,
+                environment_id=environment.id,
+                title=params.title,
+                metadata=params.metadata,
+                resources=params.resources,
+            )
+            await events.append(conn, session_id, [(*row, now) for row in rows])
+        try:
+            await self.temporal.start_workflow(
+                SessionWorkflow.run,
+                start,
+                id=session_id,
+                task_queue=self.settings.task_queue,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(AGENT_ID, agent.id),
+                        SearchAttributePair(SESSION_STATUS, "idle"),
+                    ]
+                ),
+                static_summary=params.title or f"session of {agent.name}",
+                static_details=f"agent {agent.id} version {agent.version}",
+            )
+        except BaseException as error:
+            started = await asyncio.shield(self._workflow_exists(session_id))
+            if not started:
+                await asyncio.shield(sessions.discard(self.pool, session_id))
+                raise
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            # Started after all: only the answer to the start was lost.
+        return await sessions.get(self.pool, session_id)
+
+    async def _workflow_exists(self, session_id: str) -> bool:
+        """Whether a start whose call failed happened anyway; False when Temporal cannot say
+        (it is then most likely unreachable, and the start did not get through)."""
+        try:
+            await self.temporal.get_workflow_handle(session_id).describe()
+        except Exception:
+            return False
+        return True
+
+    async def get_session(self, session_id: str) -> Session:
+        return await sessions.get(self.pool, _check_id("session", session_id))
+
+    async def list_sessions(
+        self,
+        *,
+        limit: int = 20,
+        page: str | None = None,
+        agent_id: str | None = None,
+        include_archived: bool = False,
+    ) -> Page[Session]:
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
+        return await sessions.list_sessions(
+            self.pool,
+            limit=paging.limit,
+            page=paging.page,
+            agent_id=None if agent_id is None else _check_id("agent", agent_id),
+            include_archived=include_archived,
+        )
+
+    async def send_events(self, session_id: str, raw_events: Sequence[Any]) -> list[Event]:
+        """Send 1 to 50 input events; answers each with its recorded form (id, processed_at)."""
+        _check_id("session", session_id)
+        return await self._send(session_id, _parse_events(raw_events))
+
+    async def send_message(self, session_id: str, text: str) -> Event:
+        return (await self.send_events(session_id, [{"type": "user.message", "content": text}]))[0]
+
+    async def interrupt(self, session_id: str) -> Event:
+        return (await self.send_events(session_id, [{"type": "user.interrupt"}]))[0]
+
+    async def _send(self, session_id: str, parsed: list[InputEvent]) -> list[Event]:
+        _refuse_unsupported(parsed)
+        status, archived = await sessions.status_of(self.pool, session_id)
+        if archived or status == "terminated":
+            raise InvalidRequestError(
+                f"session {session_id} is {'archived' if archived else 'terminated'}; "
+                "it takes no more events"
+            )
+        staged = [
+            (new_id("sevt"), event.type, event.model_dump(mode="json", exclude={"type"}))
+            for event in parsed
+        ]
+        ids = [event_id for event_id, _, _ in staged]
+        refs = [_ref(event_id, event) for event_id, event in zip(ids, parsed, strict=True)]
+        update = SendEventsInput(events=refs)
+        _check_temporal_size(update, "these events")
+        await events.stage(self.pool, session_id, staged)
+        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
+        try:
+            await self._deliver(handle, update, update_id=f"send-{ids[0]}")
+        except BaseException as error:
+            # Whatever went wrong, staged rows must not linger. Unstaging is safe: an update
+            # that already recorded them deleted them; one that had not cannot record them now.
+            await asyncio.shield(events.unstage(self.pool, ids))
+            recorded = await events.get_many(self.pool, ids)
+            if recorded and not isinstance(error, asyncio.CancelledError):
+                # Recorded, but the session never confirmed taking them: a workflow task that
+                # recorded them may have been lost with its worker. Saying "sent" could lose a
+                # message silently; saying so lets the caller look and decide.
+                raise ReverieError(
+                    f"session {session_id} recorded the events {[e.id for e in recorded]} but "
+                    f"did not confirm taking them up ({error}); check the session's events "
+                    "before sending again"
+                ) from None
+            if isinstance(error, WorkflowUpdateFailedError):
+                raise InvalidRequestError(_cause_message(error)) from None
+            if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
+                raise InvalidRequestError(f"session {session_id} is not running") from None
+            raise
+        return await events.get_many(self.pool, ids)
+
+    async def _deliver(self, handle: Any, update: SendEventsInput, *, update_id: str) -> None:
+        """The update, retried while the session's workflow cannot take it yet (its workflow
+        task failing while workers die, an RPC deadline): under one update id, so Temporal runs
+        it once however often it is sent, and a retry of one that completed returns its answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SEND_RETRY_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                await handle.execute_update(SessionWorkflow.send_events, update, id=update_id)
+                return
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
+                transient = isinstance(error, WorkflowUpdateRPCTimeoutOrCancelledError) or (
+                    error.status in _TRANSIENT_RPC
+                )
+                if not transient or loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def archive_session(self, session_id: str) -> Session:
+        session = await sessions.get(self.pool, _check_id("session", session_id))
+        if session.archived_at is not None:
+            return session
+        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
+        try:
+            await handle.execute_update(SessionWorkflow.archive)
+        except WorkflowUpdateFailedError as error:
+            raise InvalidRequestError(_cause_message(error)) from None
+        return await sessions.get(self.pool, session_id)
+
+    # ---- events ------------------------------------------------------------------------------
+
+    async def list_events(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        types: Sequence[str] | None = None,
+        order: Literal["asc", "desc"] = "asc",
+        created_at_gt: datetime | None = None,
+        created_at_gte: datetime | None = None,
+        created_at_lt: datetime | None = None,
+        created_at_lte: datetime | None = None,
+    ) -> list[Event]:
+        """A session's events in log order (`after` skips the first N), filtered as the API's
+        list call filters them."""
+        await sessions.status_of(self.pool, _check_id("session", session_id))
+        if not 1 <= limit <= MAX_EVENTS_LISTED:
+            raise InvalidRequestError(f"limit must be 1 to {MAX_EVENTS_LISTED:,}, not {limit}")
+        if not 0 <= after <= MAX_POSITION:
+            raise InvalidRequestError(f"after must be 0 to {MAX_POSITION}, not {after}")
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError(f"order must be asc or desc, not {order!r}")
+        unknown = [t for t in types or () if not isinstance(t, str) or "\x00" in t]
+        if unknown:
+            raise InvalidRequestError(f"not event types: {unknown!r}")
+        found, _ = await events.list_events(
+            self.pool,
+            session_id,
+            after_position=after,
+            limit=limit,
+            types=types,
+            descending=order == "desc",
+            created=events.TimeRange(
+                gt=created_at_gt, gte=created_at_gte, lt=created_at_lt, lte=created_at_lte
+            ),
+        )
+        return found
+
+    async def follow_events(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        until_settled: bool = True,
+        poll_seconds: float = 0.1,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Events as they are recorded; stops after the session settles (idle or terminated)
+        once something happened, when `until_settled`."""
+        await sessions.status_of(self.pool, _check_id("session", session_id))
+        if not 0 <= after <= MAX_POSITION:
+            raise InvalidRequestError(f"after must be 0 to {MAX_POSITION}, not {after}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        position = after
+        while True:
+            batch, position = await events.list_events(
+                self.pool, session_id, after_position=position, limit=500
+            )
+            for event in batch:
+                yield event
+            if until_settled and batch and batch[-1].type in SETTLED_EVENTS:
+                status, _ = await sessions.status_of(self.pool, session_id)
+                if status in ("idle", "terminated") and not await self._has_pending(session_id):
+                    return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"session {session_id} did not settle within {timeout}s")
+            if not batch:
+                await asyncio.sleep(poll_seconds)
+
+    async def _has_pending(self, session_id: str) -> bool:
+        handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
+        try:
+            state = await handle.query(SessionWorkflow.state)
+        except Exception:
+            return False
+        return bool(state.queued) or state.status in ("running", "rescheduling")
+
+    async def wait_until_settled(self, session_id: str, *, timeout: float = 60.0) -> Session:
+        """Wait until the session is idle (or terminated) with nothing queued."""
+        deadline = time.monotonic() + timeout
+        _check_id("session", session_id)
+        while True:
+            session = await sessions.get(self.pool, session_id)
+            if session.status in ("idle", "terminated") and not await self._has_pending(session_id):
+                return session
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"session {session_id} is still {session.status}")
+            await asyncio.sleep(0.05)
+
+
+def _cause_message(error: WorkflowUpdateFailedError) -> str:
+    cause = error.cause
+    while cause is not None and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    return str(getattr(cause, "message", None) or cause or error)
