@@ -15,6 +15,9 @@ from reverie.store.pool import Connection, Pool
 
 EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
 log = logging.getLogger(__name__)
+# Every commit that adds events to a session sends one NOTIFY on this channel, with the payload
+# "<session id> <position of its last event>" (see `append`; read by store/event_feed.py).
+NOTIFY_CHANNEL = "reverie_events"
 
 
 def storable(session_id: str, rows: Sequence[EventRow]) -> list[EventRow]:
@@ -43,7 +46,9 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
 
     Positions are allocated under the session row's lock: gapless and in commit order. Given a
     connection, this joins its transaction (call it inside one); given the pool, it runs in a
-    transaction of its own.
+    transaction of its own. Every path that makes events visible comes through here (promoted
+    inputs too), so this is where followers are told: a NOTIFY in the same transaction, which
+    PostgreSQL delivers only if and when it commits, so no one hears of rows they cannot read.
     """
     if not rows:
         return 0
@@ -78,6 +83,9 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
         "UPDATE sessions SET event_count = $2, updated_at = now() WHERE id = $1",
         session_id,
         count + len(fresh),
+    )
+    await conn.execute(
+        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, f"{session_id} {count + len(fresh)}"
     )
     return len(fresh)
 
