@@ -21,7 +21,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from reverie.connections import connect_database, connect_temporal
+from reverie.connections import connect_database, connect_temporal, database_url
 from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
 from reverie.models.common import Page, PageRequest, check_json, new_id
 from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
@@ -42,6 +42,7 @@ from reverie.models.workflow_io import (
 )
 from reverie.settings import Settings, load_settings
 from reverie.store import agents, environments, events, sessions
+from reverie.store.event_feed import EventFeed
 from reverie.store.pool import Pool
 from reverie.workflows.session import AGENT_ID, SESSION_STATUS, SessionWorkflow
 
@@ -56,6 +57,11 @@ MAX_TEMPORAL_PAYLOAD_BYTES = 512 * 1024
 MAX_EVENTS_LISTED = 10_000
 # Event positions are PostgreSQL integers.
 MAX_POSITION = 2**31 - 1
+# Followers wait on the event feed (a NOTIFY per commit); this is how often they read anyway, in
+# case a notification never comes. Only latency rides on it, never an event.
+SAFETY_REREAD_SECONDS = 2.0
+# Events one read of `follow_events` takes; a shorter batch means it has caught up.
+FOLLOW_BATCH = 500
 
 
 def _invalid(error: ValidationError) -> InvalidRequestError:
@@ -142,12 +148,16 @@ _TRANSIENT_RPC = {
 
 
 class ReverieClient:
-    """One Temporal client and one database pool; cheap to share, close it when done."""
+    """One Temporal client, one database pool and one event feed (a LISTEN connection, opened
+    on first use); cheap to share, close it when done."""
 
-    def __init__(self, temporal: Client, pool: Pool, settings: Settings) -> None:
+    def __init__(
+        self, temporal: Client, pool: Pool, settings: Settings, feed: EventFeed | None = None
+    ) -> None:
         self.temporal = temporal
         self.pool = pool
         self.settings = settings
+        self.feed = feed if feed is not None else EventFeed(database_url(settings))
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> ReverieClient:
@@ -155,6 +165,7 @@ class ReverieClient:
         return cls(await connect_temporal(settings), await connect_database(settings), settings)
 
     async def close(self) -> None:
+        await self.feed.close()
         await self.pool.close()
 
     async def __aenter__(self) -> ReverieClient:
@@ -484,30 +495,39 @@ class ReverieClient:
         *,
         after: int = 0,
         until_settled: bool = True,
-        poll_seconds: float = 0.1,
+        poll_seconds: float = SAFETY_REREAD_SECONDS,
         timeout: float | None = None,
     ) -> AsyncIterator[Event]:
         """Events as they are recorded; stops after the session settles (idle or terminated)
-        once something happened, when `until_settled`."""
+        once something happened, when `until_settled`.
+
+        Between reads it waits on the event feed, which rings when a commit adds events to the
+        session (one LISTEN connection per client, however many follow), rather than polling;
+        `poll_seconds` is only how often it reads anyway, in case a notification is missed."""
         await sessions.status_of(self.pool, _check_id("session", session_id))
         if not 0 <= after <= MAX_POSITION:
             raise InvalidRequestError(f"after must be 0 to {MAX_POSITION}, not {after}")
         deadline = None if timeout is None else time.monotonic() + timeout
         position = after
-        while True:
-            batch, position = await events.list_events(
-                self.pool, session_id, after_position=position, limit=500
-            )
-            for event in batch:
-                yield event
-            if until_settled and batch and batch[-1].type in SETTLED_EVENTS:
-                status, _ = await sessions.status_of(self.pool, session_id)
-                if status in ("idle", "terminated") and not await self._has_pending(session_id):
-                    return
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"session {session_id} did not settle within {timeout}s")
-            if not batch:
-                await asyncio.sleep(poll_seconds)
+        # Subscribed before the first read: a commit after that read rings, none slips between.
+        async with self.feed.subscribe(session_id) as news:
+            while True:
+                batch, position = await events.list_events(
+                    self.pool, session_id, after_position=position, limit=FOLLOW_BATCH
+                )
+                for event in batch:
+                    yield event
+                if until_settled and batch and batch[-1].type in SETTLED_EVENTS:
+                    status, _ = await sessions.status_of(self.pool, session_id)
+                    if status in ("idle", "terminated") and not await self._has_pending(session_id):
+                        return
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"session {session_id} did not settle within {timeout}s")
+                if len(batch) < FOLLOW_BATCH:  # caught up: wait for news
+                    wait = poll_seconds
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - time.monotonic()))
+                    await news.wait(wait)
 
     async def _has_pending(self, session_id: str) -> bool:
         handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
@@ -518,16 +538,22 @@ class ReverieClient:
         return bool(state.queued) or state.status in ("running", "rescheduling")
 
     async def wait_until_settled(self, session_id: str, *, timeout: float = 60.0) -> Session:
-        """Wait until the session is idle (or terminated) with nothing queued."""
+        """Wait until the session is idle (or terminated) with nothing queued: checked again
+        whenever the event feed rings for the session (every status change records an event in
+        the same commit), and every `SAFETY_REREAD_SECONDS` in case a ring goes missing."""
         deadline = time.monotonic() + timeout
         _check_id("session", session_id)
-        while True:
-            session = await sessions.get(self.pool, session_id)
-            if session.status in ("idle", "terminated") and not await self._has_pending(session_id):
-                return session
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"session {session_id} is still {session.status}")
-            await asyncio.sleep(0.05)
+        async with self.feed.subscribe(session_id) as news:
+            while True:
+                session = await sessions.get(self.pool, session_id)
+                if session.status in ("idle", "terminated") and not await self._has_pending(
+                    session_id
+                ):
+                    return session
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"session {session_id} is still {session.status}")
+                await news.wait(min(left, SAFETY_REREAD_SECONDS))
 
 
 def _cause_message(error: WorkflowUpdateFailedError) -> str:
