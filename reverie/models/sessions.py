@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -15,6 +15,7 @@ from reverie.models.events import MAX_EVENTS_PER_REQUEST, check_event_count
 __all__ = ["DEFAULT_ENVIRONMENT_ID", "Session", "SessionCreate", "SessionStatus", "Usage"]
 
 SessionStatus = Literal["rescheduling", "running", "idle", "terminated"]
+SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
 MAX_INITIAL_EVENTS = MAX_EVENTS_PER_REQUEST
 
 
@@ -79,3 +80,20 @@ class Session(BaseModel):
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None = None
+
+
+class SessionUpdate(StrictModel):
+    """What may change on a session: its title and metadata (patched key by key; None
+    deletes). The SDK's other update fields are refused by the client until Reverie has them."""
+
+    title: str | None = Field(default=None, max_length=512)
+    metadata: dict[str, str | None] | None = None
+    agent: dict[str, Any] | None = None
+    vault_ids: list[str] | None = None
+    budget: dict[str, Any] | None = None
+
+
+class SessionMetadata(StrictModel):
+    """Checks a session's metadata after an update's patch, with the same limits as creation."""
+
+    metadata: Metadata

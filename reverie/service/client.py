@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from reverie.connections import connect_database, connect_temporal, database_url
 from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
-from reverie.models.common import Page, PageRequest, check_json, new_id
+from reverie.models.common import Page, PageRequest, check_json, new_id, patch_metadata
 from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
 from reverie.models.errors import InvalidRequestError, NotSupportedError, ReverieError
 from reverie.models.events import (
@@ -32,7 +32,14 @@ from reverie.models.events import (
     check_event_count,
     parse_input_event,
 )
-from reverie.models.sessions import DEFAULT_ENVIRONMENT_ID, Session, SessionCreate
+from reverie.models.sessions import (
+    DEFAULT_ENVIRONMENT_ID,
+    SESSION_STATUSES,
+    Session,
+    SessionCreate,
+    SessionMetadata,
+    SessionUpdate,
+)
 from reverie.models.workflow_io import (
     CarriedState,
     InputRef,
@@ -196,15 +203,35 @@ class ReverieClient:
         return await agents.get(self.pool, _check_id("agent", agent_id), version)
 
     async def list_agents(
-        self, *, limit: int = 20, page: str | None = None, include_archived: bool = False
+        self,
+        *,
+        limit: int = 20,
+        page: str | None = None,
+        include_archived: bool = False,
+        created_at_gte: datetime | None = None,
+        created_at_lte: datetime | None = None,
     ) -> Page[Agent]:
         paging = _parse(PageRequest, {"limit": limit, "page": page})
         return await agents.list_agents(
-            self.pool, limit=paging.limit, page=paging.page, include_archived=include_archived
+            self.pool,
+            limit=paging.limit,
+            page=paging.page,
+            include_archived=include_archived,
+            created_at_gte=created_at_gte,
+            created_at_lte=created_at_lte,
         )
 
     async def agent_versions(self, agent_id: str) -> list[Agent]:
         return await agents.versions(self.pool, _check_id("agent", agent_id))
+
+    async def list_agent_versions(
+        self, agent_id: str, *, limit: int = 20, page: str | None = None
+    ) -> Page[Agent]:
+        """An agent's versions, newest first, a page at a time (the API's `versions` list)."""
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
+        return await agents.versions_page(
+            self.pool, _check_id("agent", agent_id), limit=paging.limit, page=paging.page
+        )
 
     async def archive_agent(self, agent_id: str) -> Agent:
         return await agents.archive(self.pool, _check_id("agent", agent_id))
@@ -355,16 +382,82 @@ class ReverieClient:
         limit: int = 20,
         page: str | None = None,
         agent_id: str | None = None,
+        agent_version: int | None = None,
+        statuses: Sequence[str] | None = None,
         include_archived: bool = False,
+        order: Literal["asc", "desc"] = "desc",
+        created_at_gt: datetime | None = None,
+        created_at_gte: datetime | None = None,
+        created_at_lt: datetime | None = None,
+        created_at_lte: datetime | None = None,
     ) -> Page[Session]:
+        """Sessions newest first (`order="asc"`: oldest first), filtered as the API filters."""
         paging = _parse(PageRequest, {"limit": limit, "page": page})
-        return await sessions.list_sessions(
-            self.pool,
-            limit=paging.limit,
-            page=paging.page,
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError(f"order must be asc or desc, not {order!r}")
+        unknown = [s for s in statuses or () if s not in SESSION_STATUSES]
+        if unknown:
+            raise InvalidRequestError(
+                f"not session statuses: {unknown!r}; statuses are {', '.join(SESSION_STATUSES)}"
+            )
+        if agent_version is not None and not 1 <= agent_version <= MAX_VERSION:
+            raise InvalidRequestError(f"agent_version must be 1 to {MAX_VERSION}")
+        where = sessions.SessionFilter(
             agent_id=None if agent_id is None else _check_id("agent", agent_id),
+            agent_version=agent_version if agent_id is not None else None,
+            statuses=tuple(statuses) if statuses else None,
+            created_at_gt=created_at_gt,
+            created_at_gte=created_at_gte,
+            created_at_lt=created_at_lt,
+            created_at_lte=created_at_lte,
             include_archived=include_archived,
         )
+        return await sessions.list_sessions(
+            self.pool, limit=paging.limit, page=paging.page, where=where, ascending=order == "asc"
+        )
+
+    async def update_session(
+        self, session_id: str, params: SessionUpdate | dict[str, Any]
+    ) -> Session:
+        """Change a session's title or metadata (metadata patched key by key)."""
+        params = _parse(SessionUpdate, params)
+        if params.agent is not None:
+            raise NotSupportedError("updating a session's agent is not supported yet")
+        if params.vault_ids:
+            raise NotSupportedError("vaults (vault_ids) are not supported yet")
+        if params.budget is not None:
+            raise NotSupportedError("session budgets are not supported yet")
+        current = await sessions.get(self.pool, _check_id("session", session_id))
+        metadata = current.metadata
+        if params.metadata is not None:
+            patched = patch_metadata(current.metadata, params.metadata)
+            metadata = _parse(SessionMetadata, {"metadata": patched}).metadata
+        return await sessions.update(
+            self.pool,
+            session_id,
+            title=params.title,
+            set_title="title" in params.model_fields_set,
+            metadata=metadata,
+        )
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete a session for good: refused while it runs (as the hosted API refuses it);
+        otherwise its workflow is ended and every row it holds removed."""
+        session = await sessions.get(self.pool, _check_id("session", session_id))
+        if session.status in ("running", "rescheduling"):
+            raise InvalidRequestError(
+                f"session {session_id} is {session.status}; interrupt it, or wait until it is "
+                "idle, before deleting it"
+            )
+        if session.archived_at is None:
+            await self.archive_session(session_id)
+        handle = self.temporal.get_workflow_handle(session_id)
+        try:
+            await handle.terminate(reason="session deleted")
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await sessions.delete(self.pool, session_id)
 
     async def send_events(self, session_id: str, raw_events: Sequence[Any]) -> list[Event]:
         """Send 1 to 50 input events; answers each with its recorded form (id, processed_at)."""
@@ -488,6 +581,55 @@ class ReverieClient:
             ),
         )
         return found
+
+    async def events_page(
+        self,
+        session_id: str,
+        *,
+        limit: int = 20,
+        page: str | None = None,
+        types: Sequence[str] | None = None,
+        order: Literal["asc", "desc"] = "asc",
+        created_at_gt: datetime | None = None,
+        created_at_gte: datetime | None = None,
+        created_at_lt: datetime | None = None,
+        created_at_lte: datetime | None = None,
+    ) -> Page[Event]:
+        """The API's event list: a page of a session's events, with a cursor to the next."""
+        paging = _parse(PageRequest, {"limit": limit, "page": page})
+        await sessions.status_of(self.pool, _check_id("session", session_id))
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError(f"order must be asc or desc, not {order!r}")
+        position = _event_cursor(paging.page)
+        found, _ = await events.list_events(
+            self.pool,
+            session_id,
+            after_position=position if order == "asc" and position is not None else 0,
+            before_position=position if order == "desc" else None,
+            limit=paging.limit + 1,
+            types=types,
+            descending=order == "desc",
+            created=events.TimeRange(
+                gt=created_at_gt, gte=created_at_gte, lt=created_at_lt, lte=created_at_lte
+            ),
+        )
+        if len(found) <= paging.limit:
+            return Page(data=found)
+        # The cursor is the position of the last event on this page.
+        boundary = await events.position_of(self.pool, session_id, found[paging.limit - 1].id)
+        return Page(data=found[: paging.limit], next_page=f"p{boundary}")
+
+    async def event_position(self, session_id: str, event_id: str) -> int:
+        """Where `event_id` sits in the session's log (a stream resumes after it)."""
+        position = await events.position_of(
+            self.pool, _check_id("session", session_id), _check_id("event", event_id)
+        )
+        if position is None:
+            raise InvalidRequestError(f"session {session_id} has no event {event_id!r}")
+        return position
+
+    async def last_position(self, session_id: str) -> int:
+        return await events.last_position(self.pool, _check_id("session", session_id))
 
     async def follow_events(
         self,

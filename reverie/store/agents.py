@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from reverie.models.agents import Agent, AgentConfig, AgentCreate, AgentUpdate
@@ -92,7 +93,13 @@ async def update(pool: Pool, agent_id: str, params: AgentUpdate) -> Agent:
 
 
 async def list_agents(
-    pool: Pool, *, limit: int = 20, page: str | None = None, include_archived: bool = False
+    pool: Pool,
+    *,
+    limit: int = 20,
+    page: str | None = None,
+    include_archived: bool = False,
+    created_at_gte: datetime | None = None,
+    created_at_lte: datetime | None = None,
 ) -> Page[Agent]:
     after, after_id = cursor_args(page)
     rows = await pool.fetch(
@@ -100,26 +107,56 @@ async def list_agents(
         + """WHERE v.version = a.version
           AND ($1::boolean OR a.archived_at IS NULL)
           AND ($2::timestamptz IS NULL OR (a.created_at, a.id) < ($2, $3))
+          AND ($5::timestamptz IS NULL OR a.created_at >= $5)
+          AND ($6::timestamptz IS NULL OR a.created_at <= $6)
         ORDER BY a.created_at DESC, a.id DESC LIMIT $4""",
         include_archived,
         after,
         after_id,
         limit + 1,
+        created_at_gte,
+        created_at_lte,
     )
     return page_of(rows, limit, _agent)
 
 
-async def versions(pool: Pool, agent_id: str) -> list[Agent]:
-    rows = await pool.fetch(
-        """SELECT a.id, v.version, v.config, a.created_at, v.created_at AS updated_at,
+_VERSIONS = """SELECT a.id, v.version, v.config, a.created_at, v.created_at AS updated_at,
                   a.archived_at
            FROM agents a JOIN agent_versions v ON v.agent_id = a.id
-           WHERE a.id = $1 ORDER BY v.version DESC""",
-        agent_id,
-    )
+           WHERE a.id = $1"""
+
+
+async def versions(pool: Pool, agent_id: str) -> list[Agent]:
+    rows = await pool.fetch(_VERSIONS + " ORDER BY v.version DESC", agent_id)
     if not rows:
         raise NotFoundError(f"no agent with id {agent_id!r}")
     return [_agent(row) for row in rows]
+
+
+async def versions_page(
+    pool: Pool, agent_id: str, *, limit: int = 20, page: str | None = None
+) -> Page[Agent]:
+    """An agent's versions, newest first; the cursor is the last version listed."""
+    below = _version_cursor(page)
+    rows = await pool.fetch(
+        _VERSIONS + " AND ($2::integer IS NULL OR v.version < $2) ORDER BY v.version DESC LIMIT $3",
+        agent_id,
+        below,
+        limit + 1,
+    )
+    if not rows and not await pool.fetchval("SELECT 1 FROM agents WHERE id = $1", agent_id):
+        raise NotFoundError(f"no agent with id {agent_id!r}")
+    items = [_agent(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(data=items, next_page=f"v{items[-1].version}" if more else None)
+
+
+def _version_cursor(page: str | None) -> int | None:
+    if not page:
+        return None
+    if page.startswith("v") and page[1:].isdigit() and len(page) < 12:
+        return int(page[1:])
+    raise InvalidRequestError(f"invalid page cursor {page!r}")
 
 
 async def archive(pool: Pool, agent_id: str) -> Agent:

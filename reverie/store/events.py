@@ -121,11 +121,14 @@ async def list_events(
     types: Sequence[str] | None = None,
     descending: bool = False,
     created: TimeRange = TimeRange(),
+    before_position: int | None = None,
 ) -> tuple[list[Event], int]:
-    """Events after a position, and the position of the last one returned (for following)."""
+    """Events between two positions (exclusive), and the position of the last one returned:
+    the largest when ascending (for following), the smallest when descending (for paging)."""
     rows = await pool.fetch(
         f"""SELECT * FROM events
             WHERE session_id = $1 AND position > $2
+              AND ($9::integer IS NULL OR position < $9)
               AND ($3::text[] IS NULL OR type = ANY($3::text[]))
               AND ($5::timestamptz IS NULL OR processed_at > $5)
               AND ($6::timestamptz IS NULL OR processed_at >= $6)
@@ -140,9 +143,29 @@ async def list_events(
         created.gte,
         created.lt,
         created.lte,
+        before_position,
     )
-    last = max((row["position"] for row in rows), default=after_position)
+    positions = [row["position"] for row in rows]
+    if descending:
+        last = min(positions, default=before_position or 0)
+    else:
+        last = max(positions, default=after_position)
     return [_event(row) for row in rows], last
+
+
+async def position_of(pool: Pool | Connection, session_id: str, event_id: str) -> int | None:
+    """Where an event sits in its session's log (None when the session has no such event)."""
+    return await pool.fetchval(
+        "SELECT position FROM events WHERE session_id = $1 AND id = $2", session_id, event_id
+    )
+
+
+async def last_position(pool: Pool | Connection, session_id: str) -> int:
+    """The position of the session's newest event (0 for none); the log is gapless."""
+    count = await pool.fetchval("SELECT event_count FROM sessions WHERE id = $1", session_id)
+    if count is None:
+        raise NotFoundError(f"no session with id {session_id!r}")
+    return count
 
 
 async def get_many(conn: Pool | Connection, event_ids: Sequence[str]) -> list[Event]:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from reverie.models.agents import Agent
 from reverie.models.common import Page
-from reverie.models.errors import NotFoundError
+from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.sessions import Session, SessionStats, SessionStatus, Usage
 from reverie.store import agents
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
+
+# Tables holding rows of one session, deleted with it (children before the session row).
+SESSION_TABLES = ("events", "staged_events", "transcript", "model_steps", "compactions")
 
 
 async def create(
@@ -41,7 +46,7 @@ async def discard(pool: Pool, session_id: str) -> None:
     """Undo a creation whose workflow never started: the row and all it holds, so a failed
     create leaves nothing behind. Never call it for a session whose workflow exists."""
     async with pool.acquire() as conn, conn.transaction():
-        for table in ("events", "staged_events", "transcript", "model_steps"):
+        for table in SESSION_TABLES:
             await conn.execute(f"DELETE FROM {table} WHERE session_id = $1", session_id)
         await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
 
@@ -90,6 +95,20 @@ async def get(conn: Pool | Connection, session_id: str) -> Session:
     return await _session(conn, row)
 
 
+@dataclass(frozen=True)
+class SessionFilter:
+    """The API's session list filters; None leaves a filter off."""
+
+    agent_id: str | None = None
+    agent_version: int | None = None
+    statuses: tuple[str, ...] | None = None
+    created_at_gt: datetime | None = None
+    created_at_gte: datetime | None = None
+    created_at_lt: datetime | None = None
+    created_at_lte: datetime | None = None
+    include_archived: bool = False
+
+
 async def list_sessions(
     pool: Pool,
     *,
@@ -97,19 +116,36 @@ async def list_sessions(
     page: str | None = None,
     agent_id: str | None = None,
     include_archived: bool = False,
+    where: SessionFilter | None = None,
+    ascending: bool = False,
 ) -> Page[Session]:
+    """Newest first (or oldest first), keyset-paged over (created_at, id)."""
+    where = where or SessionFilter(agent_id=agent_id, include_archived=include_archived)
     after, after_id = cursor_args(page)
+    direction, beyond = ("ASC", ">") if ascending else ("DESC", "<")
     rows = await pool.fetch(
         _SELECT
-        + """WHERE ($1::boolean OR archived_at IS NULL)
+        + f"""WHERE ($1::boolean OR archived_at IS NULL)
           AND ($2::text IS NULL OR agent_id = $2)
-          AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
-        ORDER BY created_at DESC, id DESC LIMIT $5""",
-        include_archived,
-        agent_id,
+          AND ($3::timestamptz IS NULL OR (created_at, id) {beyond} ($3, $4))
+          AND ($6::integer IS NULL OR agent_version = $6)
+          AND ($7::text[] IS NULL OR status = ANY($7::text[]))
+          AND ($8::timestamptz IS NULL OR created_at > $8)
+          AND ($9::timestamptz IS NULL OR created_at >= $9)
+          AND ($10::timestamptz IS NULL OR created_at < $10)
+          AND ($11::timestamptz IS NULL OR created_at <= $11)
+        ORDER BY created_at {direction}, id {direction} LIMIT $5""",
+        where.include_archived,
+        where.agent_id,
         after,
         after_id,
         limit + 1,
+        where.agent_version,
+        list(where.statuses) if where.statuses is not None else None,
+        where.created_at_gt,
+        where.created_at_gte,
+        where.created_at_lt,
+        where.created_at_lte,
     )
     # A page often holds many sessions of one agent version: read each version once.
     snapshots: dict[tuple[str, int], Agent] = {}
@@ -126,6 +162,40 @@ async def list_sessions(
         data=items,
         next_page=encode_cursor(items[-1].created_at, items[-1].id) if more else None,
     )
+
+
+async def update(
+    pool: Pool, session_id: str, *, title: str | None, set_title: bool, metadata: dict[str, str]
+) -> Session:
+    """A session's title and metadata (the caller has merged the metadata patch)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT archived_at FROM sessions WHERE id = $1 FOR UPDATE", session_id
+        )
+        if row is None:
+            raise NotFoundError(f"no session with id {session_id!r}")
+        if row["archived_at"] is not None:
+            raise InvalidRequestError(f"session {session_id} is archived and read-only")
+        await conn.execute(
+            """UPDATE sessions SET title = CASE WHEN $2 THEN $3 ELSE title END, metadata = $4,
+                   updated_at = now() WHERE id = $1""",
+            session_id,
+            set_title,
+            title,
+            metadata,
+        )
+        return await get(conn, session_id)
+
+
+async def delete(pool: Pool, session_id: str) -> None:
+    """Remove a session and everything recorded for it, for good."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id):
+            for table in SESSION_TABLES:
+                await conn.execute(f"DELETE FROM {table} WHERE session_id = $1", session_id)
+            await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
+        else:
+            raise NotFoundError(f"no session with id {session_id!r}")
 
 
 async def set_status(
