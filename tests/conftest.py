@@ -19,6 +19,7 @@ from reverie.starter.client import ReverieClient
 from reverie.starter.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from reverie.store.pool import connect
 from reverie.worker import build_worker
+from tests.api_support import api, sdk  # noqa: F401  (the HTTP API fixtures)
 from tests.fake_model import FakeModelServer
 
 # Low enough that a dozen turns cross it, so continue-as-new is exercised for real.

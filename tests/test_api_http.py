@@ -10,7 +10,7 @@ import pytest
 
 from reverie.service.client import ReverieClient
 from reverie.store import keys
-from tests.api_support import Api, api, sdk  # noqa: F401  (fixtures)
+from tests.api_support import Api
 
 JSON = {"content-type": "application/json"}
 

@@ -17,7 +17,6 @@ from anthropic.types.beta.sessions import (
     BetaManagedAgentsSessionEvent,
 )
 
-from tests.api_support import Api, api, sdk  # noqa: F401  (fixtures)
 from tests.fake_model import FakeModelServer, Reply
 from tests.sdk_conformance import assert_fits
 
