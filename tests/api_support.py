@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import anthropic
 import pytest
+from aiohttp import web
 
 from reverie.api.app import start_api
 from reverie.service.client import ReverieClient
@@ -20,6 +21,7 @@ TEST_KEEPALIVE_SECONDS = 0.5
 class Api:
     base_url: str
     key: str
+    runner: web.AppRunner
 
     def sdk(self, **options: object) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -33,7 +35,7 @@ async def api(reverie: ReverieClient) -> AsyncIterator[Api]:
         reverie, "127.0.0.1", 0, keepalive_seconds=TEST_KEEPALIVE_SECONDS
     )
     created = await keys.create(reverie.pool, "tests", "tests")
-    yield Api(base_url=base_url, key=created.key)
+    yield Api(base_url=base_url, key=created.key, runner=runner)
     await runner.cleanup()
 
 
@@ -42,3 +44,8 @@ async def sdk(api: Api) -> AsyncIterator[anthropic.AsyncAnthropic]:
     client = api.sdk()
     yield client
     await client.close()
+
+
+def current_app(api: Api) -> web.Application:
+    """The application serving `api`, to look at its state (its event feed) in tests."""
+    return api.runner.app

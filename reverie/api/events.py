@@ -9,8 +9,9 @@ database poll of its own.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -78,7 +79,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ended = (await client.get_session(session_id)).status == "terminated"
     resume_after = request.headers.get("Last-Event-ID") or query_str(request, "last_event_id")
     feed = request.app[state.FEED]
-    keepalive = request.app[state.KEEPALIVE_SECONDS]
     async with feed.subscribe(session_id) as wake:
         # Subscribed first, then the starting point read: an event recorded in between is
         # both after the starting point and announced to this subscriber.
@@ -94,20 +94,36 @@ async def stream(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        while True:
-            batch, position = await event_store.list_events(
-                client.pool, session_id, after_position=position, limit=STREAM_BATCH
-            )
-            for event in batch:
-                await response.write(frame(event))
-                if event.type == "session.status_terminated":
-                    await response.write_eof()
-                    return response
-            if len(batch) == STREAM_BATCH:
-                continue
-            if ended:  # terminated before the stream began: what it holds has been sent
+        # A client that goes away loses nothing: it resumes with Last-Event-ID.
+        with contextlib.suppress(ConnectionResetError):
+            await _send_events(request, response, wake, session_id, position, ended)
+        return response
+
+
+async def _send_events(
+    request: web.Request,
+    response: web.StreamResponse,
+    wake: Any,
+    session_id: str,
+    position: int,
+    ended: bool,
+) -> None:
+    """Events after `position` as they are recorded, until the session terminates."""
+    pool = request.app[state.CLIENT].pool
+    keepalive = request.app[state.KEEPALIVE_SECONDS]
+    while True:
+        batch, position = await event_store.list_events(
+            pool, session_id, after_position=position, limit=STREAM_BATCH
+        )
+        for event in batch:
+            await response.write(frame(event))
+            if event.type == "session.status_terminated":
                 await response.write_eof()
-                return response
-            if not await wake.wait(keepalive):
-                await response.write(PING)
-            await asyncio.sleep(0)
+                return
+        if len(batch) == STREAM_BATCH:
+            continue
+        if ended:  # terminated before the stream began: what it holds has been sent
+            await response.write_eof()
+            return
+        if not await wake.wait(keepalive):
+            await response.write(PING)
