@@ -698,6 +698,15 @@ class ReverieClient:
                 await news.wait(min(left, SAFETY_REREAD_SECONDS))
 
 
+def _event_cursor(page: str | None) -> int | None:
+    """The position an event list's `page` cursor names (`p<position>`)."""
+    if page is None:
+        return None
+    if page.startswith("p") and page[1:].isdigit() and len(page) < 12:
+        return int(page[1:])
+    raise InvalidRequestError(f"invalid page cursor {page!r}")
+
+
 def _cause_message(error: WorkflowUpdateFailedError) -> str:
     cause = error.cause
     while cause is not None and getattr(cause, "cause", None) is not None:
