@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     reverie_home: Path = Field(default=Path("~/.reverie"), alias="REVERIE_HOME")
     task_queue: str = Field(default="reverie", alias="REVERIE_TASK_QUEUE")
+    # Where `reverie api` (and `reverie up`) serve the HTTP API; loopback unless told otherwise.
+    api_host: str = Field(default="127.0.0.1", alias="REVERIE_API_HOST")
+    api_port: int = Field(default=8080, alias="REVERIE_API_PORT", ge=0, le=65535)
     # Attempts of one model call before the session idles with `retries_exhausted`.
     model_max_attempts: int = Field(default=6, alias="REVERIE_MODEL_MAX_ATTEMPTS", ge=1)
     # Upper bound on one backoff, whatever `retry-after` asks for: a session should not sleep

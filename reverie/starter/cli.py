@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from reverie.models.errors import InvalidRequestError, ReverieError
 from reverie.settings import Settings, load_settings
+from reverie.starter.api_cli import add_api_commands
 from reverie.starter.render import (
     agent_rows,
     emit,
@@ -433,10 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--port", type=int, default=7233, help="Temporal gRPC port")
     stack.add_argument("--ui-port", type=int, help="Web UI port (default port+1000; 0: off)")
     stack.add_argument("--no-worker", dest="worker", action="store_false")
+    stack.add_argument(
+        "--api-port", type=int, help="HTTP API port (default REVERIE_API_PORT, 8080; 0: off)"
+    )
     command(commands, "worker", worker_command, "run a worker until Ctrl-C", client=False)
     add_agent_commands(commands)
     add_environment_commands(commands)
     add_session_commands(commands)
+    add_api_commands(commands, command)
     return parser
 
 

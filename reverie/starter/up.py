@@ -49,6 +49,8 @@ class UpOptions:
     ui_port: int | None = None
     worker: bool = True
     json: bool = False
+    # None: REVERIE_API_PORT; 0: no HTTP API.
+    api_port: int | None = None
 
     @property
     def resolved_ui_port(self) -> int | None:
@@ -83,7 +85,12 @@ def check_can_start(settings: Settings, options: UpOptions) -> None:
             f"a stack is already running under {settings.home} (pid {owner}); "
             "stop it first, or set REVERIE_HOME to run another"
         )
-    for name, port in (("--port", options.port), ("--ui-port", options.resolved_ui_port)):
+    ports = (
+        ("--port", options.port),
+        ("--ui-port", options.resolved_ui_port),
+        ("--api-port", settings.api_port if options.api_port is None else options.api_port),
+    )
+    for name, port in ports:
         if port and port_in_use(port):
             raise StackError(f"port {port} is already in use; choose another with {name}")
 
@@ -153,7 +160,23 @@ async def _start_worker(settings: Settings, stack: contextlib.AsyncExitStack) ->
     return describe_model(live, settings)
 
 
+async def _start_api(
+    settings: Settings, port: int, stack: contextlib.AsyncExitStack
+) -> tuple[str, str]:
+    """The HTTP API in this process, and the local user's key; answers (base URL, key)."""
+    from reverie.service.client import ReverieClient
+    from reverie.starter.api_cli import local_key, serve_api
+
+    client = await ReverieClient.connect(settings)
+    stack.push_async_callback(client.close)
+    key = await local_key(client.pool, settings.home)
+    runner, base_url = await serve_api(client, settings.api_host, port)
+    stack.push_async_callback(runner.cleanup)
+    return base_url, key
+
+
 def _banner(settings: Settings, addresses: dict[str, str | None], worker: str | None) -> str:
+    api = addresses.get("api_base_url")
     lines = [
         f"Reverie stack is up (REVERIE_HOME={settings.home})",
         f"  Temporal     {addresses['temporal_address']}",
@@ -162,6 +185,9 @@ def _banner(settings: Settings, addresses: dict[str, str | None], worker: str | 
         f"  Worker       task queue {settings.task_queue!r}, model: {worker}"
         if worker
         else "  Worker       none (--no-worker): run `reverie worker` elsewhere",
+        f"  HTTP API     {api}  (key in {settings.home / 'api.key'}: {addresses['api_key']})"
+        if api
+        else "  HTTP API     off",
         f"Other shells find it through {settings.stack_file}. Ctrl-C stops it.",
     ]
     return "\n".join(lines)
@@ -186,25 +212,40 @@ async def run_up(settings: Settings, options: UpOptions) -> None:
             update={"temporal_address": server.address, "database_url": database_url}
         )
         worker = await _start_worker(live, stack) if options.worker else None
+        api_port = settings.api_port if options.api_port is None else options.api_port
+        api_base_url, api_key = (
+            await _start_api(live, api_port, stack) if api_port else (None, None)
+        )
         addresses = {
             "temporal_address": server.address,
             "database_url": database_url,
             "ui_address": server.ui_address,
+            "api_base_url": api_base_url,
         }
         write_stack_file(settings.stack_file, **addresses)
         stack.callback(remove_stack_file, settings.stack_file)
         if options.json:
             shown = {**addresses, "database_url": redact_password(database_url)}
-            print(json.dumps({**shown, "pid": os.getpid(), "worker": bool(worker)}))
+            print(
+                json.dumps(
+                    {**shown, "pid": os.getpid(), "worker": bool(worker), "api_key": api_key}
+                )
+            )
         else:
-            print(_banner(settings, addresses, worker))
+            print(_banner(settings, {**addresses, "api_key": api_key}, worker))
         sys.stdout.flush()
         await stop.wait()
         print("stopping the stack...", file=sys.stderr, flush=True)
 
 
 async def up_command(settings: Settings, args: argparse.Namespace) -> None:
-    options = UpOptions(port=args.port, ui_port=args.ui_port, worker=args.worker, json=args.json)
+    options = UpOptions(
+        port=args.port,
+        ui_port=args.ui_port,
+        worker=args.worker,
+        json=args.json,
+        api_port=args.api_port,
+    )
     await run_up(settings, options)
 
 
