@@ -165,3 +165,44 @@ async def test_anthropic_headers_are_accepted(api: Api) -> None:
 async def test_health_needs_no_key(api: Api) -> None:
     status, _, body = await call(api, "GET", "/healthz", key=None)
     assert status == 200 and body == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/agents/agent_%00", None),
+        ("GET", "/v1/agents/%2e%2e%2f%2e%2e%2fetc", None),
+        ("GET", "/v1/agents?page=%00", None),
+        ("GET", "/v1/agents?page=not-a-cursor", None),
+        ("GET", "/v1/agents?limit=0", None),
+        ("GET", "/v1/agents?limit=-5", None),
+        ("GET", "/v1/agents?limit=99999999999999999999999", None),
+        ("GET", "/v1/agents?include_archived=maybe", None),
+        ("GET", "/v1/agents?created_at_gte=yesterday", None),
+        ("GET", "/v1/agents?created_at_gte=2026-01-01T00:00:00", None),
+        ("GET", "/v1/agents/agent_x?version=0", None),
+        ("GET", "/v1/agents/agent_x?version=4294967296", None),
+        ("GET", "/v1/sessions?statuses[]=sleeping", None),
+        ("GET", "/v1/sessions?order=sideways", None),
+        ("GET", "/v1/sessions?agent_id=%00", None),
+        ("GET", "/v1/sessions/sesn_x/events?types[]=%00", None),
+        ("GET", "/v1/sessions/sesn_x/events?page=p99999999999999", None),
+        ("POST", "/v1/agents", {"name": "x\u0000", "model": "m"}),
+        ("POST", "/v1/agents", {"name": "x", "model": "m", "metadata": {"k": 1}}),
+        ("POST", "/v1/agents", {"name": "x", "model": "m", "unknown_field": True}),
+        ("POST", "/v1/agents", {"name": "x" * 100_000, "model": "m"}),
+        ("POST", "/v1/agents", {"name": "x", "model": {"id": 1e309}}),
+        ("POST", "/v1/sessions", {"agent": {"type": "agent_with_overrides", "id": "agent_x"}}),
+        ("POST", "/v1/sessions", {"agent": None, "environment_id": "env_default"}),
+        ("POST", "/v1/sessions/sesn_x/events", {"events": "user.message"}),
+        ("POST", "/v1/sessions/sesn_x/events", {"events": [], "extra": 1}),
+        ("POST", "/v1/environments", {"name": "e", "config": {"type": "self_hosted"}}),
+    ],
+)
+async def test_hostile_requests_get_a_clear_refusal_never_a_500(
+    api: Api, method: str, path: str, body: object
+) -> None:
+    status, headers, answer = await call(api, method, path, json=body)
+    assert 400 <= status < 500, (status, answer)
+    assert answer["type"] == "error" and answer["error"]["message"], answer
+    assert headers["request-id"].startswith("req_")
