@@ -70,6 +70,11 @@ class EgressPolicy(BaseModel):
     mode: Literal["none", "limited", "unrestricted"]
     allowed_hosts: tuple[str, ...] = ()
     allowed_networks: tuple[str, ...] = Field(default=())
+    # Endpoints (host, port) the operator configured, e.g. REVERIE_WEB_SEARCH_URL's: trusted
+    # configuration, reached at whatever address they resolve to (a search service on the
+    # worker's own network is the usual case). Never a name the model chose: only a policy
+    # made by `operator_endpoint` for one call to that endpoint carries one.
+    trusted_endpoints: tuple[tuple[str, int], ...] = ()
 
     @field_validator("allowed_networks")
     @classmethod
@@ -93,6 +98,20 @@ class EgressPolicy(BaseModel):
             mode = "limited" if hosts else "none"
         return cls(mode=mode, allowed_hosts=hosts, allowed_networks=tuple(allowed_networks))
 
+    @classmethod
+    def operator_endpoint(cls, host: str, port: int) -> EgressPolicy:
+        """A policy that reaches exactly one endpoint of the operator's configuration (`host`
+        on `port`, whatever its addresses) and nothing else."""
+        return cls(mode="none", trusted_endpoints=((normalise_host(host), port),))
+
+    def _trusted(self, host: str, port: int) -> bool:
+        if not self.trusted_endpoints:
+            return False
+        try:
+            return (normalise_host(host), port) in self.trusted_endpoints
+        except ValueError:
+            return False
+
     @property
     def reaches_network(self) -> bool:
         return self.mode != "none"
@@ -100,6 +119,8 @@ class EgressPolicy(BaseModel):
     def host_refusal(self, host: str, port: int) -> str | None:
         """Why a connection to `host:port` is refused by name, or None when the name may go on
         to the address check."""
+        if self._trusted(host, port):
+            return None
         if self.mode == "none":
             return "this session's environment has no network access"
         try:
@@ -170,9 +191,10 @@ class EgressPolicy(BaseModel):
             ) from error
         allowed: list[str] = []
         refusals: list[str] = []
+        trusted = self._trusted(name, port)
         for *_, sockaddr in infos:
             address = str(sockaddr[0])
-            if reason := self.address_refusal(address):
+            if not trusted and (reason := self.address_refusal(address)):
                 refusals.append(reason)
             elif address not in allowed:
                 allowed.append(address)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     # Networks (CIDR, comma-separated) that sessions may reach although they are not public,
     # e.g. a company proxy on 10.1.2.3/32. Empty: only public addresses, ever.
     egress_allow_networks: str = Field(default="", alias="REVERIE_EGRESS_ALLOW_NETWORKS")
+    # A SearXNG-compatible search endpoint for the `web_search` tool: `GET <url>?q=<query>
+    # &format=json` answering `{"results": [{"url", "title", "content"}]}`. Trusted operator
+    # configuration: the tool reaches this host and port (even on a private network) and
+    # nothing else. Unset: `web_search` answers the model that no search provider is set up.
+    web_search_url: str | None = Field(default=None, alias="REVERIE_WEB_SEARCH_URL")
     # (issue 13) How long a session's next workflow task waits for the worker that holds it in
     # its cache before any worker may take it: the pause a session sees when that worker died.
     worker_sticky_timeout_seconds: float = Field(
@@ -104,6 +110,19 @@ class Settings(BaseSettings):
                         f"REVERIE_EGRESS_ALLOW_NETWORKS: {entry!r} is not a network in CIDR form"
                     ) from error
         return value
+
+    @field_validator("web_search_url")
+    @classmethod
+    def _search_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.hostname or url.fragment:
+            raise ValueError(
+                f"REVERIE_WEB_SEARCH_URL: {value!r} is not an http:// or https:// URL with a "
+                "host (and no #fragment)"
+            )
+        return value.strip()
 
     @property
     def egress_networks(self) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ ID_PREFIX_BY_TYPE: dict[str, str] = {
     "environment_deleted": "env_",
     "session": "sesn_",
     "session_deleted": "sesn_",
-    "session_thread": "sth_",
+    "session_thread": "sth",
     "memory_store": "memstore_",
     "memory": "mem_",
     "memory_version": "memver_",
@@ -62,10 +62,10 @@ ID_PREFIX_BY_FIELD: dict[str, str] = {
     "environment_id": "env_",
     "session_id": "sesn_",
     "session_ids": "sesn_",
-    "session_thread_id": "sth_",
-    "parent_thread_id": "sth_",
-    "from_session_thread_id": "sth_",
-    "to_session_thread_id": "sth_",
+    "session_thread_id": "sth",
+    "parent_thread_id": "sth",
+    "from_session_thread_id": "sth",
+    "to_session_thread_id": "sth",
     "tool_use_id": "sevt_",
     "mcp_tool_use_id": "sevt_",
     "custom_tool_use_id": "sevt_",
@@ -77,6 +77,15 @@ ID_PREFIX_BY_FIELD: dict[str, str] = {
     "memory_id": "mem_",
     "memory_version_id": "memver_",
     "dream_id": "drm_",
+}
+
+
+# Fields Reverie adds to an SDK object on purpose (it "adds, never renames"), by the SDK model
+# they extend: accepted by default wherever that model appears; `reverie_additions=False`
+# refuses them too.
+REVERIE_ADDITIONS: dict[str, frozenset[str]] = {
+    # Counters beside the SDK's timings: turns taken, model requests made, events recorded.
+    "BetaManagedAgentsSessionStats": frozenset({"turns", "model_requests", "events"}),
 }
 
 
@@ -95,30 +104,42 @@ def assert_fits(
     sdk_type: Any,
     *,
     allow_extra: bool | Iterable[str] = False,
+    reverie_additions: bool = True,
 ) -> None:
     """Raise `SdkMismatch` listing every way `data` (parsed JSON) differs from `sdk_type`.
 
     `sdk_type` is an SDK model class or any annotation built of them (`list[Model]`, a union
     alias such as `BetaManagedAgentsSessionEvent`). `allow_extra` is True to accept any
     undeclared key, or the names (`"stats"`) or paths (`"tools[0].x"`, `"*.x"`) of the
-    undeclared keys Reverie adds on purpose.
+    undeclared keys Reverie adds on purpose. `REVERIE_ADDITIONS` are accepted unless
+    `reverie_additions` is False.
     """
-    found = problems(data, sdk_type, allow_extra=allow_extra)
+    found = problems(data, sdk_type, allow_extra=allow_extra, reverie_additions=reverie_additions)
     if found:
         raise SdkMismatch(sdk_type, found)
 
 
-def problems(data: Any, sdk_type: Any, *, allow_extra: bool | Iterable[str] = False) -> list[str]:
+def problems(
+    data: Any,
+    sdk_type: Any,
+    *,
+    allow_extra: bool | Iterable[str] = False,
+    reverie_additions: bool = True,
+) -> list[str]:
     """The list `assert_fits` would raise with (empty when `data` fits)."""
     extra: bool | frozenset[str] = (
         allow_extra if isinstance(allow_extra, bool) else frozenset(allow_extra)
     )
-    return _Checker(extra).check(data, sdk_type, "$")
+    additions = REVERIE_ADDITIONS if reverie_additions else {}
+    return _Checker(extra, additions).check(data, sdk_type, "$")
 
 
 class _Checker:
-    def __init__(self, allow_extra: bool | frozenset[str]) -> None:
+    def __init__(
+        self, allow_extra: bool | frozenset[str], additions: dict[str, frozenset[str]]
+    ) -> None:
         self.allow_extra = allow_extra
+        self.additions = additions
 
     # -- dispatch -------------------------------------------------------------------------
     def check(self, value: Any, ann: Any, path: str, field: str | None = None) -> list[str]:
@@ -296,7 +317,8 @@ class _Checker:
             if key in declared or open_model:
                 continue
             sub = _join(path, key)
-            if not self._extra_allowed(key, sub):
+            added = key in self.additions.get(model.__name__, ())
+            if not added and not self._extra_allowed(key, sub):
                 out.append(f"{sub}: not a field of {model.__name__}")
             else:
                 out += self._json(value[key], sub)

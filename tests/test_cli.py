@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from anthropic.types.beta import BetaEnvironment
 
 from reverie.settings import Settings
 from reverie.starter.client import ReverieClient
 from reverie.starter.stack import free_port
 from tests.fake_model import FakeModelServer, Reply
 from tests.helpers import new_agent
+from tests.sdk_conformance import assert_fits
 
 COMMAND = (sys.executable, "-m", "reverie.starter.cli")
 
@@ -229,14 +231,26 @@ async def test_up_runs_the_stack_until_interrupted(settings: Settings, tmp_path:
 
 async def test_environment_commands(cli: Cli, reverie: ReverieClient, model_name: str) -> None:
     created = (
-        await cli("env", "create", "--name", "web", "--allow-host", "example.com", "--json")
+        await cli("env", "create", "--name", "web", "--allowed-host", "example.com", "--json")
     ).json()
-    assert created["networking"] == {"type": "limited", "allowed_hosts": ["example.com"]}
+    assert created["config"]["networking"] == {
+        "type": "limited",
+        "allowed_hosts": ["example.com"],
+        "allow_mcp_servers": False,
+        "allow_package_managers": False,
+    }
+    assert_fits(created, BetaEnvironment)
+    registries = (
+        await cli("env", "update", created["id"], "--allow-package-managers", "--json")
+    ).json()
+    # Flags left out keep what the environment has.
+    assert registries["config"]["networking"]["allowed_hosts"] == ["example.com"]
+    assert registries["config"]["networking"]["allow_package_managers"] is True
     updated, listed = await asyncio.gather(
         cli("env", "update", created["id"], "--networking", "unrestricted", "--json"),
         cli("env", "list", "--limit", "100"),
     )
-    assert updated.json()["networking"] == {"type": "unrestricted"}
+    assert updated.json()["config"]["networking"] == {"type": "unrestricted"}
     assert created["id"] in listed.out
     agent_id = await new_agent(reverie, model_name)
     session = (
@@ -249,3 +263,8 @@ async def test_environment_commands(cli: Cli, reverie: ReverieClient, model_name
     assert refused.code == 1 and "host" in refused.err
     missing = await cli("session", "create", "--agent", agent_id, "--environment", "env_nope")
     assert missing.code == 1 and "no environment" in missing.err
+    in_use = await cli("env", "delete", created["id"])
+    assert in_use.code == 1 and "used by 1 session" in in_use.err
+    spare = (await cli("env", "create", "--name", "spare", "--json")).json()
+    deleted = (await cli("env", "delete", spare["id"], "--json")).json()
+    assert deleted == {"type": "environment_deleted", "id": spare["id"]}

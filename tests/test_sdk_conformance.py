@@ -250,3 +250,13 @@ def test_the_checker_walks_every_beta_response_type() -> None:
         found = problems(example, model)
         assert found == [], (model.__name__, found)
     assert_fits([_example(BetaManagedAgentsSessionEvent)], list[BetaManagedAgentsSessionEvent])
+
+
+def test_reverie_additions_are_declared_per_sdk_model() -> None:
+    from anthropic.types.beta import BetaManagedAgentsSessionStats
+
+    stats = {"active_seconds": 1.0, "duration_seconds": 2.0, "turns": 1}
+    assert_fits(stats, BetaManagedAgentsSessionStats)
+    found = problems(stats, BetaManagedAgentsSessionStats, reverie_additions=False)
+    assert found == ["$.turns: not a field of BetaManagedAgentsSessionStats"]
+    assert problems({**stats, "other": 1}, BetaManagedAgentsSessionStats)

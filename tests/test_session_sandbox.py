@@ -26,7 +26,9 @@ async def run_session(
     agent = await client.create_agent({"name": "attacker", "model": model, "tools": [TOOLSET]})
     request: dict = {"agent": agent.id}
     if networking is not None:
-        env = await client.create_environment({"name": "net", "networking": networking})
+        env = await client.create_environment(
+            {"name": "net", "config": {"type": "cloud", "networking": networking}}
+        )
         request["environment_id"] = env.id
     session = await client.create_session(request)
     await client.send_message(session.id, "go")

@@ -17,6 +17,9 @@ from tests.helpers import all_events, assert_each_once, kill, types_of, worker_p
 TOOLSET = {"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}
 
 
+LIMITED_EXAMPLE = {"type": "limited", "allowed_hosts": ["example.com"]}
+
+
 def ask(*names: str) -> dict:
     return {
         "type": "agent_toolset_20260401",
@@ -65,7 +68,8 @@ async def test_write_a_deliverable_and_read_it_back(
     assert_each_once(events)
     uses, results = of_type(events, "agent.tool_use"), of_type(events, "agent.tool_result")
     assert [u.payload["name"] for u in uses] == ["write", "read"]
-    assert all(u.payload["evaluated_permission"] == {"type": "allow"} for u in uses)
+    assert all(u.payload["evaluated_permission"] == "allow" for u in uses)
+    assert all(u.payload["evaluation"] == {"type": "always_allow"} for u in uses)
     assert [r.payload["tool_use_id"] for r in results] == [u.id for u in uses]
     assert not any(r.payload["is_error"] for r in results)
     assert "# Report" in result_text(results[1])
@@ -183,7 +187,12 @@ async def test_confirmations_allow_deny_and_partial(
 
     events = await all_events(reverie, session.id)
     uses = of_type(events, "agent.tool_use")
-    assert [u.payload["evaluated_permission"]["type"] for u in uses] == ["ask", "ask", "allow"]
+    assert [u.payload["evaluated_permission"] for u in uses] == ["ask", "ask", "allow"]
+    assert [u.payload["evaluation"]["type"] for u in uses] == [
+        "always_ask",
+        "always_ask",
+        "always_allow",
+    ]
     idle = events[-1]
     assert idle.type == "session.status_idle"
     assert idle.payload["stop_reason"] == {
@@ -287,12 +296,31 @@ async def test_custom_tool_round_trip(
     assert texts == ["It is sunny."]
 
 
-async def test_web_search_and_unknown_environment_are_refused(
+async def test_unsupported_tool_options_and_unknown_environment_are_refused(
     reverie: ReverieClient, model_name: str
 ) -> None:
-    with pytest.raises(NotSupportedError, match="search provider"):
+    plain = await reverie.create_agent(
+        {"name": "s", "model": model_name, "tools": [{"type": "agent_toolset_20260401"}]}
+    )
+    assert plain.tools[0].default_config.enabled  # web_search too: it needs no refusal now
+    auto = {
+        "type": "agent_toolset_20260401",
+        "default_config": {"permission_policy": {"type": "auto"}},
+    }
+    with pytest.raises(NotSupportedError, match="auto permission policy is not supported yet"):
+        await reverie.create_agent({"name": "s", "model": model_name, "tools": [auto]})
+    with pytest.raises(NotSupportedError, match="not supported yet"):
         await reverie.create_agent(
-            {"name": "s", "model": model_name, "tools": [{"type": "agent_toolset_20260401"}]}
+            {
+                "name": "s",
+                "model": model_name,
+                "tools": [
+                    {
+                        "type": "agent_toolset_20260401",
+                        "configs": [{"name": "web_search", "allowed_domains": ["example.com"]}],
+                    }
+                ],
+            }
         )
     agent_id = await tool_agent(reverie, model_name)
     with pytest.raises(NotFoundError, match="no environment"):
@@ -301,15 +329,23 @@ async def test_web_search_and_unknown_environment_are_refused(
 
 async def test_environments_crud(reverie: ReverieClient) -> None:
     env = await reverie.create_environment(
-        {"name": "web", "networking": {"type": "limited", "allowed_hosts": ["example.com"]}}
+        {"name": "web", "config": {"type": "cloud", "networking": LIMITED_EXAMPLE}}
     )
     assert env.id.startswith("env_") and env.networking.type == "limited"
-    updated = await reverie.update_environment(env.id, {"networking": {"type": "unrestricted"}})
+    updated = await reverie.update_environment(
+        env.id, {"config": {"type": "cloud", "networking": {"type": "unrestricted"}}}
+    )
     assert updated.networking.type == "unrestricted"
     assert env.id in [e.id for e in (await reverie.list_environments(limit=100)).data]
     with pytest.raises(InvalidRequestError, match="host"):
         await reverie.create_environment(
-            {"name": "bad", "networking": {"type": "limited", "allowed_hosts": ["http://x/"]}}
+            {
+                "name": "bad",
+                "config": {
+                    "type": "cloud",
+                    "networking": {"type": "limited", "allowed_hosts": ["http://x/"]},
+                },
+            }
         )
     archived = await reverie.archive_environment(env.id)
     assert archived.archived_at is not None
@@ -448,7 +484,13 @@ async def test_web_fetch_follows_the_sessions_environment(
     url = f"http://127.0.0.2:{port}/page"
     try:
         allowed_env = await reverie.create_environment(
-            {"name": "local", "networking": {"type": "limited", "allowed_hosts": ["127.0.0.2"]}}
+            {
+                "name": "local",
+                "config": {
+                    "type": "cloud",
+                    "networking": {"type": "limited", "allowed_hosts": ["127.0.0.2"]},
+                },
+            }
         )
         agent_id = await tool_agent(reverie, model_name)
         texts = {}

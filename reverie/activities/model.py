@@ -463,7 +463,7 @@ class ModelActivities:
         for index, block in enumerate(content):
             if block["type"] != "tool_use":
                 continue
-            kind, permission = handling(agent, block["name"])
+            kind, permission, policy = handling(agent, block["name"])
             event_id = derived_id("sevt", params.step_id, "tool_use", block["id"])
             # The transcript names each tool use by its event id: results then refer to the
             # event (as the API's `tool_use_id` does) and the model sees a matching pair.
@@ -479,7 +479,9 @@ class ModelActivities:
             )
             payload: dict[str, Any] = {"name": block["name"], "input": block["input"]}
             if kind == "builtin":
-                payload["evaluated_permission"] = {"type": permission}
+                payload["evaluated_permission"] = permission
+                if policy is not None:
+                    payload["evaluation"] = {"type": policy}
             event_type = "agent.custom_tool_use" if kind == "custom" else "agent.tool_use"
             rows.append((event_id, event_type, payload, now))
         rows.append((*_span_end(params.step_id, start_id, usage, False), now))

@@ -86,11 +86,12 @@ class ToolActivities:
             workspace,
             EgressPolicy.for_networking(
                 environment.networking.type,
-                getattr(environment.networking, "allowed_hosts", []),
+                environment.config.egress_hosts(),
                 self._settings.egress_networks,
             ),
             sandbox=self._sandbox or "none",
             heartbeat=activity.heartbeat,
+            search_url=self._settings.web_search_url,
         )
 
     def _hidden(self) -> list[Path]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from reverie.models.agents import Agent, AgentToolset, CustomTool
 
 ToolKind = Literal["builtin", "custom"]
-Permission = Literal["allow", "ask"]
+Permission = Literal["allow", "ask", "deny"]
 
 WEB_FETCH = {
     "name": "web_fetch",
@@ -30,6 +30,26 @@ WEB_FETCH = {
 }
 
 
+WEB_SEARCH = {
+    "name": "web_search",
+    "description": (
+        "Search the web and return the top results (title, URL, snippet) as text. Follow up "
+        "with web_fetch to read a result, where the session's environment allows it."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "description": "What to search for."},
+            "max_results": {
+                "type": "integer",
+                "description": "How many results to return (default 10, at most 50).",
+            },
+        },
+        "required": ["query"],
+    },
+}
+
+
 @cache
 def _sdk_definitions() -> dict[str, dict[str, Any]]:
     """The SDK's own schemas of the file tools and bash, so inputs match the hosted product's."""
@@ -38,6 +58,7 @@ def _sdk_definitions() -> dict[str, dict[str, Any]]:
     tools = beta_agent_toolset_20260401(AgentToolContext(workdir="/"))
     definitions = {tool.name: tool.to_dict() for tool in tools}
     definitions["web_fetch"] = WEB_FETCH
+    definitions["web_search"] = WEB_SEARCH
     return definitions
 
 
@@ -78,9 +99,21 @@ def builtin_enabled(agent: Agent, name: str) -> bool:
     return _builtin(agent, name)[0]
 
 
-def handling(agent: Agent, name: str) -> tuple[ToolKind, Permission]:
+class Handling(NamedTuple):
+    """How a tool use is handled, as `agent.tool_use` records it: `evaluated_permission` and
+    the policy (`evaluation`) that produced it; a tool the agent does not offer is denied
+    before any policy applies (its run records an error result)."""
+
+    kind: ToolKind
+    permission: Permission
+    policy: str | None
+
+
+def handling(agent: Agent, name: str) -> Handling:
     """Custom tools go to the client; built-ins run at once or wait for a confirmation."""
     if any(isinstance(t, CustomTool) and t.name == name for t in agent.tools):
-        return "custom", "allow"
+        return Handling("custom", "allow", None)
     enabled, policy = _builtin(agent, name)
-    return "builtin", "ask" if enabled and policy == "always_ask" else "allow"
+    if not enabled:
+        return Handling("builtin", "deny", None)
+    return Handling("builtin", "ask" if policy == "always_ask" else "allow", policy)

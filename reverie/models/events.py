@@ -140,14 +140,40 @@ class SendEventsRequest(StrictModel):
 
 
 class Event(BaseModel):
-    """A recorded event: `id`, `type`, `processed_at` and the type's own fields."""
+    """A recorded event: `id`, `type`, `processed_at` and the type's own fields, in the SDK's
+    shape for its type (`anthropic.types.beta.sessions.BetaManagedAgentsSessionEvent`).
+
+    `session_id` says where the event was read from; the SDK's events do not carry it, so it
+    is left out when the event is serialised."""
 
     model_config = ConfigDict(extra="allow")
     id: str
     type: str
     processed_at: datetime
-    session_id: str | None = None
+    session_id: str | None = Field(default=None, exclude=True)
 
     @property
     def payload(self) -> dict[str, Any]:
         return dict(self.__pydantic_extra__ or {})
+
+
+# `evaluated_permission` values of policies, and the `evaluation` each implies.
+_EVALUATION_OF = {"allow": "always_allow", "ask": "always_ask"}
+
+
+def upgrade_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """An event payload recorded by an older Reverie, in today's shape (the same rewrite
+    migration 0004 made of the rows that existed then; this covers rows an older worker
+    writes during an upgrade). A payload already in today's shape comes back as it is.
+
+    - `agent.tool_use.evaluated_permission` was `{"type": "allow" | "ask"}`; it is the bare
+      value, with `evaluation` naming the policy it implies.
+    """
+    if kind == "agent.tool_use":
+        permission = payload.get("evaluated_permission")
+        if isinstance(permission, dict):
+            value = permission.get("type")
+            payload = {**payload, "evaluated_permission": value}
+            if value in _EVALUATION_OF and "evaluation" not in payload:
+                payload["evaluation"] = {"type": _EVALUATION_OF[value]}
+    return payload

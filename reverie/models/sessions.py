@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator
 
-from reverie.models.agents import Agent, AgentRef
+from reverie.models.agents import AgentRef, SessionAgent
 from reverie.models.common import Metadata, StrictModel
 from reverie.models.environments import DEFAULT_ENVIRONMENT_ID
 from reverie.models.events import MAX_EVENTS_PER_REQUEST, check_event_count
@@ -37,7 +37,40 @@ class Usage(BaseModel):
         )
 
 
+class CacheCreation(BaseModel):
+    """Prompt-cache writes by lifetime. Reverie marks its cache breakpoints with the default
+    (5-minute) lifetime, so every write counts there."""
+
+    ephemeral_5m_input_tokens: int = 0
+    ephemeral_1h_input_tokens: int = 0
+
+
+class SessionUsage(BaseModel):
+    """`BetaManagedAgentsSessionUsage`: a session's tokens across all its model calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation: CacheCreation = CacheCreation()
+    active_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, usage: Usage) -> SessionUsage:
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_input_tokens=usage.cache_read_input_tokens,
+            cache_creation=CacheCreation(
+                ephemeral_5m_input_tokens=usage.cache_creation_input_tokens
+            ),
+            active_seconds=usage.active_seconds,
+        )
+
+
 class SessionStats(BaseModel):
+    """`BetaManagedAgentsSessionStats` (`active_seconds`, `duration_seconds`), plus Reverie's
+    own counters: `turns`, `model_requests` and `events` recorded."""
+
     active_seconds: float = 0.0
     duration_seconds: float = 0.0
     turns: int = 0
@@ -65,18 +98,21 @@ class SessionCreate(StrictModel):
 
 
 class Session(BaseModel):
+    """`BetaManagedAgentsSession`: `agent` is the version it runs, as sessions show agents."""
+
     type: Literal["session"] = "session"
     id: str
-    agent: Agent
+    agent: SessionAgent
     environment_id: str
     title: str | None = None
     metadata: dict[str, str] = {}
     resources: list[dict[str, Any]] = []
     status: SessionStatus
-    usage: Usage = Usage()
+    usage: SessionUsage = SessionUsage()
     stats: SessionStats = SessionStats()
     outcome_evaluations: list[dict[str, Any]] = []
     vault_ids: list[str] = []
+    budget: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None = None

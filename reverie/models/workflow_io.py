@@ -179,7 +179,8 @@ class ToolUseRef(BaseModel):
     event_id: str
     name: str
     kind: Literal["builtin", "custom"]
-    evaluated_permission: Literal["allow", "ask"] = "allow"
+    # "deny": a tool the agent does not offer; its run records an error result at once.
+    evaluated_permission: Literal["allow", "ask", "deny"] = "allow"
     # The tool use is the answer's last block: in an answer that stopped early (`max_tokens`,
     # `model_context_window_exceeded`) its input may be cut off.
     ends_answer: bool = False

@@ -24,7 +24,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from reverie.connections import connect_database, connect_temporal, database_url
 from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
 from reverie.models.common import Page, PageRequest, check_json, new_id, patch_metadata
-from reverie.models.environments import Environment, EnvironmentCreate, EnvironmentUpdate
+from reverie.models.environments import (
+    Environment,
+    EnvironmentCreate,
+    EnvironmentDeleted,
+    EnvironmentUpdate,
+)
 from reverie.models.errors import InvalidRequestError, NotSupportedError, ReverieError
 from reverie.models.events import (
     Event,
@@ -268,6 +273,11 @@ class ReverieClient:
         if environment_id == DEFAULT_ENVIRONMENT_ID:
             raise InvalidRequestError("the default environment cannot be archived")
         return await environments.archive(self.pool, environment_id)
+
+    async def delete_environment(self, environment_id: str) -> EnvironmentDeleted:
+        """Delete for good; refused for the default environment and one sessions still use."""
+        await environments.delete(self.pool, _check_id("environment", environment_id))
+        return EnvironmentDeleted(id=environment_id)
 
     # ---- sessions ----------------------------------------------------------------------------
 

@@ -263,17 +263,42 @@ async def session_archive(client: ReverieClient, args: argparse.Namespace) -> No
     emit(args, await client.archive_session(args.id), fields)
 
 
+def networking_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The SDK's `networking` from the flags, or None when none was given. `--allowed-host`
+    and the `--allow-*` flags imply limited networking; on an update, a flag left out keeps
+    what the environment has."""
+    limited_flags = {
+        "allowed_hosts": args.allowed_host,
+        "allow_package_managers": args.allow_package_managers,
+        "allow_mcp_servers": args.allow_mcp_servers,
+    }
+    given = {key: value for key, value in limited_flags.items() if value is not None}
+    if not args.networking and not given:
+        return None
+    kind = args.networking or "limited"
+    if kind != "limited":
+        if given:
+            raise InvalidRequestError(
+                f"--networking {kind} takes no --allowed-host or --allow-* flags"
+            )
+        return {"type": kind}
+    return {"type": "limited", **given}
+
+
 def environment_body(args: argparse.Namespace, *, create: bool) -> dict[str, Any]:
-    """Flags over an optional JSON body; `--allow-host` implies limited networking."""
+    """Flags over an optional JSON body (the SDK's shape: `config: {type: "cloud",
+    networking, packages}`); the networking flags replace the body's networking."""
     body = file_object(args)
     for key in ("name", "description"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
-    if args.networking or args.allow_host:
-        kind = args.networking or "limited"
-        body["networking"] = {"type": kind}
-        if kind == "limited":
-            body["networking"]["allowed_hosts"] = args.allow_host or []
+    networking = networking_flags(args)
+    if networking is not None:
+        config = body.get("config")
+        body["config"] = {
+            **(config if isinstance(config, dict) else {"type": "cloud"}),
+            "networking": networking,
+        }
     if args.metadata:
         body["metadata"] = merged_metadata(body, args.metadata)
     if create and "name" not in body:
@@ -299,6 +324,10 @@ async def env_list(client: ReverieClient, args: argparse.Namespace) -> None:
         limit=args.limit, page=args.page, include_archived=args.include_archived
     )
     emit(args, page, lambda p: with_next_page(environment_rows(p.data), p.next_page))
+
+
+async def env_delete(client: ReverieClient, args: argparse.Namespace) -> None:
+    emit(args, await client.delete_environment(args.id), fields)
 
 
 async def env_archive(client: ReverieClient, args: argparse.Namespace) -> None:
@@ -376,7 +405,21 @@ def environment_fields(parser: argparse.ArgumentParser, *, create: bool) -> None
     parser.add_argument("--description")
     parser.add_argument("--networking", choices=["unrestricted", "limited"])
     parser.add_argument(
-        "--allow-host", action="append", help="a host web_fetch may reach (limited networking)"
+        "--allowed-host",
+        "--allow-host",
+        dest="allowed_host",
+        action="append",
+        help="a host tools may reach (limited networking); repeat for more",
+    )
+    parser.add_argument(
+        "--allow-package-managers",
+        action=argparse.BooleanOptionalAction,
+        help="limited networking also reaches the public package registries (PyPI, npm...)",
+    )
+    parser.add_argument(
+        "--allow-mcp-servers",
+        action=argparse.BooleanOptionalAction,
+        help="limited networking also reaches the agent's MCP servers (none until MCP exists)",
     )
     metadata_and_file(parser, create=create)
 
@@ -392,6 +435,9 @@ def add_environment_commands(commands: Any) -> None:
     command(group, "get", env_get, "show an environment").add_argument("id")
     paging(command(group, "list", env_list, "list environments, newest first"))
     command(group, "archive", env_archive, "archive an environment").add_argument("id")
+    command(
+        group, "delete", env_delete, "delete an environment no session uses, for good"
+    ).add_argument("id")
 
 
 def add_session_commands(commands: Any) -> None:

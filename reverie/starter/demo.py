@@ -40,8 +40,9 @@ MESSAGES = (
     "Hello! Please introduce yourself in one sentence.",
     "Please list files in your workspace.",
 )
-# The built-in tools (bash runs sandboxed under bubblewrap where available); no web search.
-TOOLS = [{"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}]
+# The built-in tools, all enabled (bash runs sandboxed under bubblewrap where available;
+# web_search answers that no provider is set up unless REVERIE_WEB_SEARCH_URL names one).
+TOOLS = [{"type": "agent_toolset_20260401"}]
 TEMPORAL_PORT, UI_PORT = 7233, 8233
 SETTLE_TIMEOUT = 300.0
 PREVIEW = 100
@@ -139,7 +140,7 @@ async def report(reverie: ReverieClient, session_id: str, ui: str | None) -> boo
     print(f"session status: {session.status}")
     print(
         f"usage: input={usage.input_tokens} output={usage.output_tokens} "
-        f"cache_write={usage.cache_creation_input_tokens} "
+        f"cache_write={usage.cache_creation.ephemeral_5m_input_tokens} "
         f"cache_read={usage.cache_read_input_tokens} turns={session.stats.turns}"
     )
     if ui:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from reverie.models.environments import LimitedNetworking, UnrestrictedNetworking
+
 if TYPE_CHECKING:
     from reverie.models.agents import Agent
     from reverie.models.environments import Environment
@@ -145,15 +147,27 @@ def print_event(args: argparse.Namespace, event: Event) -> None:
     print(json.dumps(event.model_dump(mode="json")) if args.json else event_line(event), flush=True)
 
 
+def networking_text(networking: UnrestrictedNetworking | LimitedNetworking) -> str:
+    """`unrestricted`, or `limited` with its hosts and what else it opens."""
+    if not isinstance(networking, LimitedNetworking):
+        return networking.type
+    extras = [
+        name
+        for name, on in (
+            ("+package-managers", networking.allow_package_managers),
+            ("+mcp-servers", networking.allow_mcp_servers),
+        )
+        if on
+    ]
+    return " ".join(["limited", ",".join(networking.allowed_hosts), *extras]).strip()
+
+
 def environment_rows(environments: Sequence[Environment]) -> str:
     rows = [
         [
             e.id,
             e.name,
-            e.networking.type
-            + (
-                f" {','.join(e.networking.allowed_hosts)}" if e.networking.type == "limited" else ""
-            ),
+            networking_text(e.networking),
             when(e.created_at),
             "archived" * bool(e.archived_at),
         ]

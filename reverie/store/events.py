@@ -10,7 +10,7 @@ from typing import Any
 
 from reverie.models.common import scrub_json
 from reverie.models.errors import InvalidRequestError, NotFoundError
-from reverie.models.events import Event
+from reverie.models.events import Event, upgrade_payload
 from reverie.store.pool import Connection, Pool
 
 EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
@@ -93,7 +93,7 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
 def _event(row: Any) -> Event:
     return Event.model_validate(
         {
-            **row["payload"],
+            **upgrade_payload(row["type"], row["payload"]),
             "id": row["id"],
             "type": row["type"],
             "processed_at": row["processed_at"],

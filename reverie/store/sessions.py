@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reverie.models.agents import Agent
+from reverie.models.agents import Agent, SessionAgent
 from reverie.models.common import Page
 from reverie.models.errors import InvalidRequestError, NotFoundError
-from reverie.models.sessions import Session, SessionStats, SessionStatus, Usage
+from reverie.models.sessions import Session, SessionStats, SessionStatus, SessionUsage, Usage
 from reverie.store import agents
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
@@ -56,18 +56,20 @@ async def _session(conn: Pool | Connection, row: Any, agent: Agent | None = None
     active = row["active_seconds"] + (row["running_for"] or 0.0)
     return Session(
         id=row["id"],
-        agent=agent,
+        agent=SessionAgent.of(agent),
         environment_id=row["environment_id"],
         title=row["title"],
         metadata=row["metadata"],
         resources=row["resources"],
         status=row["status"],
-        usage=Usage(
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"],
-            cache_creation_input_tokens=row["cache_creation_input_tokens"],
-            cache_read_input_tokens=row["cache_read_input_tokens"],
-            active_seconds=active,
+        usage=SessionUsage.of(
+            Usage(
+                input_tokens=row["input_tokens"],
+                output_tokens=row["output_tokens"],
+                cache_creation_input_tokens=row["cache_creation_input_tokens"],
+                cache_read_input_tokens=row["cache_read_input_tokens"],
+                active_seconds=active,
+            )
         ),
         stats=SessionStats(
             active_seconds=active,

@@ -1,6 +1,7 @@
 """The tools' inputs, validated before anything runs.
 
-Field names are the SDK's (`BetaManagedAgentsAgentToolset20260401*Input`) plus `web_fetch`'s;
+Field names are the SDK's (`BetaManagedAgentsAgentToolset20260401*Input`) plus `web_fetch`'s and
+`web_search`'s;
 unknown fields are refused so a misspelt option is an error the model can see and fix.
 """
 
@@ -56,6 +57,11 @@ class BashInput(ToolInput):
 class WebFetchInput(ToolInput):
     url: str = Field(min_length=1)
     max_length: int | None = Field(default=None, ge=1)
+
+
+class WebSearchInput(ToolInput):
+    query: str = Field(min_length=1, max_length=1000)
+    max_results: int | None = Field(default=None, ge=1, le=50)
 
 
 def describe(error: ValidationError) -> str:

@@ -32,11 +32,11 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class _Refused(Exception):
-    """The fetch cannot go on; the message is meant for the model."""
+class WebRefused(Exception):
+    """The fetch (or search) cannot go on; the message is meant for the model."""
 
 
-class _PolicyResolver(AbstractResolver):
+class PolicyResolver(AbstractResolver):
     """Resolves names for aiohttp through the egress policy: only allowed addresses come back,
     and aiohttp dials nothing else."""
 
@@ -49,7 +49,7 @@ class _PolicyResolver(AbstractResolver):
         try:
             addresses = await self._policy.resolve(host, port)
         except EgressRefused as refused:
-            raise _Refused(str(refused)) from refused
+            raise WebRefused(str(refused)) from refused
         return [
             ResolveResult(
                 hostname=host,
@@ -73,7 +73,7 @@ async def run_web_fetch(
         return await with_heartbeat(
             asyncio.wait_for(_fetch(params, policy), TIMEOUT_SECONDS), heartbeat
         )
-    except _Refused as refused:
+    except WebRefused as refused:
         return ToolOutcome.error(f"web_fetch: {refused}")
     except TimeoutError:
         return ToolOutcome.error(f"web_fetch: {params.url}: timed out after {TIMEOUT_SECONDS:g} s")
@@ -83,18 +83,18 @@ async def run_web_fetch(
 
 async def _fetch(params: WebFetchInput, policy: EgressPolicy) -> ToolOutcome:
     url = _parse(params.url)
-    connector = aiohttp.TCPConnector(resolver=_PolicyResolver(policy), use_dns_cache=False)
+    connector = aiohttp.TCPConnector(resolver=PolicyResolver(policy), use_dns_cache=False)
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
         for _ in range(MAX_REDIRECTS + 1):
             if reason := _refusal(policy, url):
-                raise _Refused(f"{url}: {reason}")
+                raise WebRefused(f"{url}: {reason}")
             async with session.get(url, allow_redirects=False) as response:
                 location = response.headers.get("Location")
                 if response.status in _REDIRECTS and location:
                     url = url.join(_parse(location))
                     continue
                 return await _outcome(url, response, params.max_length)
-    raise _Refused(f"{params.url}: more than {MAX_REDIRECTS} redirects")
+    raise WebRefused(f"{params.url}: more than {MAX_REDIRECTS} redirects")
 
 
 def _refusal(policy: EgressPolicy, url: URL) -> str | None:
@@ -123,7 +123,7 @@ def _parse(raw: str) -> URL:
     try:
         return URL(raw.strip())
     except (ValueError, TypeError) as error:
-        raise _Refused(f"not a valid URL: {raw!r}") from error
+        raise WebRefused(f"not a valid URL: {raw!r}") from error
 
 
 async def _outcome(
