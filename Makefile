@@ -5,14 +5,16 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TS     := tests/ts
+TS_STAMP := $(TS)/node_modules/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help system venv demo test lint bench storm histories clean
+.PHONY: help system venv node demo test lint bench storm histories clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-system: ## Install the Debian packages bash's sandbox uses (bubblewrap, socat) if missing
+system: ## Install the Debian packages Reverie and its tests use (bubblewrap, socat, nodejs, npm) if missing
 	@PYTHON=$(PYTHON) bash deploy/system-packages.sh
 
 venv: $(STAMP) ## Create .venv and install Reverie with its test extras
@@ -22,10 +24,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
+node: ## Install the TypeScript SDK its test drives Reverie with (npm ci in tests/ts), if npm is here
+	@if command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory $(TS_STAMP); \
+	else \
+	  echo "reverie: npm is missing, so the TypeScript SDK's test will be skipped (make system installs it)"; \
+	fi
+
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 demo: system venv ## Run the embedded stack and one session end to end
 	$(PY) -m reverie.starter.demo
 
-test: system venv ## Run the test suite
+test: system venv node ## Run the test suite
 	$(PY) -m pytest -q
 
 lint: venv ## ruff check and ruff format --check

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages Reverie uses beyond Python: bubblewrap (bash's sandbox), socat (the
-# sandbox's bridge to its egress proxy) and python3-venv (for `make venv` on Debian's Python).
+# sandbox's bridge to its egress proxy), python3-venv (for `make venv` on Debian's Python) and
+# nodejs with npm (the official TypeScript SDK's smoke test, tests/ts; Debian 12's Node.js 18
+# runs it, and a newer node already on the machine is kept).
 # Installs what is missing when it can (as root, or with passwordless sudo), saying so in one
 # line; otherwise says in one line what to install and carries on: Reverie then runs without
 # them (bash is refused, or unsandboxed with REVERIE_SANDBOX=none) and the tests that need
@@ -10,6 +12,8 @@ set -uo pipefail
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
