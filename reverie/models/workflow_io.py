@@ -35,6 +35,20 @@ class Activity(StrEnum):
 RECORD_REFUSED = "record_refused"
 
 
+# The `session.error` error types Reverie records (the SDK's `BetaManagedAgentsSessionErrorEvent`
+# error objects); anything else is recorded as `unknown_error`, with its message.
+SESSION_ERROR_TYPES = frozenset(
+    {
+        "unknown_error",
+        "model_overloaded_error",
+        "model_rate_limited_error",
+        "model_request_failed_error",
+        "compaction_limit_reached_error",
+        "tool_use_limit_reached_error",
+    }
+)
+
+
 StopReason = Literal[
     "end_turn", "requires_action", "retries_exhausted", "budget_reached", "refusal"
 ]

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from reverie.models.sessions import SessionStatus
     from reverie.models.workflow_io import (
         RECORD_REFUSED,
+        SESSION_ERROR_TYPES,
         Activity,
         AdoptInputsInput,
         CarriedState,
@@ -649,8 +650,10 @@ def model_error(error: ActivityError, retries_here: bool = False) -> tuple[dict[
             terminal = cause.non_retryable and not details.get("retryable")
         else:
             terminal = cause.non_retryable
+        kind = details.get("error_type") or cause.type
         return {
-            "type": details.get("error_type") or cause.type or "unknown_error",
+            # Only the SDK's error types: an activity's own exception (a `KeyError`) is unknown.
+            "type": kind if kind in SESSION_ERROR_TYPES else "unknown_error",
             "message": details.get("message") or cause.message,
             "retry_status": {"type": "terminal" if terminal else "exhausted"},
         }, terminal
