@@ -206,3 +206,27 @@ async def test_hostile_requests_get_a_clear_refusal_never_a_500(
     assert 400 <= status < 500, (status, answer)
     assert answer["type"] == "error" and answer["error"]["message"], answer
     assert headers["request-id"].startswith("req_")
+
+
+async def test_time_filters_take_both_sdks_spellings(api: Api, reverie: ReverieClient) -> None:
+    agent = await reverie.create_agent({"name": "dated", "model": "fake-dated"})
+    stamp = agent.created_at.isoformat().replace("+00:00", "Z")
+    for query in (f"created_at_gte={stamp}", f"created_at[gte]={stamp}"):
+        status, _, body = await call(api, "GET", f"/v1/agents?{query}&limit=100")
+        assert status == 200 and agent.id in [a["id"] for a in body["data"]], query
+    for query in (f"created_at_lte={stamp}", f"created_at[lte]={stamp}"):
+        status, _, body = await call(api, "GET", f"/v1/agents?{query}&limit=100")
+        assert status == 200 and agent.id in [a["id"] for a in body["data"]], query
+    status, _, body = await call(
+        api, "GET", f"/v1/agents?created_at_gte={stamp}&created_at[gte]={stamp}"
+    )
+    assert status == 400 and "not both" in body["error"]["message"]
+    session = await reverie.create_session({"agent": agent.id})
+    created = session.created_at.isoformat().replace("+00:00", "Z")
+    later = f"created_at[gt]={created}"
+    status, _, body = await call(api, "GET", f"/v1/sessions?agent_id={agent.id}&{later}")
+    assert status == 200 and body["data"] == []
+    status, _, body = await call(
+        api, "GET", f"/v1/sessions?agent_id={agent.id}&created_at[gte]={stamp}"
+    )
+    assert [s["id"] for s in body["data"]] == [session.id]

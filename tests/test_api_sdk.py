@@ -183,9 +183,10 @@ async def test_session_routes_list_filters_update_and_delete(
         assert_fits(item, BetaManagedAgentsSession)
 
     for _ in range(300):
-        if (await sdk.beta.sessions.retrieve(pinned.id)).status == "idle" and any(
-            e.type == "session.status_idle" async for e in sdk.beta.sessions.events.list(pinned.id)
-        ):
+        idled = [
+            e async for e in sdk.beta.sessions.events.list(pinned.id, types=["session.status_idle"])
+        ]
+        if idled and (await sdk.beta.sessions.retrieve(pinned.id)).status == "idle":
             break
         await asyncio.sleep(0.1)
     idle = [s.id async for s in sdk.beta.sessions.list(agent_id=agent.id, statuses=["idle"])]
@@ -215,7 +216,7 @@ async def test_session_routes_list_filters_update_and_delete(
     with pytest.raises(anthropic.NotFoundError):
         await sdk.beta.sessions.retrieve(second.id)
     with pytest.raises(anthropic.NotFoundError):
-        await sdk.beta.sessions.events.list(second.id).__anext__()
+        await sdk.beta.sessions.events.list(second.id)
 
 
 async def test_deleting_a_running_session_is_refused(

@@ -1,7 +1,8 @@
 """Reading requests and writing answers: JSON bodies, query parameters, model dumps.
 
-Query parameters follow what the official SDKs send: lists as `name[]=a&name[]=b` (Python) or
-repeated / comma-separated `name` (others), booleans as `true`/`false`, times in RFC 3339.
+Query parameters follow what the official SDKs send: lists as `name[]=a&name[]=b` (both SDKs) or
+repeated / comma-separated `name` (curl users), booleans as `true`/`false`, times in RFC 3339 as
+`created_at_gte` (Python) or `created_at[gte]` (TypeScript).
 """
 
 from __future__ import annotations
@@ -80,7 +81,13 @@ def query_list(request: web.Request, name: str) -> list[str] | None:
 
 
 def query_time(request: web.Request, name: str) -> datetime | None:
+    """`created_at_gte=...` (the Python SDK) or `created_at[gte]=...` (the TypeScript SDK)."""
+    field, _, bound = name.rpartition("_")
     value = _one(request, name)
+    bracketed = _one(request, f"{field}[{bound}]")
+    if value is not None and bracketed is not None:
+        raise ApiError("invalid_request_error", f"give {name} or {field}[{bound}], not both")
+    value = value if value is not None else bracketed
     if value is None:
         return None
     try:
