@@ -2,7 +2,8 @@
 # The Debian packages Reverie uses beyond Python: bubblewrap (bash's sandbox), socat (the
 # sandbox's bridge to its egress proxy), python3-venv (for `make venv` on Debian's Python) and
 # nodejs with npm (the official TypeScript SDK's smoke test, tests/ts; Debian 12's Node.js 18
-# runs it, and a newer node already on the machine is kept).
+# runs it, and a newer node already on the machine is kept) and curl (the README's HTTP API
+# examples, which a test runs as written).
 # Installs what is missing when it can (as root, or with passwordless sudo), saying so in one
 # line; otherwise says in one line what to install and carries on: Reverie then runs without
 # them (bash is refused, or unsandboxed with REVERIE_SANDBOX=none) and the tests that need
@@ -14,6 +15,7 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
