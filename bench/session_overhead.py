@@ -123,7 +123,11 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="reverie-bench-"))
         exits.callback(shutil.rmtree, self.tmp, True)
         self.temporal_server = TemporalDevServer(
-            db_file=None, port=free_port(), ui_port=None, log_file=self.tmp / "temporal.log"
+            db_file=None,
+            port=free_port(),
+            ui_port=None,
+            log_file=self.tmp / "temporal.log",
+            choose_ports=True,
         )
         self.database: str = ""
         self.database_source = ""

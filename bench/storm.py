@@ -1211,6 +1211,7 @@ async def main_async(args: argparse.Namespace) -> int:
         temporal = TemporalDevServer(
             db_file=None,
             port=free_port(),
+            choose_ports=True,
             ui_port=None,
             extra_dynamic_config=(
                 f"limit.historyCount.suggestContinueAsNew={CONTINUE_AS_NEW_EVENTS}",

