@@ -322,6 +322,13 @@ class AgentUpdate(StrictModel):
         changes = self.model_dump(exclude_unset=True, exclude={"version", "metadata"})
         if "tools" in changes and changes["tools"] is None:
             changes["tools"] = []
+        if self.model is not None:
+            # Model options left out keep their stored values (the SDK documents it for
+            # `effort`); a bare model id changes only the id.
+            changes["model"] = {
+                **merged["model"],
+                **self.model.model_dump(include=self.model.model_fields_set),
+            }
         merged.update(changes)
         if self.metadata is not None:
             merged["metadata"] = patch_metadata(current.metadata, self.metadata)
