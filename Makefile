@@ -49,6 +49,7 @@ bench: system venv ## Measure per-session overhead, tool round trips, the sandbo
 	$(PY) bench/session_overhead.py
 	$(PY) bench/tool_roundtrip.py
 	$(PY) bench/sandbox_price.py
+	$(PY) bench/api_throughput.py
 
 storm: system venv ## Durability storm: 30 sessions while workers are SIGKILLed (STORM_ARGS=--sessions 90)
 	$(PY) bench/storm.py $(STORM_ARGS)
