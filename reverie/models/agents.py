@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from reverie.models.common import Metadata, StrictModel, patch_metadata
+from reverie.models.common import STORED, Metadata, StrictModel, patch_metadata
 
 MAX_TOOLS = 128
 # Versions are PostgreSQL integers: a larger number can name no version, and is refused as such.
@@ -276,9 +276,10 @@ class AgentConfig(StrictModel):
     def _null_is_empty(cls, value: Any) -> Any:
         return [] if value is None else value
 
-    @field_validator("system", mode="after")
+    @field_validator("system", "description", mode="after")
     @classmethod
-    def _empty_system_is_none(cls, value: str | None) -> str | None:
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        """`""` clears a text field: it reads back as null (as the hosted API answers)."""
         return value or None
 
     @model_validator(mode="after")
@@ -365,7 +366,8 @@ class SessionAgent(BaseModel):
 
     @classmethod
     def of(cls, agent: Agent) -> SessionAgent:
-        return cls.model_validate(agent.model_dump(include=set(cls.model_fields)))
+        # Already validated when it was stored: a limit made stricter later must not hide it.
+        return cls.model_validate(agent.model_dump(include=set(cls.model_fields)), context=STORED)
 
 
 class AgentRef(StrictModel):
