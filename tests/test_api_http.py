@@ -230,3 +230,29 @@ async def test_time_filters_take_both_sdks_spellings(api: Api, reverie: ReverieC
         api, "GET", f"/v1/sessions?agent_id={agent.id}&created_at[gte]={stamp}"
     )
     assert [s["id"] for s in body["data"]] == [session.id]
+
+
+async def test_concurrent_requests_with_one_key_share_one_verification(
+    reverie: ReverieClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from reverie.api import auth
+
+    created = await keys.create(reverie.pool, "busy", "tests")
+    calls = 0
+    real_verify = keys.verify
+
+    async def counted(pool: object, presented: str) -> object:
+        nonlocal calls
+        calls += 1
+        return await real_verify(pool, presented)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(auth.keys, "verify", counted)
+    checker = auth.KeyChecker(reverie.pool)
+    found = await asyncio.gather(*(checker.check(created.key) for _ in range(50)))
+    assert {key.id for key in found} == {created.id}
+    assert calls == 1
+    with pytest.raises(auth.ApiError):
+        await asyncio.gather(*(checker.check(created.key + "x") for _ in range(5)))
+    assert calls == 2

@@ -18,6 +18,7 @@ from reverie.api import agents, environments, events, sessions, state, unsupport
 from reverie.api.auth import KeyChecker, auth_middleware
 from reverie.api.errors import Handler, error_middleware
 from reverie.api.feed import make_feed
+from reverie.api.tails import Tails
 from reverie.service.client import ReverieClient
 
 log = logging.getLogger("reverie.api")
@@ -57,6 +58,7 @@ def build_app(
     app[state.CLIENT] = client
     app[state.KEY_CHECKER] = KeyChecker(client.pool)
     app[state.FEED] = feed or make_feed(client)
+    app[state.TAILS] = Tails(client.pool, app[state.FEED])
     app[state.MAX_BODY_BYTES] = max_body_bytes
     app[state.KEEPALIVE_SECONDS] = keepalive_seconds
     app.on_response_prepare.append(_add_request_id)
@@ -68,6 +70,7 @@ def build_app(
     own_feed = app[state.FEED] is not getattr(client, "feed", None)
 
     async def close_feed(_: web.Application) -> None:
+        app[state.TAILS].close()
         if own_feed:
             await app[state.FEED].close()
 

@@ -7,6 +7,7 @@ revoked key therefore stops working within that time on every API process.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
@@ -28,6 +29,7 @@ class KeyChecker:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self._verified: dict[bytes, tuple[ApiKey, float]] = {}
+        self._pending: dict[bytes, asyncio.Future[ApiKey | None]] = {}
 
     async def check(self, presented: str) -> ApiKey:
         fingerprint = hashlib.sha256(presented.encode()).digest()
@@ -35,7 +37,14 @@ class KeyChecker:
         cached = self._verified.get(fingerprint)
         if cached is not None and cached[1] > now:
             return cached[0]
-        key = await keys.verify(self.pool, presented)
+        # Concurrent requests with one key share one verification (a busy client whose cache
+        # entry expires would otherwise send a query per request in flight).
+        pending = self._pending.get(fingerprint)
+        if pending is None:
+            pending = asyncio.ensure_future(keys.verify(self.pool, presented))
+            self._pending[fingerprint] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(fingerprint, None))
+        key = await asyncio.shield(pending)
         if key is None:
             self._verified.pop(fingerprint, None)
             raise ApiError("authentication_error", "invalid x-api-key")

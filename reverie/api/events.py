@@ -10,8 +10,6 @@ database poll of its own.
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import Any
 
 from aiohttp import web
 
@@ -19,14 +17,14 @@ from reverie.api import state
 from reverie.api.errors import ApiError
 from reverie.api.http import json_body, query_int, query_list, query_str, query_time, respond
 from reverie.api.sessions import order_of
-from reverie.models.events import Event
+from reverie.api.tails import TERMINATED, Tail, frames_after
 from reverie.service.client import ReverieClient
 from reverie.store import events as event_store
 
 routes = web.RouteTableDef()
 
-# Events read from the log per batch while a stream catches up.
-STREAM_BATCH = 200
+# Events a stream reads from the log at once while it catches up with its session's tail.
+CATCH_UP_BATCH = 200
 
 
 def _client(request: web.Request) -> ReverieClient:
@@ -61,13 +59,6 @@ async def list_events(request: web.Request) -> web.Response:
     return respond(page)
 
 
-def frame(event: Event) -> bytes:
-    """One server-sent event: `event:` names the type (the SDKs drop frames without it),
-    `id:` lets a client resume after it with `Last-Event-ID`."""
-    data = json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
-    return f"event: {event.type}\nid: {event.id}\ndata: {data}\n\n".encode()
-
-
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 
@@ -78,10 +69,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     # Looked up before the stream starts, so that an unknown session is a 404, not a stream.
     ended = (await client.get_session(session_id)).status == "terminated"
     resume_after = request.headers.get("Last-Event-ID") or query_str(request, "last_event_id")
-    feed = request.app[state.FEED]
-    async with feed.subscribe(session_id) as wake:
-        # Subscribed first, then the starting point read: an event recorded in between is
-        # both after the starting point and announced to this subscriber.
+    async with request.app[state.TAILS].follow(session_id) as tail:
+        # Following first, then the starting point read: an event recorded in between is both
+        # after the starting point and read by the tail.
         if resume_after:
             position = await client.event_position(session_id, resume_after)
         else:
@@ -96,34 +86,34 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         # A client that goes away loses nothing: it resumes with Last-Event-ID.
         with contextlib.suppress(ConnectionResetError):
-            await _send_events(request, response, wake, session_id, position, ended)
+            await _send_frames(request, response, tail, position, ended)
         return response
 
 
-async def _send_events(
-    request: web.Request,
-    response: web.StreamResponse,
-    wake: Any,
-    session_id: str,
-    position: int,
-    ended: bool,
+async def _send_frames(
+    request: web.Request, response: web.StreamResponse, tail: Tail, position: int, ended: bool
 ) -> None:
-    """Events after `position` as they are recorded, until the session terminates."""
+    """Frames after `position` as they are recorded, until the session terminates."""
     pool = request.app[state.CLIENT].pool
     keepalive = request.app[state.KEEPALIVE_SECONDS]
     while True:
-        batch, position = await event_store.list_events(
-            pool, session_id, after_position=position, limit=STREAM_BATCH
-        )
-        for event in batch:
-            await response.write(frame(event))
-            if event.type == "session.status_terminated":
+        waiter = tail.waiter
+        frames = tail.since(position)
+        if frames is None:  # further back than the tail keeps: read from the log
+            found, _ = await event_store.list_events(
+                pool, tail.session_id, after_position=position, limit=CATCH_UP_BATCH
+            )
+            frames = frames_after(position, found)
+        for frame in frames:
+            await response.write(frame.data)
+            position = frame.position
+            if frame.type == TERMINATED:
                 await response.write_eof()
                 return
-        if len(batch) == STREAM_BATCH:
+        if frames:
             continue
         if ended:  # terminated before the stream began: what it holds has been sent
             await response.write_eof()
             return
-        if not await wake.wait(keepalive):
+        if not await tail.changed(waiter, keepalive):
             await response.write(PING)

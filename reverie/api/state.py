@@ -12,6 +12,7 @@ from reverie.service.client import ReverieClient
 CLIENT = web.AppKey("client", ReverieClient)
 KEY_CHECKER = web.AppKey("key_checker", Any)  # auth.KeyChecker (imported there, not here)
 FEED = web.AppKey("feed", Any)  # store.event_feed.EventFeed, or one with its interface
+TAILS = web.AppKey("tails", Any)  # api.tails.Tails: one reader per session with streams
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 KEEPALIVE_SECONDS = web.AppKey("keepalive_seconds", float)
 

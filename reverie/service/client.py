@@ -611,6 +611,7 @@ class ReverieClient:
         if order not in ("asc", "desc"):
             raise InvalidRequestError(f"order must be asc or desc, not {order!r}")
         position = _event_cursor(paging.page)
+        positions: list[int] = []
         found, _ = await events.list_events(
             self.pool,
             session_id,
@@ -622,12 +623,12 @@ class ReverieClient:
             created=events.TimeRange(
                 gt=created_at_gt, gte=created_at_gte, lt=created_at_lt, lte=created_at_lte
             ),
+            return_positions=positions,
         )
         if len(found) <= paging.limit:
             return Page(data=found)
         # The cursor is the position of the last event on this page.
-        boundary = await events.position_of(self.pool, session_id, found[paging.limit - 1].id)
-        return Page(data=found[: paging.limit], next_page=f"p{boundary}")
+        return Page(data=found[: paging.limit], next_page=f"p{positions[paging.limit - 1]}")
 
     async def event_position(self, session_id: str, event_id: str) -> int:
         """Where `event_id` sits in the session's log (a stream resumes after it)."""

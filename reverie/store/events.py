@@ -122,9 +122,11 @@ async def list_events(
     descending: bool = False,
     created: TimeRange = TimeRange(),
     before_position: int | None = None,
+    return_positions: list[int] | None = None,
 ) -> tuple[list[Event], int]:
     """Events between two positions (exclusive), and the position of the last one returned:
-    the largest when ascending (for following), the smallest when descending (for paging)."""
+    the largest when ascending (for following), the smallest when descending (for paging).
+    `return_positions`, when given, receives each returned event's position."""
     rows = await pool.fetch(
         f"""SELECT * FROM events
             WHERE session_id = $1 AND position > $2
@@ -146,6 +148,8 @@ async def list_events(
         before_position,
     )
     positions = [row["position"] for row in rows]
+    if return_positions is not None:
+        return_positions.extend(positions)
     if descending:
         last = min(positions, default=before_position or 0)
     else:
