@@ -45,10 +45,11 @@ lint: venv ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: system venv ## Measure per-session overhead, tool round trips, the sandbox's price
+bench: system venv ## Measure turns, tool round trips, the sandbox's price, the event feed, the HTTP API
 	$(PY) bench/session_overhead.py
 	$(PY) bench/tool_roundtrip.py
 	$(PY) bench/sandbox_price.py
+	$(PY) bench/event_feed.py
 	$(PY) bench/api_throughput.py
 
 storm: system venv ## Durability storm: 30 sessions while workers are SIGKILLed (STORM_ARGS=--sessions 90)
