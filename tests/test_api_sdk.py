@@ -333,3 +333,54 @@ async def test_refusals_reach_the_sdk_as_its_own_errors(
             events=[{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}],
         )
     assert "archived" in str(archived.value)
+
+
+async def test_optional_fields_the_sdk_sends_are_accepted_and_unbuilt_ones_named(
+    sdk: anthropic.AsyncAnthropic, model_name: str
+) -> None:
+    agent = await sdk.beta.agents.create(
+        name="optional",
+        model={"id": model_name, "speed": "standard"},
+        description=None,
+        system=None,
+        mcp_servers=[],
+        skills=[],
+        tools=[],
+        metadata={},
+        multiagent=None,
+    )
+    environment = await sdk.beta.environments.create(
+        name="optional", config={"type": "cloud"}, description=None, metadata={}
+    )
+    assert environment.config.networking.type == "limited"  # no network unless asked
+    session = await sdk.beta.sessions.create(
+        agent=agent.id,
+        environment_id=environment.id,
+        vault_ids=[],
+        resources=[],
+        metadata={},
+        title=None,
+        initial_events=[],
+    )
+    assert session.vault_ids == [] and session.resources == []
+    titled = await sdk.beta.sessions.update(session.id, title="named")
+    cleared = await sdk.beta.sessions.update(session.id, title=None)
+    assert (titled.title, cleared.title) == ("named", None)
+    refusals = {
+        "vaults": sdk.beta.sessions.create(
+            agent=agent.id, environment_id="env_default", vault_ids=["vlt_1"]
+        ),
+        "budgets": sdk.beta.sessions.create(
+            agent=agent.id,
+            environment_id="env_default",
+            budget={"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}},
+        ),
+        "agent_with_overrides": sdk.beta.sessions.create(
+            agent={"type": "agent_with_overrides", "id": agent.id, "system": "x"},
+            environment_id="env_default",
+        ),
+    }
+    for named, call in refusals.items():
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            await call
+        assert named in str(refused.value) and "not supported yet" in str(refused.value)

@@ -79,12 +79,28 @@ class SessionStats(BaseModel):
 
 
 class SessionCreate(StrictModel):
-    agent: str | AgentRef
+    """`SessionCreateParams`. Fields Reverie has not built (`vault_ids`, `budget`, an
+    `agent_with_overrides`) are accepted here, so that an SDK sending their empty defaults is
+    served, and refused by the client when they ask for something."""
+
+    agent: str | AgentRef | dict[str, Any]
     environment_id: str | None = None
     title: str | None = Field(default=None, max_length=512)
     metadata: Metadata = Field(default_factory=dict)
     resources: list[dict[str, Any]] = []
     initial_events: list[dict[str, Any]] = Field(default_factory=list)
+    vault_ids: list[str] = Field(default_factory=list, max_length=100)
+    budget: dict[str, Any] | None = None
+
+    @field_validator("agent", mode="after")
+    @classmethod
+    def _known_agent_form(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("type") != "agent_with_overrides":
+            raise ValueError(
+                'an agent id, {"type": "agent", "id": ..., "version": ...} or '
+                '{"type": "agent_with_overrides", ...}'
+            )
+        return value
 
     @field_validator("initial_events")
     @classmethod
@@ -94,7 +110,21 @@ class SessionCreate(StrictModel):
         return value
 
     def agent_ref(self) -> AgentRef:
-        return AgentRef(id=self.agent) if isinstance(self.agent, str) else self.agent
+        if isinstance(self.agent, str):
+            return AgentRef(id=self.agent)
+        if isinstance(self.agent, dict):
+            raise ValueError(f"agent of type {self.agent.get('type')!r}")
+        return self.agent
+
+    def unsupported(self) -> str | None:
+        """What this request asks for that Reverie has not built, if anything."""
+        if isinstance(self.agent, dict):
+            return "session-local agent overrides (agent_with_overrides) are not supported yet"
+        if self.vault_ids:
+            return "vaults (vault_ids) are not supported yet"
+        if self.budget is not None:
+            return "session budgets are not supported yet"
+        return None
 
 
 class Session(BaseModel):

@@ -293,6 +293,9 @@ class ReverieClient:
         events are removed again.
         """
         params = _parse(SessionCreate, params)
+        missing = params.unsupported()
+        if missing:
+            raise NotSupportedError(missing)
         if params.resources:
             raise NotSupportedError(
                 "session resources (memory stores, files) are not supported yet"
