@@ -17,18 +17,14 @@ from reverie.api import state
 from reverie.api.errors import ApiError
 from reverie.api.http import json_body, query_int, query_list, query_str, query_time, respond
 from reverie.api.sessions import order_of
+from reverie.api.state import client_of
 from reverie.api.tails import TERMINATED, Tail, frames_after
-from reverie.service.client import ReverieClient
 from reverie.store import events as event_store
 
 routes = web.RouteTableDef()
 
 # Events a stream reads from the log at once while it catches up with its session's tail.
 CATCH_UP_BATCH = 200
-
-
-def _client(request: web.Request) -> ReverieClient:
-    return request.app[state.CLIENT]
 
 
 @routes.post("/v1/sessions/{session_id}/events")
@@ -39,13 +35,13 @@ async def send(request: web.Request) -> web.Response:
     extra = sorted(set(body) - {"events"})
     if extra:
         raise ApiError("invalid_request_error", f"unknown fields: {', '.join(extra)}")
-    sent = await _client(request).send_events(request.match_info["session_id"], body["events"])
+    sent = await client_of(request).send_events(request.match_info["session_id"], body["events"])
     return respond({"data": [event.model_dump(mode="json") for event in sent]})
 
 
 @routes.get("/v1/sessions/{session_id}/events")
 async def list_events(request: web.Request) -> web.Response:
-    page = await _client(request).events_page(
+    page = await client_of(request).events_page(
         request.match_info["session_id"],
         limit=query_int(request, "limit", 20),
         page=query_str(request, "page"),
@@ -64,7 +60,7 @@ PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 @routes.get("/v1/sessions/{session_id}/events/stream")
 async def stream(request: web.Request) -> web.StreamResponse:
-    client = _client(request)
+    client = client_of(request)
     session_id = request.match_info["session_id"]
     # Looked up before the stream starts, so that an unknown session is a 404, not a stream.
     ended = (await client.get_session(session_id)).status == "terminated"

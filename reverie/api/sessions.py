@@ -6,7 +6,6 @@ from typing import Literal, cast
 
 from aiohttp import web
 
-from reverie.api import state
 from reverie.api.errors import ApiError
 from reverie.api.http import (
     json_body,
@@ -17,13 +16,9 @@ from reverie.api.http import (
     query_time,
     respond,
 )
-from reverie.service.client import ReverieClient
+from reverie.api.state import client_of
 
 routes = web.RouteTableDef()
-
-
-def _client(request: web.Request) -> ReverieClient:
-    return request.app[state.CLIENT]
 
 
 def order_of(request: web.Request, default: Literal["asc", "desc"]) -> Literal["asc", "desc"]:
@@ -35,12 +30,12 @@ def order_of(request: web.Request, default: Literal["asc", "desc"]) -> Literal["
 
 @routes.post("/v1/sessions")
 async def create(request: web.Request) -> web.Response:
-    return respond(await _client(request).create_session(await json_body(request)))
+    return respond(await client_of(request).create_session(await json_body(request)))
 
 
 @routes.get("/v1/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
-    client = _client(request)
+    client = client_of(request)
     if query_str(request, "memory_store_id") or query_str(request, "deployment_id"):
         # Reverie has no memory stores or deployments yet, so no session can match.
         return respond({"data": [], "next_page": None})
@@ -62,22 +57,22 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{session_id}")
 async def retrieve(request: web.Request) -> web.Response:
-    return respond(await _client(request).get_session(request.match_info["session_id"]))
+    return respond(await client_of(request).get_session(request.match_info["session_id"]))
 
 
 @routes.post("/v1/sessions/{session_id}")
 async def update(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
-    return respond(await _client(request).update_session(session_id, await json_body(request)))
+    return respond(await client_of(request).update_session(session_id, await json_body(request)))
 
 
 @routes.post("/v1/sessions/{session_id}/archive")
 async def archive(request: web.Request) -> web.Response:
-    return respond(await _client(request).archive_session(request.match_info["session_id"]))
+    return respond(await client_of(request).archive_session(request.match_info["session_id"]))
 
 
 @routes.delete("/v1/sessions/{session_id}")
 async def delete(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
-    await _client(request).delete_session(session_id)
+    await client_of(request).delete_session(session_id)
     return respond({"id": session_id, "type": "session_deleted"})

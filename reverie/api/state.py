@@ -18,3 +18,8 @@ KEEPALIVE_SECONDS = web.AppKey("keepalive_seconds", float)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 API_KEY = web.RequestKey("api_key", ApiKey)
+
+
+def client_of(request: web.Request) -> ReverieClient:
+    """The shared service client every route calls."""
+    return request.app[CLIENT]
