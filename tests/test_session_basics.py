@@ -90,14 +90,14 @@ async def test_bad_input_is_refused_and_writes_nothing(
         await reverie.create_session({"agent": "agent_doesnotexist"})
     with pytest.raises(NotFoundError, match="no session"):
         await reverie.send_message("sesn_doesnotexist", "hello")
-    with pytest.raises(NotSupportedError, match="outcomes"):
+    with pytest.raises(NotSupportedError, match="file rubrics"):
         await reverie.send_events(
             session.id,
             [
                 {
                     "type": "user.define_outcome",
                     "description": "d",
-                    "rubric": {"type": "text", "content": "r"},
+                    "rubric": {"type": "file", "file_id": "file_011CNha8iCJcU1wXNR6q4V8w"},
                 }
             ],
         )

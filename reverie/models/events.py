@@ -9,10 +9,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from reverie.models.common import StrictModel, check_json
+from reverie.models.outcomes import (
+    DEFAULT_MAX_ITERATIONS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_ITERATIONS,
+    GraderOptions,
+    Rubric,
+    not_blank,
+)
 
 # Largest accepted input event, serialised. Content lives in Postgres, not in Temporal, but one
 # event is still one row that every later model call re-reads: keep it to a sane size.
 MAX_EVENT_BYTES = 256 * 1024
+# `user.define_outcome` carries a text rubric of up to 262,144 characters (the SDK's bound) and
+# a description as long: up to 4 bytes each, escaped as JSON.
+MAX_OUTCOME_EVENT_BYTES = 4 * 1024 * 1024
 # Events in one request (`send_events`, a session's `initial_events`), as the hosted API allows.
 MAX_EVENTS_PER_REQUEST = 50
 # Fields that name another event travel to the workflow inside a Temporal update, so they are
@@ -78,10 +89,21 @@ class UserCustomToolResult(StrictModel):
 
 
 class UserDefineOutcome(StrictModel):
+    """`BetaManagedAgentsUserDefineOutcomeEventParams`, plus Reverie's optional `grader`.
+    `max_iterations` null means the default (3). The recorded echo adds `outcome_id`."""
+
     type: Literal["user.define_outcome"] = "user.define_outcome"
-    description: str = Field(min_length=1)
-    rubric: dict[str, Any]
-    max_iterations: int = Field(default=3, ge=1, le=20)
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)
+    rubric: Rubric
+    max_iterations: int | None = Field(default=DEFAULT_MAX_ITERATIONS, ge=1, le=MAX_ITERATIONS)
+    grader: GraderOptions | None = None
+
+    _blank = field_validator("description")(not_blank)
+
+    @field_validator("max_iterations", mode="after")
+    @classmethod
+    def _default(cls, value: int | None) -> int:
+        return DEFAULT_MAX_ITERATIONS if value is None else value
 
 
 InputEvent = Annotated[
@@ -110,8 +132,9 @@ def parse_input_event(raw: Any) -> InputEvent:
         )
     check_json(raw)  # before measuring: json.dumps of a far too deep value raises RecursionError
     size = len(json.dumps(raw, default=str).encode())
-    if size > MAX_EVENT_BYTES:
-        raise ValueError(f"event of {size} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes")
+    limit = MAX_OUTCOME_EVENT_BYTES if raw.get("type") == "user.define_outcome" else MAX_EVENT_BYTES
+    if size > limit:
+        raise ValueError(f"event of {size} bytes exceeds the limit of {limit} bytes")
     return _input_adapter.validate_python(raw)
 
 

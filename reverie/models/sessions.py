@@ -11,6 +11,7 @@ from reverie.models.agents import AgentRef, SessionAgent
 from reverie.models.common import Metadata, StrictModel
 from reverie.models.environments import DEFAULT_ENVIRONMENT_ID
 from reverie.models.events import MAX_EVENTS_PER_REQUEST, check_event_count
+from reverie.models.outcomes import OutcomeEvaluation
 
 __all__ = ["DEFAULT_ENVIRONMENT_ID", "Session", "SessionCreate", "SessionStatus", "Usage"]
 
@@ -140,7 +141,7 @@ class Session(BaseModel):
     status: SessionStatus
     usage: SessionUsage = SessionUsage()
     stats: SessionStats = SessionStats()
-    outcome_evaluations: list[dict[str, Any]] = []
+    outcome_evaluations: list[OutcomeEvaluation] = []
     vault_ids: list[str] = []
     budget: dict[str, Any] | None = None
     created_at: datetime

@@ -28,6 +28,10 @@ class Activity(StrEnum):
     ADOPT_INPUTS = "adopt_inputs"
     RECORD_UNRUN_TOOL_USES = "record_unrun_tool_uses"
     COMPACT_TRANSCRIPT = "compact_transcript"
+    # Outcomes (workflows/outcome.py, activities/grader.py).
+    GRADE_OUTCOME = "grade_outcome"
+    RECORD_OUTCOME = "record_outcome"
+    SETTLE_OUTCOME_EVALUATION = "settle_outcome_evaluation"
 
 
 # `ApplicationError.type` of a write PostgreSQL refused for good (a missing row, a constraint, a
@@ -67,6 +71,9 @@ class InputRef(BaseModel):
     tool_use_id: str | None = None
     custom_tool_use_id: str | None = None
     result: Literal["allow", "deny"] | None = None
+    # `user.define_outcome`: the outcome's id (made by the client) and its iteration budget.
+    outcome_id: str | None = None
+    max_iterations: int | None = None
 
 
 class SendEventsInput(BaseModel):
@@ -86,6 +93,22 @@ class PendingToolUse(BaseModel):
     kind: Literal["builtin", "custom"]
     answer_event_id: str | None = None
     result: Literal["allow", "deny"] | None = None
+
+
+class ActiveOutcome(BaseModel):
+    """The outcome a session works toward, as the workflow keeps it: ids and counters only
+    (its description, rubric and verdicts live in PostgreSQL)."""
+
+    outcome_id: str
+    # The `user.define_outcome` event: the agent's first input of the outcome.
+    event_id: str
+    max_iterations: int
+    # The evaluation the outcome is on (0-based), and where its loop stands:
+    # pending (not taken up by a turn yet) -> working (agent pass) -> evaluating (grader) ->
+    # working again (needs_revision) ... -> final_pass (after max_iterations_reached).
+    iteration: int = 0
+    phase: Literal["pending", "working", "evaluating", "final_pass"] = "pending"
+    last_result: str | None = None
 
 
 class CarriedState(BaseModel):
@@ -111,6 +134,9 @@ class CarriedState(BaseModel):
     # (patch `stop-reason-rules`) Set with `resume_inputs` when a turn continued as new right
     # after a `pause_turn` answer: the next step continues that answer as it is.
     resume_continues_answer: bool = False
+    # (patch `outcomes`) The outcome being worked toward, and the last one's final result.
+    outcome: ActiveOutcome | None = None
+    last_outcome: str | None = None
 
 
 class SessionOptions(BaseModel):
@@ -307,3 +333,67 @@ class ModelErrorDetails(BaseModel):
     prompt_too_long: bool = False
     # The window, when the error says it ("... tokens > N maximum").
     context_window_tokens: int | None = None
+
+
+class RecordOutcomeInput(BaseModel):
+    """Move an outcome's state on (`outcome_evaluations[]`), with the events that say so, in
+    one transaction; ids made by the workflow make a retry a no-op."""
+
+    session_id: str
+    outcome_id: str
+    result: Literal[
+        "running",
+        "evaluating",
+        "satisfied",
+        "max_iterations_reached",
+        "failed",
+        "interrupted",
+    ]
+    iteration: int
+    explanation: str | None = None
+    events: list[NewEvent] = []
+
+
+class GradeOutcomeInput(BaseModel):
+    """Grade the agent's work of one iteration (activities/grader.py)."""
+
+    session_id: str
+    agent_id: str
+    agent_version: int
+    outcome_id: str
+    iteration: int
+    # The evaluation's `span.outcome_evaluation_start` event (workflow-made): names the
+    # evaluation, its samples and every event it records.
+    evaluation_id: str
+    end_event_id: str
+    # The last evaluation allowed: a verdict other than satisfied or failed becomes
+    # `max_iterations_reached`.
+    last_iteration: bool
+    # Attempts the grader's model errors may use (the session's model budget).
+    max_attempts: int = Field(default=6, ge=1)
+
+
+class GradeOutcomeResult(BaseModel):
+    """The recorded verdict's result (its explanation and criteria stay in PostgreSQL)."""
+
+    result: Literal["satisfied", "needs_revision", "max_iterations_reached", "failed"]
+
+
+class SettleEvaluationInput(BaseModel):
+    """An evaluation the workflow stops waiting for (interrupted, or the grader failed): its
+    verdict if the grader committed one after all, else `result` is recorded for it."""
+
+    session_id: str
+    outcome_id: str
+    iteration: int
+    evaluation_id: str
+    end_event_id: str
+    result: Literal["interrupted", "failed"]
+    # Why (the grader's failure), for `failed`.
+    reason: str | None = None
+
+
+class SettledEvaluation(BaseModel):
+    result: str
+    # Whether this settling recorded `result` (False: the grader's own verdict stands).
+    settled: bool

@@ -34,6 +34,7 @@ from reverie.models.errors import InvalidRequestError, NotSupportedError, Reveri
 from reverie.models.events import (
     Event,
     InputEvent,
+    UserDefineOutcome,
     check_event_count,
     parse_input_event,
 )
@@ -133,18 +134,41 @@ def _parse_events(raw: Sequence[Any], what: str = "a request") -> list[InputEven
 
 
 def _refuse_unsupported(parsed: list[InputEvent]) -> None:
-    for event in parsed:
-        if event.type == "user.define_outcome":
-            raise NotSupportedError("outcomes (user.define_outcome) are not supported yet")
+    outcomes = [event for event in parsed if isinstance(event, UserDefineOutcome)]
+    for event in outcomes:
+        if event.rubric.type == "file":
+            raise NotSupportedError(
+                "file rubrics ({type: file, file_id}) are not supported yet: Reverie has no "
+                "Files API; send the rubric inline as {type: text, content}"
+            )
+    if len(outcomes) > 1:
+        raise InvalidRequestError(
+            "only one outcome may be active at a time: send one user.define_outcome"
+        )
 
 
-def _ref(event_id: str, event: InputEvent) -> InputRef:
+def _payload(event: InputEvent) -> dict[str, Any]:
+    """An input event as it is recorded. `user.define_outcome` gets its `outcome_id` here (its
+    echo carries it) and leaves out Reverie's `grader` options when none were given."""
+    payload = event.model_dump(mode="json", exclude={"type"})
+    if isinstance(event, UserDefineOutcome):
+        if event.grader is None:
+            payload.pop("grader")
+        payload["outcome_id"] = new_id("outc")
+    return payload
+
+
+def _ref(event_id: str, event: InputEvent, payload: dict[str, Any]) -> InputRef:
     return InputRef(
         id=event_id,
         type=event.type,
         tool_use_id=getattr(event, "tool_use_id", None),
         custom_tool_use_id=getattr(event, "custom_tool_use_id", None),
         result=getattr(event, "result", None),
+        outcome_id=payload.get("outcome_id"),
+        max_iterations=payload.get("max_iterations")
+        if event.type == "user.define_outcome"
+        else None,
     )
 
 
@@ -319,12 +343,10 @@ class ReverieClient:
         if agent.archived_at is not None:
             raise InvalidRequestError(f"agent {agent.id} is archived; it cannot start sessions")
         session_id = new_id("sesn")
-        rows = [
-            (new_id("sevt"), event.type, event.model_dump(mode="json", exclude={"type"}))
-            for event in initial
-        ]
+        rows = [(new_id("sevt"), event.type, _payload(event)) for event in initial]
         refs = [
-            _ref(event_id, event) for (event_id, _, _), event in zip(rows, initial, strict=True)
+            _ref(event_id, event, payload)
+            for (event_id, _, payload), event in zip(rows, initial, strict=True)
         ]
         options = options or SessionOptions(
             model_max_attempts=self.settings.model_max_attempts,
@@ -491,12 +513,12 @@ class ReverieClient:
                 f"session {session_id} is {'archived' if archived else 'terminated'}; "
                 "it takes no more events"
             )
-        staged = [
-            (new_id("sevt"), event.type, event.model_dump(mode="json", exclude={"type"}))
-            for event in parsed
-        ]
+        staged = [(new_id("sevt"), event.type, _payload(event)) for event in parsed]
         ids = [event_id for event_id, _, _ in staged]
-        refs = [_ref(event_id, event) for event_id, event in zip(ids, parsed, strict=True)]
+        refs = [
+            _ref(event_id, event, payload)
+            for (event_id, _, payload), event in zip(staged, parsed, strict=True)
+        ]
         update = SendEventsInput(events=refs)
         _check_temporal_size(update, "these events")
         await events.stage(self.pool, session_id, staged)

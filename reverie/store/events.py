@@ -11,6 +11,7 @@ from typing import Any
 from reverie.models.common import scrub_json
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.events import Event, upgrade_payload
+from reverie.store import outcomes
 from reverie.store.pool import Connection, Pool
 
 EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
@@ -79,6 +80,10 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
             for index, (event_id, kind, payload, processed_at) in enumerate(fresh)
         ],
     )
+    for event_id, kind, payload, _ in fresh:
+        if kind == "user.define_outcome":
+            # The outcome exists exactly when its event does (same transaction).
+            await outcomes.define(conn, session_id, event_id, payload)
     await conn.execute(
         "UPDATE sessions SET event_count = $2, updated_at = now() WHERE id = $1",
         session_id,

@@ -9,13 +9,23 @@ from typing import Any
 from reverie.models.agents import Agent, SessionAgent
 from reverie.models.common import Page
 from reverie.models.errors import InvalidRequestError, NotFoundError
+from reverie.models.outcomes import OutcomeEvaluation
 from reverie.models.sessions import Session, SessionStats, SessionStatus, SessionUsage, Usage
-from reverie.store import agents
+from reverie.store import agents, outcomes
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
 
 # Tables holding rows of one session, deleted with it (children before the session row).
-SESSION_TABLES = ("events", "staged_events", "transcript", "model_steps", "compactions")
+SESSION_TABLES = (
+    "events",
+    "staged_events",
+    "transcript",
+    "model_steps",
+    "compactions",
+    "outcome_samples",
+    "outcome_evaluations",
+    "outcomes",
+)
 
 
 async def create(
@@ -51,8 +61,15 @@ async def discard(pool: Pool, session_id: str) -> None:
         await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
 
 
-async def _session(conn: Pool | Connection, row: Any, agent: Agent | None = None) -> Session:
+async def _session(
+    conn: Pool | Connection,
+    row: Any,
+    agent: Agent | None = None,
+    evaluations: list[OutcomeEvaluation] | None = None,
+) -> Session:
     agent = agent or await agents.get(conn, row["agent_id"], row["agent_version"])
+    if evaluations is None:
+        evaluations = (await outcomes.for_sessions(conn, [row["id"]]))[row["id"]]
     active = row["active_seconds"] + (row["running_for"] or 0.0)
     return Session(
         id=row["id"],
@@ -78,6 +95,7 @@ async def _session(conn: Pool | Connection, row: Any, agent: Agent | None = None
             model_requests=row["model_requests"],
             events=row["event_count"],
         ),
+        outcome_evaluations=evaluations,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         archived_at=row["archived_at"],
@@ -155,8 +173,11 @@ async def list_sessions(
         key = (row["agent_id"], row["agent_version"])
         if key not in snapshots:
             snapshots[key] = await agents.get(pool, *key)
+    evaluations = await outcomes.for_sessions(pool, [row["id"] for row in rows[:limit]])
     items = [
-        await _session(pool, row, snapshots[(row["agent_id"], row["agent_version"])])
+        await _session(
+            pool, row, snapshots[(row["agent_id"], row["agent_version"])], evaluations[row["id"]]
+        )
         for row in rows[:limit]
     ]
     more = len(rows) > limit

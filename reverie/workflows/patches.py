@@ -30,3 +30,7 @@ STOP_REASON_RULES = "stop-reason-rules"
 # Long sessions compact their transcript (Reverie's own summary, as an activity keyed by a
 # workflow-made id) when it nears the model's context window or the model says it is too long.
 COMPACTION = "compaction"
+# Outcomes (`user.define_outcome`, workflows/outcome.py): the turns of a session with an active
+# outcome record its state, run the grader and take further passes. Only sessions that define
+# an outcome take these commands; older histories never reach them.
+OUTCOMES = "outcomes"
