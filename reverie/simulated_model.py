@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import uuid
 from typing import Any, Self
 
@@ -165,6 +166,16 @@ def _last_user_blocks(body: dict) -> list[dict]:
     return []
 
 
+def _first_user_blocks(body: dict) -> list[dict]:
+    for message in body.get("messages") or []:
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return [{"type": "text", "text": content}]
+            return [block for block in content or [] if isinstance(block, dict)]
+    return []
+
+
 def _text_of(blocks: Any) -> str:
     if isinstance(blocks, str):
         return blocks
@@ -187,7 +198,23 @@ def simulated_reply(body: dict, seen_prefixes: set[str] | None = None) -> dict:
     results = [block for block in blocks if block.get("type") == "tool_result"]
     text = _text_of(blocks)
     offers_bash = any(tool.get("name") == "bash" for tool in body.get("tools") or [])
-    if results:
+    forced = (body.get("tool_choice") or {}).get("name")
+    if forced == "submit_verdict":
+        # An outcome's grader: a verdict that agrees with itself, and says it checked nothing.
+        ids = re.findall(r"^(C\d+): ", _text_of(_first_user_blocks(body)), flags=re.MULTILINE)
+        verdict = {
+            "result": "satisfied",
+            "explanation": "[simulated model] Nothing was checked: the simulated grader is "
+            "always satisfied.",
+            "criteria": [
+                {"id": i, "met": True, "evidence": "[simulated model] not checked"}
+                for i in ids or ["C1"]
+            ],
+        }
+        tool_id = f"toolu_{digest[:24]}"
+        content = [{"type": "tool_use", "id": tool_id, "name": forced, "input": verdict}]
+        stop_reason = "tool_use"
+    elif results:
         result_text = "\n".join(_text_of(block.get("content")) for block in results)
         answer = f"[simulated model] The tool returned: {result_text[:_REPLY_PREVIEW]}"
         content, stop_reason = [{"type": "text", "text": answer}], "end_turn"
