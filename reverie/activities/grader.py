@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import posixpath
 import secrets
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ HEARTBEAT_EVERY = 1.0
 VERDICT_TOOL = "submit_verdict"
 # `ApplicationError.type` of an evaluation that got no valid verdict.
 INVALID_VERDICT = "grader_invalid_verdict"
+# TEST HOOK, never set in production: when "1", `grade_outcome` blocks for ever right after it
+# committed its verdict, without heartbeating, so a test can kill the worker in the window
+# between the commit and Temporal hearing of it.
+TEST_HOOK_FREEZE_AFTER_VERDICT = "REVERIE_TEST_HOOK_FREEZE_AFTER_VERDICT"
 
 BINARY_SUFFIXES = (
     ".png",
@@ -406,8 +411,10 @@ class Grader:
         prompt: str,
         criteria: list[Criterion],
         workspace: Workspace | None,
+        nonce: str = "",
     ) -> None:
         self._client = client
+        self._nonce = nonce
         self._model = model
         self._max_tokens = max_tokens
         self._system = system
@@ -447,7 +454,9 @@ class Grader:
                     text, is_error = await run_inspect_tool(
                         use["name"], use.get("input"), self._workspace
                     )
-                    results.append(_tool_result(use["id"], text, is_error))
+                    # What the tools read is the agent's work: untrusted, delimited, escaped.
+                    block = untrusted(self._nonce, "tool_result", text, tool=str(use["name"]))
+                    results.append(_tool_result(use["id"], block, is_error))
                 self._messages.append({"role": "user", "content": results})
                 continue
             refused += 1
@@ -521,6 +530,7 @@ class GraderActivities:
         self._pool = pool
         self._settings = settings
         self._client = client
+        self._freeze_after_verdict = os.environ.get(TEST_HOOK_FREEZE_AFTER_VERDICT) == "1"
 
     # ---- the grader ----------------------------------------------------------------------
 
@@ -532,11 +542,14 @@ class GraderActivities:
                 return GradeOutcomeResult(result=done.result)  # type: ignore[arg-type]
             ticker = asyncio.ensure_future(self._ongoing(params))
             try:
-                return await self._grade(params)
+                graded = await self._grade(params)
             finally:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+            if self._freeze_after_verdict:
+                await asyncio.Event().wait()  # the test hook: the test kills the worker here
+            return graded
 
     async def _ongoing(self, params: GradeOutcomeInput) -> None:
         """Heartbeats every second; `span.outcome_evaluation_ongoing` at once, then every
@@ -596,6 +609,7 @@ class GraderActivities:
                 ),
                 criteria=criteria,
                 workspace=workspace if options.inspect else None,
+                nonce=nonce,
             )
             try:
                 graded = await grader.grade()

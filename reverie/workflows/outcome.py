@@ -97,13 +97,20 @@ class OutcomeLoop:
         state: CarriedState,
         agent_pass: AgentPass,
         take_inputs: TakeInputs,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._params = params
         self._state = state
         self._agent_pass = agent_pass
         self._take_inputs = take_inputs
+        # The host's live panel (the Web UI's details), refreshed as the outcome moves on.
+        self._on_change = on_change or (lambda: None)
         self._interrupted = False
         self._grading: ActivityHandle[Any] | None = None
+        # A session created with the outcome in `initial_events` starts with it queued.
+        for ref in state.queued:
+            if ref.type == DEFINE and state.outcome is None:
+                self.define(ref)
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -219,6 +226,7 @@ class OutcomeLoop:
                 return graded
             result, feedback_id = graded
             outcome.last_result = result
+            self._on_change()
             if result in ("satisfied", "failed"):
                 self._done(outcome, result)
                 return TurnOutcome(TurnEnd.INTERRUPTED) if self._interrupted else turn
@@ -326,6 +334,7 @@ class OutcomeLoop:
         explanation: str | None = None,
         events: list[NewEvent] | None = None,
     ) -> None:
+        self._on_change()
         await record(
             Activity.RECORD_OUTCOME,
             RecordOutcomeInput(
@@ -347,6 +356,7 @@ class OutcomeLoop:
     def _done(self, outcome: ActiveOutcome, result: str) -> None:
         self._state.outcome = None
         self._state.last_outcome = f"{outcome.outcome_id}: {result}"
+        self._on_change()
 
     # ---- the Web UI --------------------------------------------------------------------------
 
