@@ -30,7 +30,12 @@ from reverie.models.environments import (
     EnvironmentDeleted,
     EnvironmentUpdate,
 )
-from reverie.models.errors import InvalidRequestError, NotSupportedError, ReverieError
+from reverie.models.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    NotSupportedError,
+    ReverieError,
+)
 from reverie.models.events import (
     Event,
     InputEvent,
@@ -55,6 +60,7 @@ from reverie.models.workflow_io import (
 )
 from reverie.settings import Settings, load_settings
 from reverie.store import agents, environments, events, sessions
+from reverie.store import outcomes as outcome_store
 from reverie.store.event_feed import EventFeed
 from reverie.store.pool import Pool
 from reverie.workflows.session import AGENT_ID, SESSION_STATUS, SessionWorkflow
@@ -576,6 +582,25 @@ class ReverieClient:
         except WorkflowUpdateFailedError as error:
             raise InvalidRequestError(_cause_message(error)) from None
         return await sessions.get(self.pool, session_id)
+
+    async def outcome_verdicts(self, session_id: str, outcome_id: str) -> list[dict[str, Any]]:
+        """Each recorded evaluation of an outcome, in order, with the grader's structured
+        verdict (per-criterion results) and every sample's verdict (Reverie's own addition;
+        the API shows only the result and its explanation)."""
+        _check_id("session", session_id)
+        found = await outcome_store.get(self.pool, _check_id("outcome", outcome_id))
+        if found.session_id != session_id:
+            raise NotFoundError(f"session {session_id} has no outcome {outcome_id!r}")
+        return [
+            {
+                "evaluation_id": e.id,
+                "result": e.result,
+                "explanation": e.explanation,
+                "verdict": e.verdict,
+                "usage": e.usage,
+            }
+            for e in await outcome_store.evaluations(self.pool, outcome_id)
+        ]
 
     # ---- events ------------------------------------------------------------------------------
 
