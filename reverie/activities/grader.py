@@ -584,7 +584,9 @@ class GraderActivities:
         criteria = rubric_criteria(rubric)
         workspace = Workspace.for_session(self._settings.workspaces, params.session_id)
         deliverables = await collect_deliverables(workspace)
-        final_message = await last_agent_message(self._pool, params.session_id)
+        final_message = await last_agent_message(
+            self._pool, params.session_id, since_event_id=outcome.event_id
+        )
         done = await outcomes.samples(self._pool, params.evaluation_id)
 
         invalid: list[tuple[str, Usage, int]] = []
@@ -829,13 +831,18 @@ class GraderActivities:
         return SettledEvaluation(result=params.result, settled=True)
 
 
-async def last_agent_message(pool: Pool, session_id: str) -> str | None:
-    """The text of the agent's last `agent.message` (its thinking and tool uses are other
-    events, never read here)."""
+async def last_agent_message(
+    pool: Pool, session_id: str, since_event_id: str | None = None
+) -> str | None:
+    """The text of the agent's last `agent.message` since the outcome was defined (its
+    thinking and tool uses are other events, never read here)."""
     payload = await pool.fetchval(
         """SELECT payload FROM events WHERE session_id = $1 AND type = 'agent.message'
+             AND position > coalesce(
+               (SELECT position FROM events WHERE id = $2 AND session_id = $1), 0)
            ORDER BY position DESC LIMIT 1""",
         session_id,
+        since_event_id,
     )
     if not payload:
         return None

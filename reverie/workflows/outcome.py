@@ -198,7 +198,9 @@ class OutcomeLoop:
                     if turn.end == TurnEnd.INTERRUPTED:
                         await self._end(outcome, "interrupted", "Stopped by a user.interrupt.")
                     return turn
+                # Defined while this turn ran, and taken up by it.
                 outcome.phase = "working"
+                await self._record(outcome, "running")
             if turn.end == TurnEnd.REQUIRES_ACTION:
                 return turn
             if turn.end == TurnEnd.INTERRUPTED:
