@@ -119,6 +119,14 @@ def content_text(blocks: Any) -> str:
 def event_summary(event: Event) -> str:
     """The one thing worth seeing in an event: its text, stop reason, error, tool or usage."""
     p = event.payload
+    if "outcome_id" in p:
+        # An outcome's definition, or one of its evaluations.
+        head = str(p["outcome_id"])
+        if "iteration" in p:
+            head += f" iteration {p['iteration']}"
+        if "result" in p:
+            return f"{head}: {p['result']} · {p.get('explanation', '')}"
+        return f"{head}: {p['description']}" if "description" in p else head
     if isinstance(p.get("error"), dict):
         error = p["error"]
         retry = (error.get("retry_status") or {}).get("type")
