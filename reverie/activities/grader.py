@@ -539,7 +539,7 @@ class GraderActivities:
         with refusals_are_final(f"record the evaluation {params.evaluation_id}"):
             done = await outcomes.evaluation(self._pool, params.evaluation_id)
             if done is not None:
-                return GradeOutcomeResult(result=done.result)  # type: ignore[arg-type]
+                return GradeOutcomeResult(result=done.result)
             ticker = asyncio.ensure_future(self._ongoing(params))
             try:
                 graded = await self._grade(params)
@@ -703,7 +703,7 @@ class GraderActivities:
                 usage=usage,
             ):
                 stored = await outcomes.evaluation(conn, params.evaluation_id)
-                return GradeOutcomeResult(result=stored.result)  # type: ignore[union-attr,arg-type]
+                return GradeOutcomeResult(result=stored.result)  # type: ignore[union-attr]
             end = {
                 "outcome_evaluation_start_id": params.evaluation_id,
                 "outcome_id": params.outcome_id,
@@ -720,7 +720,7 @@ class GraderActivities:
             state, iteration = _outcome_state(result, params.iteration)
             await outcomes.set_state(conn, params.outcome_id, state, iteration, explanation)
             await outcomes.add_grader_usage(conn, params.session_id, usage, requests)
-        return GradeOutcomeResult(result=result)  # type: ignore[arg-type]
+        return GradeOutcomeResult(result=result)
 
     async def _model_failure(
         self, params: GradeOutcomeInput, error: BaseException

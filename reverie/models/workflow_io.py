@@ -376,7 +376,8 @@ class GradeOutcomeInput(BaseModel):
 class GradeOutcomeResult(BaseModel):
     """The recorded verdict's result (its explanation and criteria stay in PostgreSQL)."""
 
-    result: Literal["satisfied", "needs_revision", "max_iterations_reached", "failed"]
+    # satisfied, needs_revision, max_iterations_reached or failed (or what settled it first).
+    result: str
 
 
 class SettleEvaluationInput(BaseModel):

@@ -229,6 +229,9 @@ class OutcomeLoop:
             result, feedback_id = graded
             outcome.last_result = result
             self._on_change()
+            if result == "interrupted":  # settled so before the grader's verdict
+                self._done(outcome, result)
+                return TurnOutcome(TurnEnd.INTERRUPTED)
             if result in ("satisfied", "failed"):
                 self._done(outcome, result)
                 return TurnOutcome(TurnEnd.INTERRUPTED) if self._interrupted else turn
