@@ -130,6 +130,8 @@ def rubric_criteria(rubric: str) -> list[Criterion]:
 
 
 MAX_VERDICT_TEXT = 4_000
+# The feedback an evaluation records (and the agent reads), at most.
+MAX_FEEDBACK = 20_000
 
 
 class CriterionResult(BaseModel):
@@ -212,7 +214,10 @@ class Verdict(BaseModel):
         if met:
             lines += ["", "Criteria met:"]
             lines += [f"- {c.id}: {c.evidence.strip()}" for c in met]
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if len(text) > MAX_FEEDBACK:
+            text = text[:MAX_FEEDBACK] + f"\n[feedback truncated at {MAX_FEEDBACK:,} characters]"
+        return text
 
 
 def verdict_schema() -> dict[str, Any]:
