@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Where `reverie api` (and `reverie up`) serve the HTTP API; loopback unless told otherwise.
     api_host: str = Field(default="127.0.0.1", alias="REVERIE_API_HOST")
     api_port: int = Field(default=8080, alias="REVERIE_API_PORT", ge=0, le=65535)
+    # Open event streams one API process serves (each costs ~12 kB and a share of one reader).
+    api_max_streams: int = Field(default=10_000, alias="REVERIE_API_MAX_STREAMS", ge=1)
     # Attempts of one model call before the session idles with `retries_exhausted`.
     model_max_attempts: int = Field(default=6, alias="REVERIE_MODEL_MAX_ATTEMPTS", ge=1)
     # Upper bound on one backoff, whatever `retry-after` asks for: a session should not sleep
@@ -67,6 +69,8 @@ class Settings(BaseSettings):
     )
     # Use the Messages API's own compaction (`compact_20260112`) for models that report it.
     api_compaction: bool = Field(default=True, alias="REVERIE_API_COMPACTION")
+    # (issue 17) The most memories one memory store may hold (the hosted API's limit).
+    memory_max_memories: int = Field(default=10_000, alias="REVERIE_MEMORY_MAX_MEMORIES", ge=1)
 
     @field_validator("compaction_model_thresholds")
     @classmethod

@@ -231,3 +231,56 @@ async def test_resuming_from_an_unknown_event_is_refused(
         http.get(f"{api.base_url}/v1/sessions/sesn_nope/events/stream", headers=headers) as r,
     ):
         assert r.status == 404 and (await r.json())["error"]["type"] == "not_found_error"
+
+
+async def test_a_process_serves_at_most_its_stream_limit(
+    reverie: ReverieClient, api: Api, model_name: str
+) -> None:
+    from reverie.api.app import start_api
+
+    runner, base_url = await start_api(
+        reverie, "127.0.0.1", 0, max_streams=2, keepalive_seconds=0.5
+    )
+    small = Api(base_url=base_url, key=api.key, runner=runner)
+    agent_id = await new_agent(reverie, model_name)
+    session_id = (await reverie.create_session({"agent": agent_id})).id
+    try:
+        async with sse(small, session_id), sse(small, session_id):
+            headers = {"x-api-key": api.key}
+            url = f"{base_url}/v1/sessions/{session_id}/events/stream"
+            async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+                body = await r.json()
+            assert r.status == 429 and body["error"]["type"] == "rate_limit_error"
+            assert "REVERIE_API_MAX_STREAMS" in body["error"]["message"]
+        async with sse(small, session_id) as frames:  # room again once they closed
+            assert (await asyncio.wait_for(anext(frames), 10))["event"] == "ping"
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_shared_tail_keeps_a_bounded_number_of_bytes(
+    api: Api, reverie: ReverieClient, model_name: str
+) -> None:
+    from reverie.api.tails import KEEP_BYTES
+    from reverie.store import events as event_store
+    from tests.api_support import current_app
+
+    agent_id = await new_agent(reverie, model_name)
+    session_id = (await reverie.create_session({"agent": agent_id})).id
+    big = "x" * (300 * 1024)
+    rows = [
+        (f"sevt_big{i:03d}{session_id[-10:]}", "agent.message", {"content": [big]}, _now())
+        for i in range(40)
+    ]
+    async with sse(api, session_id) as frames:
+        await event_store.append(reverie.pool, session_id, rows)
+        got = []
+        async for frame in frames:
+            if frame["event"] != "ping":
+                got.append(frame["id"])
+            if len(got) == len(rows):
+                break
+        tail = current_app(api)[TAILS]._tails[session_id]
+        kept = sum(len(frame.data) for frame in tail.frames)
+        assert kept <= KEEP_BYTES and len(tail.frames) < len(rows)
+    assert got == [row[0] for row in rows]

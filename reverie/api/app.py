@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from reverie.api import agents, environments, events, sessions, state, unsupported
+from reverie.api import agents, environments, events, memory, sessions, state, unsupported
 from reverie.api.auth import KeyChecker, auth_middleware
 from reverie.api.errors import Handler, error_middleware
 from reverie.api.feed import make_feed
@@ -49,8 +49,10 @@ def build_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS,
+    max_streams: int | None = None,
     feed: Any = None,
 ) -> web.Application:
+    max_streams = client.settings.api_max_streams if max_streams is None else max_streams
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[request_id_middleware, error_middleware, auth_middleware],
@@ -58,11 +60,11 @@ def build_app(
     app[state.CLIENT] = client
     app[state.KEY_CHECKER] = KeyChecker(client.pool)
     app[state.FEED] = feed or make_feed(client)
-    app[state.TAILS] = Tails(client.pool, app[state.FEED])
+    app[state.TAILS] = Tails(client.pool, app[state.FEED], max_streams)
     app[state.MAX_BODY_BYTES] = max_body_bytes
     app[state.KEEPALIVE_SECONDS] = keepalive_seconds
     app.on_response_prepare.append(_add_request_id)
-    for module in (agents, environments, sessions, events):
+    for module in (agents, environments, sessions, events, memory):
         app.router.add_routes(module.routes)
     unsupported.add_routes(app)
     app.router.add_get("/healthz", healthz)
@@ -82,7 +84,14 @@ async def start_api(
     client: ReverieClient, host: str, port: int, **options: Any
 ) -> tuple[web.AppRunner, str]:
     """Serve the API on host:port until the runner is cleaned up; answers the base URL."""
-    runner = web.AppRunner(build_app(client, **options), access_log=None, shutdown_timeout=1.0)
+    # handler_cancellation: a client that goes away cancels its handler at once, so an
+    # abandoned stream frees its place (and its share of a tail) without waiting for a write.
+    runner = web.AppRunner(
+        build_app(client, **options),
+        access_log=None,
+        shutdown_timeout=1.0,
+        handler_cancellation=True,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

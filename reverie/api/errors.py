@@ -74,7 +74,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ReverieError as error:
-        return error_response(error.status, error.error_type, error.message)
+        # `to_dict`: an error may name more than its type and message (conflicting_memory_id).
+        return web.json_response(error.to_dict(), status=error.status)
     except web.HTTPException as error:
         if error.status < 400:
             raise

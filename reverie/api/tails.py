@@ -20,14 +20,17 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from reverie.api.errors import ApiError
 from reverie.models.events import Event
 from reverie.store import events as event_store
 from reverie.store.pool import Pool
 
 log = logging.getLogger(__name__)
 
-# Frames a tail keeps for streams that are slightly behind (a slow client, a fresh resume).
+# Frames a tail keeps for streams that are slightly behind (a slow client, a fresh resume), at
+# most this many and this many bytes (an event can be hundreds of kB).
 KEEP = 1000
+KEEP_BYTES = 8 * 1024 * 1024
 # Events one read takes from the log.
 BATCH = 200
 # A tail re-reads this often even without a ring, so a lost notification costs latency only.
@@ -61,6 +64,7 @@ class Tail:
         self.session_id = session_id
         self.head = head  # position of the newest frame read (or the start)
         self.frames: deque[Frame] = deque(maxlen=KEEP)
+        self._bytes = 0
         self.streams = 0
         self._changed = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._follow(), name=f"tail {session_id}")
@@ -110,7 +114,13 @@ class Tail:
             )
             if not found:
                 return
-            self.frames.extend(frames_after(self.head, found))
+            for frame in frames_after(self.head, found):
+                if len(self.frames) == KEEP:
+                    self._bytes -= len(self.frames[0].data)
+                self.frames.append(frame)
+                self._bytes += len(frame.data)
+                while self._bytes > KEEP_BYTES and len(self.frames) > 1:
+                    self._bytes -= len(self.frames.popleft().data)
             self.head += len(found)
             waiter, self._changed = self._changed, asyncio.get_running_loop().create_future()
             waiter.set_result(None)
@@ -124,13 +134,21 @@ class Tail:
 class Tails:
     """The process's tails, one per session that has a stream open."""
 
-    def __init__(self, pool: Pool, feed: object) -> None:
+    def __init__(self, pool: Pool, feed: object, max_streams: int = 10_000) -> None:
         self.pool = pool
         self.feed = feed
+        self.max_streams = max_streams
         self._tails: dict[str, Tail] = {}
+        self._streams = 0
 
     @contextlib.asynccontextmanager
     async def follow(self, session_id: str) -> AsyncIterator[Tail]:
+        if self.count() >= self.max_streams:
+            raise ApiError(
+                "rate_limit_error",
+                f"this API process has {self.max_streams:,} streams open, the most it serves "
+                "(REVERIE_API_MAX_STREAMS); retry later or on another API process",
+            )
         tail = self._tails.get(session_id)
         if tail is None:
             head = await event_store.last_position(self.pool, session_id)
@@ -138,10 +156,12 @@ class Tails:
             if tail is None:
                 tail = self._tails[session_id] = Tail(self, session_id, head)
         tail.streams += 1
+        self._streams += 1
         try:
             yield tail
         finally:
             tail.streams -= 1
+            self._streams -= 1
             if tail.streams == 0 and self._tails.get(session_id) is tail:
                 del self._tails[session_id]
                 tail.close()
@@ -151,7 +171,7 @@ class Tails:
         if session_id is not None:
             tail = self._tails.get(session_id)
             return tail.streams if tail else 0
-        return sum(tail.streams for tail in self._tails.values())
+        return self._streams
 
     def close(self) -> None:
         for tail in self._tails.values():
