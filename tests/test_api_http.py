@@ -117,7 +117,7 @@ async def test_errors_have_the_api_shape_and_status(api: Api) -> None:
 @pytest.mark.parametrize(
     ("path", "named"),
     [
-        ("/v1/memory_stores", "memory stores"),
+        ("/v1/skills", "skills"),
         ("/v1/dreams", "dreams"),
         ("/v1/organizations/webhooks", "webhooks"),
         ("/v1/sessions/sesn_x/threads", "threads"),

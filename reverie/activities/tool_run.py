@@ -6,6 +6,8 @@ run lost with its worker is recorded as interrupted under that same id (first wr
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from reverie.activities.events import refusals_are_final
+from reverie.activities.memory import SessionMemory
 from reverie.activities.tool_specs import builtin_enabled
 from reverie.activities.tools import (
     SandboxMode,
@@ -38,8 +41,22 @@ NO_SANDBOX = (
 )
 
 
+# A test hook (issue 17): the tool activity stops without heartbeating right before (`before`)
+# or right after (`after`) it writes back the memory mounts, so a test can kill the worker there.
+TEST_HOOK_FREEZE_MEMORY_SYNC = "REVERIE_TEST_HOOK_FREEZE_MEMORY_SYNC"
+
+
 def _text(message: str) -> list[dict[str, Any]]:
     return [{"type": "text", "text": message}]
+
+
+def with_memory_notes(outcome: ToolOutcome, notes: list[str]) -> ToolOutcome:
+    """The tool's result with what its write-back could not save: an error result, so the
+    agent looks again."""
+    if not notes:
+        return outcome
+    text = "Memory: " + "\n".join(notes)
+    return ToolOutcome(content=[*outcome.content, {"type": "text", "text": text}], is_error=True)
 
 
 class ToolActivities:
@@ -47,6 +64,7 @@ class ToolActivities:
         self._pool = pool
         self._settings = settings
         self._sandbox = sandbox
+        self._freeze_memory_sync = os.environ.get(TEST_HOOK_FREEZE_MEMORY_SYNC)
 
     @activity.defn(name=Activity.RUN_TOOL)
     async def run_tool(self, params: RunToolInput) -> bool:
@@ -77,10 +95,21 @@ class ToolActivities:
         if name == "bash" and self._sandbox is None:
             return ToolOutcome(content=_text(NO_SANDBOX), is_error=True)
         environment = await environments.get(self._pool, params.environment_id)
-        workspace = Workspace.for_session(
-            self._settings.workspaces, params.session_id, hidden=self._hidden()
+        memory = await SessionMemory.load(
+            self._pool, self._settings, params.session_id, activity.heartbeat
         )
-        return await run_builtin_tool(
+        if memory is not None:
+            await memory.prepare()
+        workspace = Workspace.for_session(
+            self._settings.workspaces,
+            params.session_id,
+            memory.mounts() if memory else None,
+            hidden=self._hidden(),
+        )
+        plan = memory.plan(name, tool_input, workspace) if memory else None
+        if memory is not None and plan is not None:
+            memory.mark_pending(params.result_event_id)
+        outcome = await run_builtin_tool(
             name,
             tool_input,
             workspace,
@@ -93,6 +122,27 @@ class ToolActivities:
             heartbeat=activity.heartbeat,
             search_url=self._settings.web_search_url,
         )
+        if memory is None or plan is None:
+            return outcome
+        await self._test_freeze("before")
+        notes = await memory.write_back(plan)
+        await self._test_freeze("after")
+        memory.clear_pending(params.result_event_id)
+        return with_memory_notes(outcome, notes)
+
+    async def _test_freeze(self, point: str) -> None:
+        if self._freeze_memory_sync == point:
+            await asyncio.Event().wait()  # the test kills the worker here
+
+    async def _owed_write_back(self, session_id: str, result_event_id: str) -> list[str]:
+        """A run that stopped before its write-back (its worker died, or it was interrupted)
+        left its marker: the write-back is made now, before its error result is recorded."""
+        memory = await SessionMemory.load(self._pool, self._settings, session_id)
+        if memory is None or not memory.pending(result_event_id):
+            return []
+        notes = await memory.write_back()
+        memory.clear_pending(result_event_id)
+        return notes
 
     def _hidden(self) -> list[Path]:
         """What bash must not see: Reverie's own state (the database, other sessions) and the
@@ -108,11 +158,12 @@ class ToolActivities:
                 answer = await events.get_many(self._pool, [params.confirmation_event_id])
                 if answer and answer[0].payload.get("deny_message"):
                     message = f"{DENIED} Their message: {answer[0].payload['deny_message']}"
+        notes = await self._owed_write_back(params.session_id, params.result_event_id)
         await self._record(
             params.session_id,
             params.tool_use_event_id,
             params.result_event_id,
-            ToolOutcome(content=_text(message), is_error=True),
+            with_memory_notes(ToolOutcome(content=_text(message), is_error=True), notes),
         )
 
     async def _record(

@@ -38,3 +38,24 @@ class ConflictError(ReverieError):
 
 class VersionConflictError(ConflictError):
     error_type = "version_conflict_error"
+
+
+class MemoryPathConflictError(ConflictError):
+    """A memory already has that path in the store; the body names it."""
+
+    error_type = "memory_path_conflict_error"
+
+    def __init__(self, message: str, conflicting_memory_id: str) -> None:
+        super().__init__(message)
+        self.conflicting_memory_id = conflicting_memory_id
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        body["error"]["conflicting_memory_id"] = self.conflicting_memory_id  # type: ignore[index]
+        return body
+
+
+class MemoryPreconditionFailedError(ConflictError):
+    """The memory's content is no longer what the caller expected (someone changed it)."""
+
+    error_type = "memory_precondition_failed_error"

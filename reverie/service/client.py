@@ -58,6 +58,7 @@ from reverie.models.workflow_io import (
     SessionOptions,
     SessionWorkflowInput,
 )
+from reverie.service.memory import MemoryMethods, resolve_session_resources
 from reverie.settings import Settings, load_settings
 from reverie.store import agents, environments, events, sessions
 from reverie.store import outcomes as outcome_store
@@ -189,7 +190,7 @@ _TRANSIENT_RPC = {
 }
 
 
-class ReverieClient:
+class ReverieClient(MemoryMethods):
     """One Temporal client, one database pool and one event feed (a LISTEN connection, opened
     on first use); cheap to share, close it when done."""
 
@@ -326,10 +327,7 @@ class ReverieClient:
         missing = params.unsupported()
         if missing:
             raise NotSupportedError(missing)
-        if params.resources:
-            raise NotSupportedError(
-                "session resources (memory stores, files) are not supported yet"
-            )
+        resources = await resolve_session_resources(self.pool, params.resources)
         environment = await environments.get(
             self.pool, _check_id("environment", params.environment_id or DEFAULT_ENVIRONMENT_ID)
         )
@@ -377,7 +375,7 @@ class ReverieClient:
                 environment_id=environment.id,
                 title=params.title,
                 metadata=params.metadata,
-                resources=params.resources,
+                resources=resources,
             )
             await events.append(conn, session_id, [(*row, now) for row in rows])
         try:

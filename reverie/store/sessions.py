@@ -25,6 +25,8 @@ SESSION_TABLES = (
     "outcome_samples",
     "outcome_evaluations",
     "outcomes",
+    "memory_mount_files",
+    "memory_mounts",
 )
 
 
