@@ -284,3 +284,36 @@ async def test_the_shared_tail_keeps_a_bounded_number_of_bytes(
         kept = sum(len(frame.data) for frame in tail.frames)
         assert kept <= KEEP_BYTES and len(tail.frames) < len(rows)
     assert got == [row[0] for row in rows]
+
+
+async def test_a_stream_resumes_on_another_api_process_without_a_gap(
+    api: Api, reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """Two API processes behind one balancer: a client cut off from one resumes on the other."""
+    from reverie.api.app import start_api
+    from reverie.service.client import ReverieClient as Client
+
+    other_client = await Client.connect(reverie.settings)  # its own pool and feed, as a process
+    runner, base_url = await start_api(other_client, "127.0.0.1", 0, keepalive_seconds=0.5)
+    other = Api(base_url=base_url, key=api.key, runner=runner)
+    try:
+        fake_model.script(model_name, [Reply.text("one"), Reply.text("two")])
+        agent_id = await new_agent(reverie, model_name)
+        session_id = (await reverie.create_session({"agent": agent_id})).id
+        async with sse(api, session_id) as frames:
+            reading = asyncio.create_task(collect(frames, "agent.message"))
+            await asyncio.sleep(0.2)
+            await reverie.send_message(session_id, "first")
+            first = [f for f in await asyncio.wait_for(reading, 30) if f["event"] != "ping"]
+        async with sse(other, session_id, last_event_id=first[-1]["id"]) as frames:
+            reading = asyncio.create_task(collect(frames, "never"))
+            await reverie.wait_until_settled(session_id)
+            await reverie.send_message(session_id, "second")
+            await reverie.wait_until_settled(session_id)
+            await reverie.archive_session(session_id)
+            rest = [f for f in await asyncio.wait_for(reading, 30) if f["event"] != "ping"]
+        recorded = [e.id for e in await all_events(reverie, session_id)]
+        assert [f["id"] for f in first + rest] == recorded
+    finally:
+        await runner.cleanup()
+        await other_client.close()
