@@ -90,7 +90,7 @@ async def test_sdk_creates_an_agent_and_a_session_and_streams_a_turn_until_idle(
 
     archived = await raw_json(sdk.beta.sessions.with_raw_response.archive(session["id"]))
     assert_fits(archived, BetaManagedAgentsSession)
-    assert archived["archived_at"] is not None
+    assert archived["archived_at"] is not None and archived["status"] == "terminated"
 
 
 async def test_environment_routes_answer_in_the_sdk_shape(sdk: anthropic.AsyncAnthropic) -> None:
