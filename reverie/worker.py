@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from datetime import timedelta
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -40,9 +41,23 @@ def sandbox_for(settings: Settings) -> SandboxMode | None:
     return mode
 
 
-def build_worker(
-    client: Client, pool: Pool, settings: Settings, *, max_concurrent_activities: int = 200
-) -> Worker:
+def worker_tuning(settings: Settings) -> dict[str, Any]:
+    """How a worker polls and how much it runs at once (shared with the benchmarks' yardstick,
+    so that a bare workflow is measured with the same tuning)."""
+    return {
+        "max_concurrent_activities": 200,
+        # Send heartbeats at least every second: interrupts reach a running model call quickly.
+        "max_heartbeat_throttle_interval": timedelta(seconds=1),
+        "default_heartbeat_throttle_interval": timedelta(seconds=1),
+        "graceful_shutdown_timeout": timedelta(seconds=5),
+        # A dead worker's sessions move on to other workers after this pause (Temporal: 10 s).
+        "sticky_queue_schedule_to_start_timeout": timedelta(
+            seconds=settings.worker_sticky_timeout_seconds
+        ),
+    }
+
+
+def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: Any) -> Worker:
     events = EventActivities(pool)
     messages = model_client(settings)
     catalog = ModelCatalog(messages, settings)  # shared: one look-up per model and worker
@@ -64,15 +79,7 @@ def build_worker(
             tools.run_tool,
             tools.record_tool_error,
         ],
-        max_concurrent_activities=max_concurrent_activities,
-        # Send heartbeats at least every second: interrupts reach a running model call quickly.
-        max_heartbeat_throttle_interval=timedelta(seconds=1),
-        default_heartbeat_throttle_interval=timedelta(seconds=1),
-        graceful_shutdown_timeout=timedelta(seconds=5),
-        # A dead worker's sessions move on to other workers after this pause (Temporal: 10 s).
-        sticky_queue_schedule_to_start_timeout=timedelta(
-            seconds=settings.worker_sticky_timeout_seconds
-        ),
+        **{**worker_tuning(settings), **overrides},
     )
 
 
