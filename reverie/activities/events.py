@@ -103,12 +103,20 @@ class EventActivities:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await events.promote(
-                        conn, params.session_id, params.event_ids, params.processed_at
+                        conn,
+                        params.session_id,
+                        params.event_ids,
+                        params.processed_at,
+                        [(e.id, e.type, e.payload, e.processed_at) for e in params.then],
                     )
-                    recorded = await events.get_many(conn, params.event_ids)
+                    if params.status is not None:
+                        await sessions.set_status(
+                            conn, params.session_id, params.status, turns=params.turns
+                        )
+                    recorded = await events.echoes(conn, params.event_ids)
             except ReverieError as error:
                 # Bad input (e.g. events no longer staged): the client reads this message.
                 raise ApplicationError(
                     error.message, type=error.error_type, non_retryable=True
                 ) from error
-        return [EventEcho(id=e.id, type=e.type, processed_at=e.processed_at) for e in recorded]
+        return [EventEcho(id=i, type=t, processed_at=at) for i, t, at in recorded]

@@ -190,6 +190,11 @@ class PromoteInputsInput(BaseModel):
     session_id: str
     event_ids: list[str]
     processed_at: datetime
+    # (patch `promote-starts-turn`) Events recorded right after the inputs, in the same
+    # transaction, and the status (with the turns so far) they set: the turn's running status.
+    then: list[NewEvent] = []
+    status: SessionStatus | None = None
+    turns: int | None = None
 
 
 class ModelStepInput(BaseModel):

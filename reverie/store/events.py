@@ -198,9 +198,14 @@ async def unstage(pool: Pool, event_ids: Sequence[str]) -> None:
 
 
 async def promote(
-    conn: Connection, session_id: str, event_ids: Sequence[str], processed_at: datetime
+    conn: Connection,
+    session_id: str,
+    event_ids: Sequence[str],
+    processed_at: datetime,
+    then: Sequence[EventRow] = (),
 ) -> None:
-    """Move staged input events into the log; already promoted ones are left as they are."""
+    """Move staged input events into the log; already promoted ones are left as they are.
+    `then`: events appended right after them, in the same write (and the same NOTIFY)."""
     staged = {
         row["id"]: row
         for row in await conn.fetch(
@@ -224,9 +229,24 @@ async def promote(
         conn,
         session_id,
         [
-            (i, staged[i]["type"], staged[i]["payload"], processed_at)
-            for i in event_ids
-            if i in staged
+            *(
+                (i, staged[i]["type"], staged[i]["payload"], processed_at)
+                for i in event_ids
+                if i in staged
+            ),
+            *then,
         ],
     )
-    await conn.execute("DELETE FROM staged_events WHERE id = ANY($1::text[])", list(staged))
+    if staged:
+        await conn.execute("DELETE FROM staged_events WHERE id = ANY($1::text[])", list(staged))
+
+
+async def echoes(
+    conn: Pool | Connection, event_ids: Sequence[str]
+) -> list[tuple[str, str, datetime]]:
+    """(id, type, processed_at) of events, in the order asked for, without their payloads."""
+    rows = await conn.fetch(
+        "SELECT id, type, processed_at FROM events WHERE id = ANY($1::text[])", list(event_ids)
+    )
+    by_id = {row["id"]: (row["id"], row["type"], row["processed_at"]) for row in rows}
+    return [by_id[event_id] for event_id in event_ids if event_id in by_id]

@@ -34,3 +34,6 @@ COMPACTION = "compaction"
 # outcome record its state, run the grader and take further passes. Only sessions that define
 # an outcome take these commands; older histories never reach them.
 OUTCOMES = "outcomes"
+# An input that starts a turn (messages into a session waiting for work) is recorded together
+# with the turn's running status, in one local activity instead of two (issue 15).
+PROMOTE_STARTS_TURN = "promote-starts-turn"

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from reverie.workflows.activity_options import RECORD_RETRY, RECORD_TIMEOUT
     from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
+    from reverie.workflows.patches import PROMOTE_STARTS_TURN
     from reverie.workflows.recording import SessionBroken, record
 
 AGENT_ID = SearchAttributeKey.for_keyword("ReverieAgentId")
@@ -56,6 +57,11 @@ class SessionWorkflow:
         self._record_lock = asyncio.Lock()
         # Set when a write the session needs was refused for good (see `_break`).
         self._broken: SessionBroken | None = None
+        # The main loop waits for work (idle, between turns): an input that starts a turn may
+        # then record the turn's running status itself (patch `PROMOTE_STARTS_TURN`).
+        self._at_rest = False
+        # The running status of the next turn is recorded already (by the input that started it).
+        self._announced = False
         self._loop = AgentLoop(params, self._state, self._take_inputs, self._set_status)
 
     # ---- the state machine -------------------------------------------------------------------
@@ -73,6 +79,7 @@ class SessionWorkflow:
             inputs, self._state.resume_inputs = self._state.resume_inputs, None
             await self._turn(lambda: self._loop.continue_turn(inputs), announce=False)
         while True:
+            self._at_rest = True
             await workflow.wait_condition(
                 lambda: (
                     self._finished
@@ -81,9 +88,11 @@ class SessionWorkflow:
                     or self._abandon_awaiting
                     or self._loop.awaiting_all_answered()
                     or self._has_new_work()
+                    or self._announced
                     or workflow.info().is_continue_as_new_suggested()
                 )
             )
+            self._at_rest = False
             if self._finished or self._archiving or self._broken is not None:
                 # Archiving: the archive handler finishes the session; start nothing meanwhile.
                 await workflow.wait_condition(lambda: self._finished or self._broken is not None)
@@ -98,7 +107,9 @@ class SessionWorkflow:
                 await self._idle("end_turn")
             elif self._loop.awaiting_all_answered():
                 await self._turn(self._loop.resume_turn)
-            elif self._has_new_work():
+            elif self._has_new_work() or self._announced:
+                # (Announced with nothing queued: an interrupt came right after the message
+                # that started the turn; the turn then ends at once, interrupted.)
                 await self._turn(self._loop.start_turn)
             else:
                 # Idle and history is long: start afresh, carrying only ids and counters.
@@ -118,10 +129,14 @@ class SessionWorkflow:
         self, step: Callable[[], Awaitable[TurnOutcome]], *, announce: bool = True
     ) -> None:
         """One turn, from running to its end; `announce=False` goes on with a turn that an
-        earlier run of this session began (and said it was running)."""
-        self._loop.begin_turn()
-        if announce:
-            await self._set_status("running", "session.status_running")
+        earlier run of this session began (and said it was running). A turn whose input
+        recorded its running status already (`_announced`) began there."""
+        if self._announced:
+            self._announced = False
+        else:
+            self._loop.begin_turn()
+            if announce:
+                await self._set_status("running", "session.status_running")
         outcome = await step()
         if outcome.end != TurnEnd.REQUIRES_ACTION:
             self._state.turns += 1
@@ -187,7 +202,10 @@ class SessionWorkflow:
         answers = {r.tool_use_id or r.custom_tool_use_id or "" for r in params.events} - {""}
         self._answering |= answers
         try:
-            echoes = await self._promote(params)
+            if self._starts_turn(params) and workflow.patched(PROMOTE_STARTS_TURN):
+                echoes = await self._promote_starting_turn(params)
+            else:
+                echoes = await self._promote(params)
         finally:
             self._answering -= answers
         for ref in params.events:
@@ -217,6 +235,58 @@ class SessionWorkflow:
                 retry_policy=RECORD_RETRY,
                 result_type=list[EventEcho],
             )
+
+    def _starts_turn(self, params: SendEventsInput) -> bool:
+        """Whether these inputs start a turn as soon as they are recorded: messages only, into a
+        session that waits for work with nothing else pending."""
+        return (
+            self._at_rest
+            and not self._announced
+            and self._state.status == "idle"
+            and not self._state.queued
+            and not self._state.awaiting
+            and not self._abandon_awaiting
+            and not (self._finished or self._archiving or self._broken is not None)
+            and all(ref.type == "user.message" for ref in params.events)
+        )
+
+    async def _promote_starting_turn(self, params: SendEventsInput) -> list[EventEcho]:
+        """Record the inputs and the turn's running status in one write (patch
+        `PROMOTE_STARTS_TURN`): the turn starts one local activity sooner. The status changes
+        here as `_set_status` changes it; the main loop then goes on with the turn."""
+        self._loop.begin_turn()
+        self._state.status = "running"
+        workflow.upsert_search_attributes([SESSION_STATUS.value_set("running")])
+        running = NewEvent(
+            id=new_id("sevt", workflow.uuid4()),
+            type="session.status_running",
+            processed_at=workflow.now(),
+        )
+        try:
+            async with self._record_lock:
+                echoes: list[EventEcho] = await workflow.execute_local_activity(
+                    Activity.PROMOTE_INPUTS,
+                    PromoteInputsInput(
+                        session_id=self._params.session_id,
+                        event_ids=[ref.id for ref in params.events],
+                        processed_at=workflow.now(),
+                        then=[running],
+                        status="running",
+                        turns=self._state.turns,
+                    ),
+                    start_to_close_timeout=RECORD_TIMEOUT,
+                    retry_policy=RECORD_RETRY,
+                    result_type=list[EventEcho],
+                )
+        except BaseException:
+            # Nothing was written (one transaction): the session is idle as it was.
+            self._state.status = "idle"
+            workflow.upsert_search_attributes([SESSION_STATUS.value_set("idle")])
+            raise
+        # Set with the inputs queued (by the caller, before it yields): the main loop wakes to
+        # a turn that has its inputs and its status.
+        self._announced = True
+        return echoes
 
     @send_events.validator
     def _validate_send_events(self, params: SendEventsInput) -> None:

@@ -381,3 +381,38 @@ async def test_record_compaction_prompt_too_long(
     session_id = await _long_compacting_session(reverie, fake_model, model_name)
     assert fake_model.too_long(model_name) >= 1
     await _save(temporal_client, "compaction_prompt_too_long", session_id)
+
+
+# ---- recorded after the patch `promote-starts-turn` (issue 15) ---------------------------------
+
+
+async def test_record_promote_starts_turn(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """Messages into a session waiting for work are recorded with the turn's running status (one
+    local activity); a message sent mid-turn is taken up by that turn; an interrupt sent right
+    after the message that started a turn ends it; two messages in one request start one turn."""
+    fake_model.script(
+        model_name,
+        [
+            Reply.text("one", delay=1),
+            Reply.text("two"),
+            Reply.text("slow", delay=0.5),
+            Reply.text("three"),
+            Reply.text("four"),
+        ],
+    )
+    session_id = await _session(reverie, model_name)
+    await reverie.send_message(session_id, "first")
+    await fake_model.wait_for_requests(model_name, 1)
+    await reverie.send_message(session_id, "sent mid-turn")
+    await reverie.wait_until_settled(session_id)
+    await reverie.send_message(session_id, "interrupted at once")
+    await reverie.interrupt(session_id)
+    await reverie.wait_until_settled(session_id)
+    await reverie.send_events(
+        session_id,
+        [{"type": "user.message", "content": "a"}, {"type": "user.message", "content": "b"}],
+    )
+    await reverie.wait_until_settled(session_id)
+    await _save(temporal_client, "promote_starts_turn", session_id)
