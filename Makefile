@@ -51,6 +51,7 @@ bench: system venv ## Measure turns, tool round trips, the sandbox's price, the 
 	$(PY) bench/sandbox_price.py
 	$(PY) bench/event_feed.py
 	$(PY) bench/api_throughput.py
+	$(PY) bench/memory.py
 
 storm: system venv ## Durability storm: 30 sessions while workers are SIGKILLed (STORM_ARGS=--sessions 90)
 	$(PY) bench/storm.py $(STORM_ARGS)

@@ -40,6 +40,7 @@ import shutil
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ MAX_NOTES = 20
 # A file changed this close to a scan may change again within the same ctime tick: its
 # signature is not trusted (it is looked at again next time).
 RACY_NS = 200_000_000
+# The signature journal is folded into its snapshot once it grows past this.
+JOURNAL_COMPACT_BYTES = 1 << 20
 # Mount-wide plans (`bash`) scan the whole mount; file tools name their one file.
 WHOLE: None = None
 Plan = dict[str, list[str] | None]
@@ -290,14 +293,43 @@ class SessionMemory:
                 await conn.execute("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", *key)
 
     # ---- the signature cache ---------------------------------------------------------------
+    #
+    # A snapshot (`<store>.sigs`, rewritten by whole-mount scans and materialisations) and a
+    # journal of the changes since (`<store>.sigs.log`, appended to by pulls and one-file
+    # write-backs: they cost what they change, not the mount's size). Each journal record
+    # carries the mount state it starts from; loading replays records while they chain, so a
+    # record written after a lost one (a crash between a commit and its record) leaves the cache
+    # behind the mount's row, hence stale.
+
+    def _journal(self, resource: MemoryStoreResource) -> Path:
+        return self._cache_file(resource).with_suffix(".sigs.log")
 
     def _load_cache(self, resource: MemoryStoreResource) -> _Cache | None:
         try:
             data = marshal.loads(self._cache_file(resource).read_bytes())
             header = (int(data["header"][0]), int(data["header"][1]))
-            return _Cache(header=header, files=dict(data["files"]), skipped=dict(data["skipped"]))
+            cache = _Cache(header=header, files=dict(data["files"]), skipped=dict(data["skipped"]))
         except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
             return None
+        with contextlib.suppress(OSError), open(self._journal(resource), "rb") as journal:
+            while True:
+                try:
+                    record = marshal.load(journal)
+                    before = (int(record["before"][0]), int(record["before"][1]))
+                    after = (int(record["after"][0]), int(record["after"][1]))
+                    changed = dict(record["files"])
+                except (EOFError, ValueError, TypeError, KeyError, IndexError):
+                    break  # the end, or a record cut short by a crash
+                if before != cache.header:
+                    continue  # older than the snapshot, or not chaining: stays behind
+                for rel, sig in changed.items():
+                    cache.skipped.pop(rel, None)
+                    if sig is None:
+                        cache.files.pop(rel, None)
+                    else:
+                        cache.files[rel] = tuple(sig)  # type: ignore[assignment]
+                cache.header = after
+        return cache
 
     def _save_cache(self, resource: MemoryStoreResource, cache: _Cache) -> None:
         path = self._cache_file(resource)
@@ -309,6 +341,8 @@ class SessionMemory:
             )
         )
         partial.replace(path)
+        with contextlib.suppress(FileNotFoundError):
+            self._journal(resource).unlink()
 
     async def _update_cache(
         self,
@@ -316,24 +350,31 @@ class SessionMemory:
         before: MountRow,
         after: MountRow,
         changed: dict[str, mf.Sig | None],
+        started_ns: int,
     ) -> None:
-        """Carry the cache from the mount's state `before` to `after`, with these files
-        changed (None: gone); a cache that was not in step with `before` stays stale."""
+        """Journal the mount's move from `before` to `after`, with these files changed (None:
+        gone; signatures taken after `started_ns`)."""
+        record = {
+            "before": [before.seq, before.syncs],
+            "after": [after.seq, after.syncs],
+            "files": {
+                rel: None if sig is None else _trusted(sig, started_ns)
+                for rel, sig in changed.items()
+            },
+        }
 
-        def update() -> None:
-            cache = self._load_cache(resource)
-            if cache is None or cache.header != (before.seq, before.syncs):
-                return
-            for rel, sig in changed.items():
-                cache.skipped.pop(rel, None)
-                if sig is None:
-                    cache.files.pop(rel, None)
-                else:
-                    cache.files[rel] = _trusted(sig, time.time_ns())
-            cache.header = (after.seq, after.syncs)
-            self._save_cache(resource, cache)
+        def append() -> None:
+            journal = self._journal(resource)
+            journal.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(journal, "ab") as out:
+                out.write(marshal.dumps(record))
+                size = out.tell()
+            if size > JOURNAL_COMPACT_BYTES:
+                cache = self._load_cache(resource)
+                if cache is not None:
+                    self._save_cache(resource, cache)
 
-        await asyncio.to_thread(update)
+        await asyncio.to_thread(append)
 
     # ---- materialise -----------------------------------------------------------------------
 
@@ -356,7 +397,6 @@ class SessionMemory:
         await asyncio.to_thread(_fresh_folder, folder)
         files: list[tuple[str, Entry]] = []
         sigs: dict[str, mf.Sig] = {}
-        started = time.time_ns()
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             seq = await conn.fetchval("SELECT seq FROM memory_stores WHERE id = $1", store_id)
             if seq is None:
@@ -370,7 +410,8 @@ class SessionMemory:
                 written = await asyncio.to_thread(_write_batch, folder, batch)
                 for path, entry, sig in written:
                     files.append((path, entry))
-                    sigs[path[1:]] = _trusted(sig, started)
+                    # Trusted as they are: no tool can change the folder before it is mounted.
+                    sigs[path[1:]] = sig
                 self._heartbeat()
         async with conn.transaction():
             await memory_mounts.create(conn, self.session_id, store_id, seq, files)
@@ -393,6 +434,7 @@ class SessionMemory:
             conn, self.session_id, store_id, [h.path for h in heads.values()]
         )
         folder = self.host_dir(resource)
+        started = time.time_ns()
         removed, upserted, changed = await asyncio.to_thread(
             _apply_remote, folder, ids, known, heads, at_paths
         )
@@ -400,7 +442,7 @@ class SessionMemory:
             after = await memory_mounts.apply(
                 conn, self.session_id, store_id, removed=removed, upserted=upserted, seq=now
             )
-        await self._update_cache(resource, before, after, changed)
+        await self._update_cache(resource, before, after, changed, started)
 
     # ---- write back ------------------------------------------------------------------------
 
@@ -515,18 +557,16 @@ class SessionMemory:
                     files[rel] = _trusted(sig, started)
             if not scan.complete and cache is not None:
                 files = {**cache.files, **files}
-            await asyncio.to_thread(
-                self._save_cache,
-                resource,
-                _Cache(header=(after.seq, after.syncs), files=files, skipped=skipped),
-            )
+            fresh = _Cache(header=(after.seq, after.syncs), files=files, skipped=skipped)
+            if fresh != cache:
+                await asyncio.to_thread(self._save_cache, resource, fresh)
         else:
             for rel, got in reads.items():
                 if isinstance(got, mf.Read) and rel not in changed:
                     changed[rel] = got.sig
                 elif got is None and rel not in changed:
                     changed[rel] = None
-            await self._update_cache(resource, before, after, changed)
+            await self._update_cache(resource, before, after, changed, started)
         return notes
 
     def _max_entries(self) -> int:
@@ -751,7 +791,21 @@ def _fresh_folder(folder: Path) -> None:
     os.chmod(folder, 0o755)
 
 
+# Creating files is the cost of a mount (each is a few metadata writes to the disk's journal),
+# and they go faster side by side: a batch is written by several threads, one per top folder
+# (so where /a and /a/b both exist, which one becomes a file does not depend on timing).
+_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="memory-mount")
+
+
 def _write_batch(folder: Path, rows: Iterable[Any]) -> list[tuple[str, Entry, mf.Sig]]:
+    groups: dict[str, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(row["path"].split("/", 2)[1], []).append(row)
+    done = _WRITERS.map(lambda group: _write_rows(folder, group), groups.values())
+    return [item for written in done for item in written]
+
+
+def _write_rows(folder: Path, rows: Iterable[Any]) -> list[tuple[str, Entry, mf.Sig]]:
     written = []
     for row in rows:
         path = row["path"]

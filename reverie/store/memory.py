@@ -199,6 +199,10 @@ async def find_by_path(
     return None if row is None else _memory(row)
 
 
+def _memory_part(row: Any) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key not in ("key", "rolled")}
+
+
 def _path_cursor(page: str | None) -> str | None:
     cursor = decode_cursor(page)
     return cursor[1] if cursor else None
@@ -232,34 +236,58 @@ async def list_memories(
         )
         items: list[Memory | MemoryPrefix] = [_memory(row) for row in rows[:limit]]
     else:
-        # Each memory's key: its own path when at most `depth` segments below the prefix, else
-        # the folder at that depth (with its trailing `/`), one row per folder.
+        # A memory more than `depth` segments below the prefix is listed as its folder at that
+        # depth. The folders are found by skipping through the path index (a loose index scan):
+        # after a folder `/a/b/` the next path looked for is the first one >= `/a/b0` (`0`
+        # follows `/` in byte order), so a page costs its items, not the memories below them.
+        parts = "string_to_array(substr({p}, length($2) + 1), '/')"
+        rolled = f"(array_length({parts}, 1) > $3)"
+        key = (
+            f"CASE WHEN {rolled} THEN ($2 || array_to_string(({parts})[1:$3], '/') || '/')"
+            " ELSE {p} END"
+        )
+
+        def of(column: str) -> tuple[str, str]:
+            return rolled.format(p=column), key.format(p=column)
+
+        rolled_m, key_m = of("m.path")
+        rolled_n, key_n = of("n.path")
+        content = "x.content" if view == "full" else "NULL::text"
         rows = await conn.fetch(
-            f"""WITH keyed AS (
-                    SELECT m.*,
-                        CASE WHEN array_length(parts, 1) > $3
-                             THEN ($2 || array_to_string(parts[1:$3], '/') || '/') COLLATE "C"
-                             ELSE NULL END AS folder
-                    FROM (SELECT *, string_to_array(substr(path, length($2) + 1), '/') AS parts
-                          FROM memories
-                          WHERE memory_store_id = $1 AND starts_with(path, $2)) m
-                ), listed AS (
-                    SELECT DISTINCT ON (coalesce(folder, path))
-                        coalesce(folder, path) AS key, folder IS NOT NULL AS rolled,
-                        {_columns(view)}
-                    FROM keyed
-                    ORDER BY coalesce(folder, path)
+            f"""WITH RECURSIVE walk (path, key, rolled, n) AS (
+                    (SELECT m.path, ({key_m}) COLLATE "C", {rolled_m}, 1 FROM memories m
+                     WHERE m.memory_store_id = $1 AND starts_with(m.path, $2)
+                       AND m.path >= (CASE WHEN $4::text IS NULL THEN $2
+                                           WHEN right($4, 1) = '/' THEN left($4, -1) || '0'
+                                           ELSE $4 END)
+                       AND m.path IS DISTINCT FROM $4
+                     ORDER BY m.path LIMIT 1)
+                    UNION ALL
+                    SELECT n.path, ({key_n}) COLLATE "C", {rolled_n}, w.n + 1
+                    FROM walk w, LATERAL (
+                        SELECT m.path FROM memories m
+                        WHERE m.memory_store_id = $1 AND starts_with(m.path, $2)
+                          AND m.path >= (CASE WHEN w.rolled THEN left(w.key, -1) || '0'
+                                              ELSE w.path END)
+                          AND m.path <> w.path
+                        ORDER BY m.path LIMIT 1) n
+                    WHERE w.n <= $5
                 )
-                SELECT * FROM listed WHERE ($4::text IS NULL OR key > $4)
-                ORDER BY key LIMIT $5""",
+                SELECT w.key, w.rolled, x.id, x.memory_store_id, x.path, {content} AS content,
+                       x.content_sha256, x.content_size_bytes, x.memory_version_id,
+                       x.created_at, x.updated_at
+                FROM walk w LEFT JOIN memories x
+                  ON NOT w.rolled AND x.memory_store_id = $1 AND x.path = w.path
+                ORDER BY w.key""",
             store_id,
             path_prefix,
             depth,
             after,
-            limit + 1,
+            limit,
         )
         items = [
-            MemoryPrefix(path=row["key"]) if row["rolled"] else _memory(row) for row in rows[:limit]
+            MemoryPrefix(path=row["key"]) if row["rolled"] else _memory(_memory_part(row))
+            for row in rows[:limit]
         ]
     more = len(rows) > limit
     next_page = None
