@@ -71,6 +71,34 @@ class Settings(BaseSettings):
     api_compaction: bool = Field(default=True, alias="REVERIE_API_COMPACTION")
     # (issue 17) The most memories one memory store may hold (the hosted API's limit).
     memory_max_memories: int = Field(default=10_000, alias="REVERIE_MEMORY_MAX_MEMORIES", ge=1)
+    # (issue 19) Webhooks. Non-public networks (CIDR, comma-separated) webhook endpoints may be
+    # on, e.g. 10.1.2.3/32 for a receiver inside the company network; empty: public addresses
+    # only. Apart from REVERIE_EGRESS_ALLOW_NETWORKS: opting a receiver in lets no session in.
+    webhook_allow_networks: str = Field(default="", alias="REVERIE_WEBHOOK_ALLOW_NETWORKS")
+    # How long a delivery is retried (from its event, or from a redelivery) before it fails.
+    webhook_retry_seconds: float = Field(
+        default=3 * 24 * 3600.0, alias="REVERIE_WEBHOOK_RETRY_SECONDS", gt=0
+    )
+    # The first retry's delay; each later one doubles, up to the maximum (with +-20% jitter).
+    webhook_backoff_seconds: float = Field(
+        default=5.0, alias="REVERIE_WEBHOOK_BACKOFF_SECONDS", gt=0
+    )
+    webhook_max_backoff_seconds: float = Field(
+        default=4 * 3600.0, alias="REVERIE_WEBHOOK_MAX_BACKOFF_SECONDS", gt=0
+    )
+    # One attempt: connecting, sending, and the receiver's answer (its first 64 KiB read).
+    webhook_timeout_seconds: float = Field(
+        default=15.0, alias="REVERIE_WEBHOOK_TIMEOUT_SECONDS", gt=0
+    )
+    # Consecutive failed deliveries (each retried until its retries ran out) that disable an
+    # endpoint.
+    webhook_disable_after: int = Field(default=20, alias="REVERIE_WEBHOOK_DISABLE_AFTER", ge=1)
+    # After a secret is regenerated, deliveries are signed with the old one too for this long.
+    webhook_rotation_grace_seconds: float = Field(
+        default=24 * 3600.0, alias="REVERIE_WEBHOOK_ROTATION_GRACE_SECONDS", ge=0
+    )
+    # Attempts in flight to one endpoint at once.
+    webhook_max_in_flight: int = Field(default=32, alias="REVERIE_WEBHOOK_MAX_IN_FLIGHT", ge=1)
 
     @field_validator("compaction_model_thresholds")
     @classmethod
@@ -114,6 +142,23 @@ class Settings(BaseSettings):
                         f"REVERIE_EGRESS_ALLOW_NETWORKS: {entry!r} is not a network in CIDR form"
                     ) from error
         return value
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _webhook_networks(cls, value: str) -> str:
+        for entry in (n.strip() for n in value.split(",")):
+            if entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as error:
+                    raise ValueError(
+                        f"REVERIE_WEBHOOK_ALLOW_NETWORKS: {entry!r} is not a network in CIDR form"
+                    ) from error
+        return value
+
+    @property
+    def webhook_networks(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.webhook_allow_networks.split(",") if n.strip())
 
     @field_validator("web_search_url")
     @classmethod

@@ -59,6 +59,7 @@ from reverie.models.workflow_io import (
     SessionWorkflowInput,
 )
 from reverie.service.memory import MemoryMethods, resolve_session_resources
+from reverie.service.webhooks import WebhookMethods
 from reverie.settings import Settings, load_settings
 from reverie.store import agents, environments, events, sessions
 from reverie.store import outcomes as outcome_store
@@ -190,7 +191,7 @@ _TRANSIENT_RPC = {
 }
 
 
-class ReverieClient(MemoryMethods):
+class ReverieClient(MemoryMethods, WebhookMethods):
     """One Temporal client, one database pool and one event feed (a LISTEN connection, opened
     on first use); cheap to share, close it when done."""
 

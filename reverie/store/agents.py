@@ -8,6 +8,7 @@ from typing import Any
 from reverie.models.agents import Agent, AgentConfig, AgentCreate, AgentUpdate
 from reverie.models.common import STORED, Page, new_id
 from reverie.models.errors import InvalidRequestError, NotFoundError, VersionConflictError
+from reverie.store import webhooks
 from reverie.store.paging import cursor_args, page_of
 from reverie.store.pool import Connection, Pool
 
@@ -42,6 +43,7 @@ async def create(pool: Pool, params: AgentCreate) -> Agent:
             agent_id,
             config,
         )
+        await webhooks.record(conn, "agent.created", agent_id)
         return _agent(await conn.fetchrow(_SELECT + "WHERE a.id = $1 AND v.version = 1", agent_id))
 
 
@@ -89,6 +91,7 @@ async def update(pool: Pool, agent_id: str, params: AgentUpdate) -> Agent:
         await conn.execute(
             "UPDATE agents SET version = $2, updated_at = now() WHERE id = $1", agent_id, version
         )
+        await webhooks.record(conn, "agent.updated", agent_id)
         return await get(conn, agent_id)
 
 
@@ -160,7 +163,10 @@ def _version_cursor(page: str | None) -> int | None:
 
 
 async def archive(pool: Pool, agent_id: str) -> Agent:
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
+        newly = await conn.fetchval(
+            "SELECT archived_at IS NULL FROM agents WHERE id = $1 FOR UPDATE", agent_id
+        )
         status = await conn.execute(
             "UPDATE agents SET archived_at = coalesce(archived_at, now()), updated_at = now()"
             " WHERE id = $1",
@@ -168,4 +174,6 @@ async def archive(pool: Pool, agent_id: str) -> Agent:
         )
         if status.endswith(" 0"):
             raise NotFoundError(f"no agent with id {agent_id!r}")
+        if newly:
+            await webhooks.record(conn, "agent.archived", agent_id)
         return await get(conn, agent_id)

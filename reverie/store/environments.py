@@ -23,6 +23,7 @@ from reverie.models.environments import (
     check_supported,
 )
 from reverie.models.errors import InvalidRequestError, NotFoundError
+from reverie.store import webhooks
 from reverie.store.paging import cursor_args, page_of
 from reverie.store.pool import Connection, Pool
 
@@ -61,16 +62,18 @@ def _columns(config: CloudConfig) -> tuple[dict[str, Any], bool, bool, dict[str,
 async def create(pool: Pool, params: EnvironmentCreate) -> Environment:
     check_supported(params.config)
     config = params.cloud_config()
-    row = await pool.fetchrow(
-        """INSERT INTO environments (id, name, description, networking, allow_mcp_servers,
-                                     allow_package_managers, packages, metadata)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
-        new_id("env"),
-        params.name,
-        params.description,
-        *_columns(config),
-        params.metadata,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """INSERT INTO environments (id, name, description, networking, allow_mcp_servers,
+                                         allow_package_managers, packages, metadata)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *""",
+            new_id("env"),
+            params.name,
+            params.description,
+            *_columns(config),
+            params.metadata,
+        )
+        await webhooks.record(conn, "environment.created", row["id"])
     return _environment(row)
 
 
@@ -110,6 +113,7 @@ async def update(pool: Pool, environment_id: str, params: EnvironmentUpdate) -> 
             *_columns(config),
             metadata,
         )
+        await webhooks.record(conn, "environment.updated", environment_id)
         return _environment(row)
 
 
@@ -131,13 +135,21 @@ async def list_environments(
 
 
 async def archive(pool: Pool, environment_id: str) -> Environment:
-    row = await pool.fetchrow(
-        """UPDATE environments SET archived_at = coalesce(archived_at, now()), updated_at = now()
-           WHERE id = $1 RETURNING *""",
-        environment_id,
-    )
-    if row is None:
-        raise NotFoundError(f"no environment with id {environment_id!r}")
+    async with pool.acquire() as conn, conn.transaction():
+        newly = await conn.fetchval(
+            "SELECT archived_at IS NULL FROM environments WHERE id = $1 FOR UPDATE",
+            environment_id,
+        )
+        row = await conn.fetchrow(
+            """UPDATE environments SET archived_at = coalesce(archived_at, now()),
+                   updated_at = now()
+               WHERE id = $1 RETURNING *""",
+            environment_id,
+        )
+        if row is None:
+            raise NotFoundError(f"no environment with id {environment_id!r}")
+        if newly:
+            await webhooks.record(conn, "environment.archived", environment_id)
     return _environment(row)
 
 
@@ -165,6 +177,7 @@ async def delete(pool: Pool, environment_id: str) -> None:
             )
         try:
             await conn.execute("DELETE FROM environments WHERE id = $1", environment_id)
+            await webhooks.record(conn, "environment.deleted", environment_id)
         except asyncpg.ForeignKeyViolationError as error:
             raise InvalidRequestError(
                 f"environment {environment_id} is used by a session and cannot be deleted"

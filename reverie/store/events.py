@@ -11,7 +11,7 @@ from typing import Any
 from reverie.models.common import scrub_json
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.events import Event, upgrade_payload
-from reverie.store import outcomes
+from reverie.store import outcomes, webhooks
 from reverie.store.pool import Connection, Pool
 
 EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
@@ -84,6 +84,10 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
         if kind == "user.define_outcome":
             # The outcome exists exactly when its event does (same transaction).
             await outcomes.define(conn, session_id, event_id, payload)
+    # The webhook deliveries these events owe (the outbox), in the same transaction: no
+    # statement at all unless one of them is of a type webhooks announce (status changes,
+    # outcome evaluations...), then one INSERT ... SELECT that matches no row without endpoints.
+    await webhooks.record_session_events(conn, session_id, fresh)
     await conn.execute(
         "UPDATE sessions SET event_count = $2, updated_at = now() WHERE id = $1",
         session_id,

@@ -11,7 +11,7 @@ from reverie.models.common import Page
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.outcomes import OutcomeEvaluation
 from reverie.models.sessions import Session, SessionStats, SessionStatus, SessionUsage, Usage
-from reverie.store import agents, outcomes
+from reverie.store import agents, outcomes, webhooks
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
 
@@ -52,6 +52,7 @@ async def create(
         metadata,
         resources,
     )
+    await webhooks.record(conn, "session.created", session_id)
 
 
 async def discard(pool: Pool, session_id: str) -> None:
@@ -209,6 +210,7 @@ async def update(
             title,
             metadata,
         )
+        await webhooks.record(conn, "session.updated", session_id)
         return await get(conn, session_id)
 
 
@@ -219,6 +221,7 @@ async def delete(pool: Pool, session_id: str) -> None:
             for table in SESSION_TABLES:
                 await conn.execute(f"DELETE FROM {table} WHERE session_id = $1", session_id)
             await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
+            await webhooks.record(conn, "session.deleted", session_id)
         else:
             raise NotFoundError(f"no session with id {session_id!r}")
 
@@ -232,6 +235,9 @@ async def set_status(
     turns: int | None = None,
 ) -> None:
     """Change status and count active time: running time accrues until the session leaves it."""
+    newly_archived = archive and await conn.fetchval(
+        "SELECT archived_at IS NULL FROM sessions WHERE id = $1", session_id
+    )
     await conn.execute(
         """UPDATE sessions SET
              active_seconds = active_seconds + CASE
@@ -250,6 +256,8 @@ async def set_status(
         archive,
         turns,
     )
+    if newly_archived:
+        await webhooks.record(conn, "session.archived", session_id)
 
 
 async def add_usage(conn: Connection, session_id: str, usage: Usage) -> None:
