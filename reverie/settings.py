@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     # Use the Messages API's own compaction (`compact_20260112`) for models that report it.
     api_compaction: bool = Field(default=True, alias="REVERIE_API_COMPACTION")
+    # (issue 15) Transcripts a worker keeps in memory between model steps, so that a step reads
+    # only the rows that are new (checked against the database first); 0 turns it off.
+    transcript_cache_megabytes: int = Field(default=256, alias="REVERIE_TRANSCRIPT_CACHE_MB", ge=0)
     # (issue 17) The most memories one memory store may hold (the hosted API's limit).
     memory_max_memories: int = Field(default=10_000, alias="REVERIE_MEMORY_MAX_MEMORIES", ge=1)
     # (issue 19) Webhooks. Non-public networks (CIDR, comma-separated) webhook endpoints may be

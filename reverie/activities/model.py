@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +58,8 @@ from reverie.settings import Settings
 from reverie.store import agents, events, sessions, transcript
 from reverie.store.pool import Pool
 
+# Agent versions a worker keeps in memory (they never change once written).
+AGENTS_CACHED = 512
 # Statuses worth another try: timeouts, conflicts, rate limits, server errors, overload.
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 HEARTBEAT_EVERY = timedelta(seconds=1)
@@ -213,6 +216,25 @@ class ModelActivities:
         self._client = client
         self._catalog = catalog or ModelCatalog(client, settings)
         self._freeze_after_commit = os.environ.get(TEST_HOOK_FREEZE_AFTER_COMMIT) == "1"
+        # What the last steps sent, per session: a step reads only what is new (checked
+        # against the database first, see `transcript.read_since`).
+        self.transcripts = transcript.TranscriptCache(
+            settings.transcript_cache_megabytes * 1_000_000
+        )
+        # Agent versions never change once written: read each once per worker.
+        self._agents: OrderedDict[tuple[str, int], Agent] = OrderedDict()
+
+    async def _agent(self, agent_id: str, version: int) -> Agent:
+        key = (agent_id, version)
+        agent = self._agents.get(key)
+        if agent is None:
+            agent = await agents.get(self._pool, agent_id, version)
+            self._agents[key] = agent
+            if len(self._agents) > AGENTS_CACHED:
+                self._agents.popitem(last=False)
+        else:
+            self._agents.move_to_end(key)
+        return agent
 
     @activity.defn(name=Activity.MODEL_STEP)
     async def model_step(self, params: ModelStepInput) -> ModelStepResult:
@@ -220,13 +242,15 @@ class ModelActivities:
             return await self._step(params)
 
     async def _step(self, params: ModelStepInput) -> ModelStepResult:
-        done = await transcript.finished_step(self._pool, params.step_id)
-        if done is not None:
-            return ModelStepResult.model_validate(done)
-        agent = await agents.get(self._pool, params.agent_id, params.agent_version)
-        await self._add_user_turn(params)
+        if params.attempt > 1 or activity.info().attempt > 1:
+            # An earlier attempt may have committed (its worker died before reporting it).
+            # A first attempt cannot have: its commit would find out anyway (see `_commit`).
+            done = await transcript.finished_step(self._pool, params.step_id)
+            if done is not None:
+                return ModelStepResult.model_validate(done)
+        agent = await self._agent(params.agent_id, params.agent_version)
         start_id = derived_id("sevt", params.step_id, "start")
-        await self._record(params.session_id, [(start_id, "span.model_request_start", {})])
+        await self._open(params, start_id)
         request = await self._request(params.session_id, agent, params.continue_answer)
         try:
             message = await self._call_with_heartbeats(request)
@@ -310,8 +334,21 @@ class ModelActivities:
             if params.adopt:
                 await self._add_inputs(params.session_id, list(params.results.values()))
 
-    async def _add_user_turn(self, params: ModelStepInput) -> None:
-        await self._add_inputs(params.session_id, params.input_event_ids)
+    async def _open(self, params: ModelStepInput, start_id: str) -> None:
+        """The step's inputs into the transcript and its span opened, in one transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if params.input_event_ids:
+                inputs = await events.get_many(conn, params.input_event_ids)
+                await transcript.add_many(
+                    conn,
+                    params.session_id,
+                    [(f"in:{event_id}", "user", blocks) for event_id, blocks in user_rows(inputs)],
+                )
+            await events.append(
+                conn,
+                params.session_id,
+                [(start_id, "span.model_request_start", {}, datetime.now(UTC))],
+            )
 
     async def _add_inputs(self, session_id: str, event_ids: list[str]) -> None:
         if not event_ids:
@@ -331,7 +368,7 @@ class ModelActivities:
         A model the API compacts for gets `context_management` with `compact_20260112` at the
         session's threshold; the answers then hold `compaction` blocks, kept verbatim.
         """
-        compacted = await transcript.load_compacted(self._pool, session_id)
+        compacted = await self.transcripts.read(self._pool, session_id)
         messages = build_messages(
             compacted.entries, summary=compacted.summary, continue_answer=continue_answer
         )
@@ -508,8 +545,10 @@ class ModelActivities:
             await transcript.add(
                 conn, f"{params.step_id}:out", params.session_id, "assistant", content
             )
-            status, _ = await sessions.status_of(conn, params.session_id)
-            if status == "rescheduling" and not params.retries_in_workflow:
+            status = None
+            if not params.retries_in_workflow:
+                status, _ = await sessions.status_of(conn, params.session_id)
+            if status == "rescheduling":
                 # The retry worked: say so before the answer, as the hosted API does.
                 resumed = derived_id("sevt", params.step_id, "resumed")
                 rows.insert(0, (resumed, "session.status_running", {}, now))

@@ -3,6 +3,8 @@ turns, and finished model steps."""
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +126,148 @@ async def finish_step(
         result,
     )
     return bool(inserted)
+
+
+async def add_many(
+    conn: Connection, session_id: str, rows: list[tuple[str, str, list[Any]]]
+) -> None:
+    """Several turns (entry id, role, content) in one round trip, as `add` writes each."""
+    if not rows:
+        return
+    await conn.executemany(
+        "INSERT INTO transcript (id, session_id, role, content) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (id) DO NOTHING",
+        [(entry_id, session_id, role, scrub_json(content)[0]) for entry_id, role, content in rows],
+    )
+
+
+# ---- what the model step reads, cached per worker ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A session's transcript as the model is sent it (`Compacted`), with what proves it is
+    still whole: the compaction it starts from, the last row it holds, how many rows it holds,
+    and its size (bytes of the rows' JSON) for the cache's bound."""
+
+    compaction_id: str | None
+    summary: str | None
+    upto_seq: int
+    last_seq: int
+    entries: tuple[tuple[str, list[Any]], ...]
+    size: int
+
+    @property
+    def compacted(self) -> Compacted:
+        return Compacted(summary=self.summary, entries=list(self.entries))
+
+
+_CHECK_AND_READ = """
+SELECT
+  (SELECT id FROM compactions WHERE session_id = $1
+     ORDER BY upto_seq DESC, created_at DESC LIMIT 1) AS compaction_id,
+  (SELECT count(*) FROM transcript WHERE session_id = $1 AND seq > $2 AND seq <= $3) AS known,
+  t.seq, t.role, t.content::text AS content
+FROM (SELECT 1) AS one
+LEFT JOIN transcript t ON t.session_id = $1 AND t.seq > $3
+ORDER BY t.seq
+"""
+
+
+async def _full(conn: Pool | Connection, session_id: str) -> Snapshot:
+    latest = await latest_compaction(conn, session_id)
+    upto = latest.upto_seq if latest else 0
+    rows = await conn.fetch(
+        "SELECT seq, role, content::text AS content FROM transcript"
+        " WHERE session_id = $1 AND seq > $2 ORDER BY seq",
+        session_id,
+        upto,
+    )
+    return Snapshot(
+        compaction_id=latest.id if latest else None,
+        summary=latest.summary if latest else None,
+        upto_seq=upto,
+        last_seq=rows[-1]["seq"] if rows else upto,
+        entries=tuple((row["role"], json.loads(row["content"])) for row in rows),
+        size=sum(len(row["content"]) for row in rows) + len(latest.summary if latest else ""),
+    )
+
+
+async def read_since(
+    conn: Pool | Connection, session_id: str, known: Snapshot | None
+) -> tuple[Snapshot, bool]:
+    """The transcript as the model is sent it, reading only what is new since `known` (a
+    snapshot this worker read before) when `known` is still whole; (snapshot, whether `known`
+    was used).
+
+    `known` is checked in the same query that reads the new rows: the session's newest
+    compaction must be the one it starts from, and it must hold every row up to its last one
+    (rows are only ever inserted, so the count proves it; a row that committed late, below a
+    row read already, changes the count). Otherwise everything is read afresh. Correct
+    whichever worker wrote what in between."""
+    if known is None:
+        return await _full(conn, session_id), False
+    rows = await conn.fetch(_CHECK_AND_READ, session_id, known.upto_seq, known.last_seq)
+    head = rows[0]
+    if head["compaction_id"] != known.compaction_id or head["known"] != len(known.entries):
+        return await _full(conn, session_id), False
+    fresh = [row for row in rows if row["seq"] is not None]
+    if not fresh:
+        return known, True
+    return (
+        Snapshot(
+            compaction_id=known.compaction_id,
+            summary=known.summary,
+            upto_seq=known.upto_seq,
+            last_seq=fresh[-1]["seq"],
+            entries=known.entries
+            + tuple((row["role"], json.loads(row["content"])) for row in fresh),
+            size=known.size + sum(len(row["content"]) for row in fresh),
+        ),
+        True,
+    )
+
+
+class TranscriptCache:
+    """Snapshots of the transcripts this worker's model steps sent, by session, least recently
+    used first out once their sizes add up to more than `max_bytes` (0: no cache). A snapshot is
+    only a starting point: `read_since` checks it against the database before every use, so a
+    step is sent exactly what a full read would give, whichever worker wrote in between."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()
+        self._size = 0
+        self.hits = 0  # reads that started from a snapshot
+        self.misses = 0  # reads that read everything
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._snapshots)
+
+    async def read(self, conn: Pool | Connection, session_id: str) -> Compacted:
+        snapshot, used = await read_since(conn, session_id, self._snapshots.get(session_id))
+        if used:
+            self.hits += 1
+        else:
+            self.misses += 1
+        self._keep(session_id, snapshot)
+        return snapshot.compacted
+
+    def forget(self, session_id: str) -> None:
+        old = self._snapshots.pop(session_id, None)
+        if old is not None:
+            self._size -= old.size
+
+    def _keep(self, session_id: str, snapshot: Snapshot) -> None:
+        self.forget(session_id)
+        if snapshot.size > self.max_bytes:
+            return
+        self._snapshots[session_id] = snapshot
+        self._size += snapshot.size
+        while self._size > self.max_bytes:
+            _, oldest = self._snapshots.popitem(last=False)
+            self._size -= oldest.size
