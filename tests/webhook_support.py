@@ -87,7 +87,11 @@ def webhook_worker(client: Client, pool: Pool, settings: Settings, *, sessions: 
             default_heartbeat_throttle_interval=timedelta(seconds=1),
             **mine,
         )
-    config = build_worker(client, pool, settings).config()
+    # Built for a queue no one polls (a second worker for the same queue cannot be made in one
+    # process), then given this one: only its configuration is used.
+    scratch = settings.model_copy(update={"task_queue": f"{settings.task_queue}-unused"})
+    config = build_worker(client, pool, scratch).config()
+    config["task_queue"] = settings.task_queue
     registered = {getattr(a, "__temporal_activity_definition").name for a in config["activities"]}
     if "webhook_deliver_due" in registered:  # reverie.worker registers them already
         return Worker(**config)

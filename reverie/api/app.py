@@ -14,7 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
-from reverie.api import agents, environments, events, memory, sessions, state, unsupported
+from reverie.api import (
+    agents,
+    environments,
+    events,
+    memory,
+    sessions,
+    state,
+    unsupported,
+    webhooks,
+)
 from reverie.api.auth import KeyChecker, auth_middleware
 from reverie.api.errors import Handler, error_middleware
 from reverie.api.feed import make_feed
@@ -64,7 +73,7 @@ def build_app(
     app[state.MAX_BODY_BYTES] = max_body_bytes
     app[state.KEEPALIVE_SECONDS] = keepalive_seconds
     app.on_response_prepare.append(_add_request_id)
-    for module in (agents, environments, sessions, events, memory):
+    for module in (agents, environments, sessions, events, memory, webhooks):
         app.router.add_routes(module.routes)
     unsupported.add_routes(app)
     app.router.add_get("/healthz", healthz)

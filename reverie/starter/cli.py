@@ -35,6 +35,7 @@ from reverie.starter.render import (
     session_rows,
 )
 from reverie.starter.up import up_command, worker_command
+from reverie.starter.webhook_cli import add_webhook_commands
 
 if TYPE_CHECKING:
     from reverie.service.client import ReverieClient
@@ -490,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_commands(commands)
     add_api_commands(commands, command)
     add_memory_commands(commands, command)
+    add_webhook_commands(commands, command)
     return parser
 
 
