@@ -53,6 +53,7 @@ from reverie.models.sessions import (
 )
 from reverie.models.workflow_io import (
     CarriedState,
+    EventEcho,
     InputRef,
     SendEventsInput,
     SessionOptions,
@@ -512,12 +513,6 @@ class ReverieClient(MemoryMethods, WebhookMethods):
 
     async def _send(self, session_id: str, parsed: list[InputEvent]) -> list[Event]:
         _refuse_unsupported(parsed)
-        status, archived = await sessions.status_of(self.pool, session_id)
-        if archived or status == "terminated":
-            raise InvalidRequestError(
-                f"session {session_id} is {'archived' if archived else 'terminated'}; "
-                "it takes no more events"
-            )
         staged = [(new_id("sevt"), event.type, _payload(event)) for event in parsed]
         ids = [event_id for event_id, _, _ in staged]
         refs = [
@@ -526,10 +521,16 @@ class ReverieClient(MemoryMethods, WebhookMethods):
         ]
         update = SendEventsInput(events=refs)
         _check_temporal_size(update, "these events")
-        await events.stage(self.pool, session_id, staged)
+        # Staged only into a session that takes events (one round trip with the check).
+        if not await events.stage_if_live(self.pool, session_id, staged):
+            status, archived = await sessions.status_of(self.pool, session_id)
+            raise InvalidRequestError(
+                f"session {session_id} is {'archived' if archived else status}; "
+                "it takes no more events"
+            )
         handle = self.temporal.get_workflow_handle_for(SessionWorkflow.run, session_id)
         try:
-            await self._deliver(handle, update, update_id=f"send-{ids[0]}")
+            echoes = await self._deliver(handle, update, update_id=f"send-{ids[0]}")
         except BaseException as error:
             # Whatever went wrong, staged rows must not linger. Unstaging is safe: an update
             # that already recorded them deleted them; one that had not cannot record them now.
@@ -549,9 +550,19 @@ class ReverieClient(MemoryMethods, WebhookMethods):
             if isinstance(error, RPCError) and error.status == RPCStatusCode.NOT_FOUND:
                 raise InvalidRequestError(f"session {session_id} is not running") from None
             raise
-        return await events.get_many(self.pool, ids)
+        stamps = {echo.id: echo.processed_at for echo in echoes}
+        if set(stamps) != set(ids):
+            return await events.get_many(self.pool, ids)
+        # The echoes carry what the log holds (ids and stamps read back in the recording
+        # transaction); the payloads are what was staged: no need to read the events again.
+        return [
+            events.recorded_event(session_id, event_id, kind, payload, stamps[event_id])
+            for event_id, kind, payload in staged
+        ]
 
-    async def _deliver(self, handle: Any, update: SendEventsInput, *, update_id: str) -> None:
+    async def _deliver(
+        self, handle: Any, update: SendEventsInput, *, update_id: str
+    ) -> list[EventEcho]:
         """The update, retried while the session's workflow cannot take it yet (its workflow
         task failing while workers die, an RPC deadline): under one update id, so Temporal runs
         it once however often it is sent, and a retry of one that completed returns its answer."""
@@ -560,8 +571,9 @@ class ReverieClient(MemoryMethods, WebhookMethods):
         delay = 0.2
         while True:
             try:
-                await handle.execute_update(SessionWorkflow.send_events, update, id=update_id)
-                return
+                return await handle.execute_update(
+                    SessionWorkflow.send_events, update, id=update_id
+                )
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as error:
                 transient = isinstance(error, WorkflowUpdateRPCTimeoutOrCancelledError) or (
                     error.status in _TRANSIENT_RPC

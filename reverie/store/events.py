@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,23 +64,22 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
     )
     if count is None:
         raise NotFoundError(f"no session with id {session_id!r}")
-    existing = {
-        row["id"]
-        for row in await conn.fetch(
-            "SELECT id FROM events WHERE id = ANY($1::text[])", [row[0] for row in rows]
-        )
-    }
-    fresh = [row for row in rows if row[0] not in existing]
-    if not fresh:
-        return 0
-    await conn.executemany(
-        "INSERT INTO events (id, session_id, position, type, payload, processed_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        [
-            (event_id, session_id, count + index + 1, kind, payload, processed_at)
-            for index, (event_id, kind, payload, processed_at) in enumerate(fresh)
-        ],
+    # One statement, under the lock just taken (so its snapshot sees every append committed
+    # before): the rows not recorded yet, numbered on from `count`, the new count, the NOTIFY.
+    inserted = await conn.fetchval(
+        _APPEND,
+        session_id,
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        [json.dumps(row[2]) for row in rows],
+        [row[3] for row in rows],
+        count,
+        NOTIFY_CHANNEL,
     )
+    if not inserted:
+        return 0
+    fresh_ids = set(inserted)
+    fresh = [row for row in rows if row[0] in fresh_ids]
     for event_id, kind, payload, _ in fresh:
         if kind == "user.define_outcome":
             # The outcome exists exactly when its event does (same transaction).
@@ -88,15 +88,28 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
     # statement at all unless one of them is of a type webhooks announce (status changes,
     # outcome evaluations...), then one INSERT ... SELECT that matches no row without endpoints.
     await webhooks.record_session_events(conn, session_id, fresh)
-    await conn.execute(
-        "UPDATE sessions SET event_count = $2, updated_at = now() WHERE id = $1",
-        session_id,
-        count + len(fresh),
-    )
-    await conn.execute(
-        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, f"{session_id} {count + len(fresh)}"
-    )
     return len(fresh)
+
+
+# `append`'s statement: $1 session, $2-$5 ids, types, payloads (JSON text), stamps, $6 the count
+# read under the lock, $7 the channel. Answers the ids inserted (NULL when none was new).
+_APPEND = """
+WITH fresh AS (
+  SELECT t.id, t.type, t.payload, t.processed_at, row_number() OVER (ORDER BY t.ord) AS n
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])
+       WITH ORDINALITY AS t(id, type, payload, processed_at, ord)
+  WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = t.id)
+), ins AS (
+  INSERT INTO events (id, session_id, position, type, payload, processed_at)
+  SELECT id, $1, $6 + n, type, payload::jsonb, processed_at FROM fresh
+  RETURNING id
+), total AS (SELECT count(*)::int AS n, array_agg(id) AS ids FROM ins)
+UPDATE sessions SET event_count = $6 + total.n, updated_at = now()
+FROM total
+WHERE sessions.id = $1 AND total.n > 0
+  AND pg_notify($7, $1 || ' ' || ($6 + total.n)) IS NOT NULL
+RETURNING total.ids
+"""
 
 
 def _event(row: Any) -> Event:
@@ -197,6 +210,45 @@ async def stage(
     )
 
 
+async def stage_if_live(
+    pool: Pool, session_id: str, staged: Sequence[tuple[str, str, dict[str, Any]]]
+) -> bool:
+    """`stage`, in one round trip with the check that the session still takes events (it
+    exists, is not archived, not terminated); False, staging nothing, when it does not."""
+    inserted = await pool.fetchval(
+        """WITH live AS (
+             SELECT 1 FROM sessions
+             WHERE id = $1 AND archived_at IS NULL AND status <> 'terminated'
+           ), ins AS (
+             INSERT INTO staged_events (id, session_id, type, payload)
+             SELECT t.id, $1, t.type, t.payload::jsonb
+             FROM unnest($2::text[], $3::text[], $4::text[]) AS t(id, type, payload), live
+             RETURNING 1
+           )
+           SELECT count(*) FROM ins""",
+        session_id,
+        [event_id for event_id, _, _ in staged],
+        [kind for _, kind, _ in staged],
+        [json.dumps(payload) for _, _, payload in staged],
+    )
+    return bool(inserted)
+
+
+def recorded_event(
+    session_id: str, event_id: str, kind: str, payload: dict[str, Any], processed_at: datetime
+) -> Event:
+    """An event as `get_many` reads it back, from what was written (no read needed)."""
+    return _event(
+        {
+            "id": event_id,
+            "type": kind,
+            "payload": payload,
+            "processed_at": processed_at,
+            "session_id": session_id,
+        }
+    )
+
+
 async def unstage(pool: Pool, event_ids: Sequence[str]) -> None:
     await pool.execute("DELETE FROM staged_events WHERE id = ANY($1::text[])", list(event_ids))
 
@@ -210,22 +262,16 @@ async def promote(
 ) -> None:
     """Move staged input events into the log; already promoted ones are left as they are.
     `then`: events appended right after them, in the same write (and the same NOTIFY)."""
-    staged = {
-        row["id"]: row
-        for row in await conn.fetch(
-            "SELECT * FROM staged_events WHERE session_id = $1 AND id = ANY($2::text[])",
-            session_id,
-            list(event_ids),
-        )
-    }
-    recorded = {
-        row["id"]
-        for row in await conn.fetch(
-            "SELECT id FROM events WHERE session_id = $1 AND id = ANY($2::text[])",
-            session_id,
-            list(event_ids),
-        )
-    }
+    found = await conn.fetch(
+        "SELECT id, type, payload, true AS staged FROM staged_events"
+        " WHERE session_id = $1 AND id = ANY($2::text[])"
+        " UNION ALL SELECT id, NULL, NULL, false FROM events"
+        " WHERE session_id = $1 AND id = ANY($2::text[])",
+        session_id,
+        list(event_ids),
+    )
+    staged = {row["id"]: row for row in found if row["staged"]}
+    recorded = {row["id"] for row in found if not row["staged"]}
     missing = [i for i in event_ids if i not in staged and i not in recorded]
     if missing:
         raise InvalidRequestError(f"no staged input events with ids {missing}")
