@@ -540,42 +540,51 @@ class GraderActivities:
             done = await outcomes.evaluation(self._pool, params.evaluation_id)
             if done is not None:
                 return GradeOutcomeResult(result=done.result)
-            ticker = asyncio.ensure_future(self._ongoing(params))
+            attempt = activity.info().attempt
+            await self._record_ongoing(params, attempt, 1)
+            ticker = asyncio.ensure_future(self._ongoing(params, attempt))
             try:
-                graded = await self._grade(params)
+                verdict = await self._grade(params)
             finally:
+                # Stopped before the verdict is recorded: no `ongoing` follows the span's end.
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+            graded = await self._commit(params, *verdict)
             if self._freeze_after_verdict:
                 await asyncio.Event().wait()  # the test hook: the test kills the worker here
             return graded
 
-    async def _ongoing(self, params: GradeOutcomeInput) -> None:
-        """Heartbeats every second; `span.outcome_evaluation_ongoing` at once, then every
-        `ONGOING_EVERY` (ids from the evaluation, the attempt and the count: none twice)."""
-        attempt = activity.info().attempt
-        count = 0
-        next_at = 0.0
+    async def _ongoing(self, params: GradeOutcomeInput, attempt: int) -> None:
+        """Heartbeats every second, and `span.outcome_evaluation_ongoing` every
+        `ONGOING_EVERY` after the first (ids from the evaluation, the attempt and the count:
+        none twice)."""
+        count = 1
         loop = asyncio.get_running_loop()
+        next_at = loop.time() + ONGOING_EVERY.total_seconds()
         while True:
             activity.heartbeat()
             if loop.time() >= next_at:
                 count += 1
-                event_id = derived_id(
-                    "sevt", params.evaluation_id, "ongoing", str(attempt), str(count)
-                )
-                payload = {"outcome_id": params.outcome_id, "iteration": params.iteration}
                 with contextlib.suppress(Exception):
-                    await events.append(
-                        self._pool,
-                        params.session_id,
-                        [(event_id, "span.outcome_evaluation_ongoing", payload, _now())],
-                    )
+                    await self._record_ongoing(params, attempt, count)
                 next_at = loop.time() + ONGOING_EVERY.total_seconds()
             await asyncio.sleep(HEARTBEAT_EVERY)
 
-    async def _grade(self, params: GradeOutcomeInput) -> GradeOutcomeResult:
+    async def _record_ongoing(self, params: GradeOutcomeInput, attempt: int, count: int) -> None:
+        event_id = derived_id("sevt", params.evaluation_id, "ongoing", str(attempt), str(count))
+        payload = {"outcome_id": params.outcome_id, "iteration": params.iteration}
+        await events.append(
+            self._pool,
+            params.session_id,
+            [(event_id, "span.outcome_evaluation_ongoing", payload, _now())],
+        )
+
+    async def _grade(
+        self, params: GradeOutcomeInput
+    ) -> tuple[str, str, dict[str, Any], Usage, int]:
+        """The verdict, voted and checked, with what it cost: (result, explanation, the
+        structured verdict, usage, model requests); recorded by `_commit`."""
         outcome = await outcomes.get(self._pool, params.outcome_id)
         options = GraderOptions.model_validate(outcome.grader or {})
         agent = await agents.get(self._pool, params.agent_id, params.agent_version)
@@ -677,7 +686,7 @@ class GraderActivities:
             "samples": [body for body, _ in valid]
             + [{"valid": False, "error": reason} for reason, _, _ in invalid],
         }
-        return await self._commit(params, result, explanation, verdict_body, usage, requests)
+        return result, explanation, verdict_body, usage, requests
 
     async def _commit(
         self,
