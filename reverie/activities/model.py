@@ -553,9 +553,41 @@ class ModelActivities:
                 resumed = derived_id("sevt", params.step_id, "resumed")
                 rows.insert(0, (resumed, "session.status_running", {}, now))
                 await sessions.set_status(conn, params.session_id, "running")
+            if await self._ends_turn(conn, params, result, start_id):
+                assert params.idle is not None
+                result.idle_recorded = True
+                await transcript.set_step_result(
+                    conn, params.step_id, result.model_dump(mode="json")
+                )
+                idle = {"stop_reason": {"type": "end_turn"}}
+                rows.append((params.idle.event_id, "session.status_idle", idle, now))
+                await sessions.set_status(conn, params.session_id, "idle", turns=params.idle.turns)
             await events.append(conn, params.session_id, rows)
             await sessions.add_usage(conn, params.session_id, usage)
         return result
+
+    @staticmethod
+    async def _ends_turn(
+        conn: Any, params: ModelStepInput, result: ModelStepResult, start_id: str
+    ) -> bool:
+        """Whether the answer ends the turn by the workflow's rule (`IdleSpec`): it ends it
+        (`end_turn`, `stop_sequence`, no tool use) and no input reached the session since the
+        step began (checked under the session's lock, which every append takes: an input
+        recorded after this commit finds the session idle, and starts the next turn)."""
+        if (
+            params.idle is None
+            or result.tool_uses
+            or result.stop_reason not in ("end_turn", "stop_sequence")
+        ):
+            return False
+        await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", params.session_id)
+        arrived = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE session_id = $1 AND type LIKE 'user.%'"
+            " AND position > (SELECT position FROM events WHERE id = $2))",
+            params.session_id,
+            start_id,
+        )
+        return not arrived
 
     async def _record(self, session_id: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
         now = datetime.now(UTC)

@@ -197,6 +197,16 @@ class PromoteInputsInput(BaseModel):
     turns: int | None = None
 
 
+class IdleSpec(BaseModel):
+    """(patch `idle-with-answer`) The workflow's rule for a step that may end its turn: if the
+    answer ends the turn (`end_turn` or `stop_sequence`, no tool use) and no input reached the
+    session while the step ran, the step records `session.status_idle` (this id, `end_turn`)
+    and the idle status (with this turn count) in the transaction of its answer."""
+
+    event_id: str
+    turns: int
+
+
 class ModelStepInput(BaseModel):
     session_id: str
     agent_id: str
@@ -216,6 +226,8 @@ class ModelStepInput(BaseModel):
     # (patch `stop-reason-rules`) The last answer paused (`pause_turn`): send the transcript as it
     # is, ending with that answer, so the model continues it (no "Continue." turn is added).
     continue_answer: bool = False
+    # (patch `idle-with-answer`) Set when the turn may end with this step (see `IdleSpec`).
+    idle: IdleSpec | None = None
 
 
 class ToolUseRef(BaseModel):
@@ -263,6 +275,8 @@ class ModelStepResult(BaseModel):
     # The answer's `stop_details` (a refusal's category and explanation, bounded), for the
     # `session.status_idle` event.
     stop_details: dict[str, Any] | None = None
+    # (patch `idle-with-answer`) The step recorded the turn's end (`IdleSpec`) with its answer.
+    idle_recorded: bool = False
 
 
 class SettleStepInput(BaseModel):

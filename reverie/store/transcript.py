@@ -113,6 +113,12 @@ async def finished_step(conn: Pool | Connection, step_id: str) -> dict[str, Any]
     return await conn.fetchval("SELECT result FROM model_steps WHERE step_id = $1", step_id)
 
 
+async def set_step_result(conn: Connection, step_id: str, result: dict[str, Any]) -> None:
+    """Amend the result of a step this transaction recorded (`finish_step`) before it commits."""
+    result, _ = scrub_json(result)
+    await conn.execute("UPDATE model_steps SET result = $2 WHERE step_id = $1", step_id, result)
+
+
 async def finish_step(
     conn: Connection, step_id: str, session_id: str, result: dict[str, Any]
 ) -> bool:

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         CompactInput,
         CompactionReason,
         CompactionResult,
+        IdleSpec,
         ModelErrorDetails,
         ModelStepInput,
         ModelStepResult,
@@ -68,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     from reverie.workflows.patches import (
         ADOPT_INTERRUPTED_INPUTS,
         COMPACTION,
+        IDLE_WITH_ANSWER,
         MODEL_RETRIES_IN_WORKFLOW,
         SETTLE_FAILED_MODEL_STEP,
         STOP_REASON_RULES,
@@ -110,6 +112,8 @@ class TurnOutcome:
     error: dict[str, Any] | None = None
     event_ids: list[str] = field(default_factory=list)
     stop_details: dict[str, Any] | None = None
+    # (patch `idle-with-answer`) The model step recorded the idle status with its answer.
+    idle_recorded: bool = False
 
 
 class AgentLoop:
@@ -119,6 +123,8 @@ class AgentLoop:
         state: CarriedState,
         take_inputs: TakeInputs,
         set_status: SetStatus,
+        *,
+        ends_turns_with_answers: bool = False,
     ) -> None:
         self._params = params
         self._state = state
@@ -126,6 +132,9 @@ class AgentLoop:
         self._set_status = set_status
         self._interrupted = False
         self._running: list[ActivityHandle[Any]] = []
+        # (patch `idle-with-answer`) A session's primary thread: a model step that ends the turn
+        # records the session's idle status with its answer.
+        self._ends_turns_with_answers = ends_turns_with_answers
 
     # ---- entry points ------------------------------------------------------------------------
 
@@ -206,6 +215,13 @@ class AgentLoop:
             result = step
             self._state.model_requests += 1
             self._state.compactions_in_row = 0
+            if result.idle_recorded:
+                # The turn ended with the answer (`IdleSpec`): recorded already, whatever came
+                # since (an input or an interrupt that arrived after it starts or stops nothing
+                # of this turn).
+                if result.compaction_due:
+                    self._state.compact_next = "threshold"
+                return TurnOutcome(TurnEnd.END_TURN, idle_recorded=True)
             if self._interrupted:
                 # The answer landed together with the interrupt: none of its tools run.
                 await self._refuse_tools(result.tool_uses)
@@ -467,6 +483,12 @@ class AgentLoop:
         continue_answer: bool = False,
     ) -> ModelStepResult:
         options = self._params.options
+        idle = None
+        waiting = self._state.queued or self._state.held_input_ids
+        if self._ends_turns_with_answers and not waiting and workflow.patched(IDLE_WITH_ANSWER):
+            # Should the answer end the turn, its step records the idle status with it (inputs
+            # waiting already would go on with the turn: then the workflow decides, as before).
+            idle = IdleSpec(event_id=new_id("sevt", workflow.uuid4()), turns=self._state.turns + 1)
         handle = workflow.start_activity(
             Activity.MODEL_STEP,
             ModelStepInput(
@@ -479,6 +501,7 @@ class AgentLoop:
                 retries_in_workflow=retries_here,
                 attempt=attempt,
                 continue_answer=continue_answer,
+                idle=idle,
             ),
             retry_policy=worker_loss_retry(options) if retries_here else model_retry(options),
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

@@ -62,7 +62,13 @@ class SessionWorkflow:
         self._at_rest = False
         # The running status of the next turn is recorded already (by the input that started it).
         self._announced = False
-        self._loop = AgentLoop(params, self._state, self._take_inputs, self._set_status)
+        self._loop = AgentLoop(
+            params,
+            self._state,
+            self._take_inputs,
+            self._set_status,
+            ends_turns_with_answers=True,
+        )
 
     # ---- the state machine -------------------------------------------------------------------
 
@@ -151,6 +157,14 @@ class SessionWorkflow:
             await self._idle("requires_action", event_ids=outcome.event_ids)
         elif outcome.end == TurnEnd.REFUSAL:
             await self._idle("refusal", stop_details=outcome.stop_details)
+        elif outcome.idle_recorded:
+            # The model step recorded the idle status with its answer (patch
+            # `IDLE_WITH_ANSWER`); inputs an interrupt held since go into the transcript.
+            await self._loop.adopt_held()
+            self._state.last_stop_reason = "end_turn"
+            self._state.status = "idle"
+            workflow.upsert_search_attributes([SESSION_STATUS.value_set("idle")])
+            self._show()
         else:
             if outcome.end == TurnEnd.INTERRUPTED:
                 await self._loop.adopt_held()

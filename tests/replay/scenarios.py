@@ -416,3 +416,45 @@ async def test_record_promote_starts_turn(
     )
     await reverie.wait_until_settled(session_id)
     await _save(temporal_client, "promote_starts_turn", session_id)
+
+
+# ---- recorded after the patch `idle-with-answer` (issue 15) -------------------------------------
+
+
+async def test_record_idle_with_answer(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A step whose answer ends the turn records the idle status with it; one during which a
+    message arrived does not (the turn goes on); a tool use, then an answer; an interrupt
+    sent right after a turn ended."""
+    fake_model.script(
+        model_name,
+        [
+            Reply.text("one"),
+            Reply.text("slow", delay=1),
+            Reply.text("took up the second"),
+            Reply.tool_use("bash", {"command": "echo hi"}),
+            Reply.text("ran it"),
+            Reply.text("last"),
+        ],
+    )
+    toolset = {
+        "type": "agent_toolset_20260401",
+        "configs": [{"name": "web_search", "enabled": False}],
+    }
+    agent = await reverie.create_agent(
+        {"name": "replay-idle", "model": model_name, "tools": [toolset]}
+    )
+    session_id = (await reverie.create_session({"agent": agent.id})).id
+    await reverie.send_message(session_id, "first")
+    await reverie.wait_until_settled(session_id)
+    await reverie.send_message(session_id, "slow one")
+    await fake_model.wait_for_requests(model_name, 2)
+    await reverie.send_message(session_id, "sent mid-turn")
+    await reverie.wait_until_settled(session_id)
+    await reverie.send_message(session_id, "use bash")
+    await reverie.wait_until_settled(session_id, timeout=30)
+    await reverie.send_message(session_id, "last")
+    await reverie.interrupt(session_id)
+    await reverie.wait_until_settled(session_id)
+    await _save(temporal_client, "idle_with_answer", session_id)

@@ -35,6 +35,9 @@ def test_histories_are_saved() -> None:
         "stop_reasons",
         "compaction_threshold",
         "compaction_prompt_too_long",
+        # after the patches `promote-starts-turn` and `idle-with-answer` (issue 15)
+        "promote_starts_turn",
+        "idle_with_answer",
     }
 
 
