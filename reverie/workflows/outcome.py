@@ -164,12 +164,19 @@ class OutcomeLoop:
         """One turn of the session; with an outcome active, also its grading and revisions."""
         self._interrupted = False
         outcome = self._state.outcome
-        if outcome is None or not workflow.patched(OUTCOMES):
-            return await step()
-        if outcome.phase == "pending" and self._about_to_start(outcome):
+        if (
+            outcome is not None
+            and outcome.phase == "pending"
+            and self._about_to_start(outcome)
+            and workflow.patched(OUTCOMES)
+        ):
             outcome.phase = "working"
             await self._record(outcome, "running")
-        return await self._after(await step())
+        turn = await step()
+        # An outcome may also have been defined while the turn ran, and taken up by it.
+        if self._state.outcome is None or not workflow.patched(OUTCOMES):
+            return turn
+        return await self._after(turn)
 
     async def stop(self, result: str = "interrupted") -> None:
         """An interrupt abandoned a parked turn (tool uses awaiting answers): the outcome stops."""
