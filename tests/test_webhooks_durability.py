@@ -1,0 +1,148 @@
+"""Webhooks when workers die, and deliveries that exist once: a worker killed mid-delivery (the
+attempt is made again under the same id), a worker killed between an event's commit and its
+dispatch (delivered by the next worker), and one delivery per (event, endpoint) however often
+it is written."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import standardwebhooks
+
+from reverie.activities.webhook import TEST_HOOK_FREEZE_DISPATCH
+from reverie.settings import Settings
+from reverie.store import sessions
+from reverie.store import webhooks as store
+from tests.helpers import kill
+from tests.webhook_support import (
+    Received,
+    hook_stack,
+    receiver,
+    wait_until,
+    webhook_worker_process,
+)
+
+
+async def test_a_worker_killed_during_a_delivery_still_delivers_it_under_the_same_id(
+    settings: Settings,
+) -> None:
+    async def answer(got: Received, index: int) -> Any:
+        if index == 0:
+            await asyncio.sleep(60)  # the first attempt never gets an answer: its worker dies
+        return 200
+
+    # A long attempt timeout (so its lease lasts 40 s): the attempt is made again because the
+    # delivering activity's retry finds it orphaned, not because a lease ran out.
+    async with (
+        hook_stack(settings, worker=False, webhook_timeout_seconds=30) as stack,
+        receiver(answers=answer) as rx,
+    ):
+        endpoint = await stack.client.create_webhook(
+            {"url": rx.url, "enabled_events": ["agent.created"]}
+        )
+        async with webhook_worker_process(stack.settings) as first:
+            await stack.client.create_agent({"name": "a", "model": "m"})
+            await rx.wait_for(1, timeout=60)
+            await kill(first)
+        [delivery] = (await stack.client.list_webhook_deliveries(endpoint.id)).data
+        assert delivery.state == "pending"
+        async with webhook_worker_process(stack.settings):
+            started = asyncio.get_running_loop().time()
+            got = await rx.wait_for(2, timeout=60)
+
+            async def delivered() -> Any:
+                found = await stack.client.get_webhook_delivery(delivery.id)
+                return found if found.state == "delivered" else None
+
+            done = await wait_until(delivered, timeout=30, what="the delivery")
+            assert asyncio.get_running_loop().time() - started < 30
+        assert got[0].webhook_id == got[1].webhook_id == done.event_id
+        assert got[0].body == got[1].body
+        for request in got:
+            standardwebhooks.Webhook(endpoint.signing_secret).verify(request.body, request.headers)
+        assert [(a.number, a.status) for a in done.attempts] == [(1, None), (2, 200)]
+        assert "worker" in (done.attempts[0].error or "")
+        await asyncio.sleep(1.0)
+        assert len(rx.received) == 2
+
+
+async def test_a_worker_killed_between_commit_and_dispatch_still_delivers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    frozen = tmp_path / "dispatcher-frozen"
+    async with hook_stack(settings, worker=False) as stack, receiver() as rx:
+        endpoint = await stack.client.create_webhook(
+            {"url": rx.url, "enabled_events": ["agent.created"]}
+        )
+        async with webhook_worker_process(
+            stack.settings, {TEST_HOOK_FREEZE_DISPATCH: str(frozen)}
+        ) as first:
+            agent = await stack.client.create_agent({"name": "a", "model": "m"})
+            await wait_until(lambda: _exists(frozen), timeout=60, what="the dispatcher to freeze")
+            await kill(first)
+        # Committed with its event, never dispatched, nothing sent.
+        row = await stack.pool.fetchrow(
+            "SELECT dispatched_at, state, attempts FROM webhook_deliveries WHERE endpoint_id = $1",
+            endpoint.id,
+        )
+        assert (row["dispatched_at"], row["state"], row["attempts"]) == (None, "pending", 0)
+        assert rx.received == []
+        async with webhook_worker_process(stack.settings):
+            [got] = await rx.wait_for(1, timeout=60)
+
+            async def delivered() -> Any:
+                page = await stack.client.list_webhook_deliveries(endpoint.id)
+                return page.data if page.data[0].state == "delivered" else None
+
+            [delivery] = await wait_until(delivered, what="the delivery")
+        assert delivery.dispatched_at is not None and delivery.attempt_count == 1
+        payload = standardwebhooks.Webhook(endpoint.signing_secret).verify(got.body, got.headers)
+        assert payload["data"]["id"] == agent.id
+        assert got.webhook_id == delivery.event_id
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def test_each_event_is_owed_once_per_endpoint(settings: Settings) -> None:
+    """Written twice (a retried write), the same events owe each endpoint one delivery; each
+    endpoint gets it once, and all under the event's one id."""
+    async with hook_stack(settings) as stack, receiver() as one, receiver() as two:
+        endpoints = [
+            await stack.client.create_webhook(
+                {"url": rx.url, "enabled_events": ["session.status_idled"]}
+            )
+            for rx in (one, two)
+        ]
+        agent = await stack.client.create_agent({"name": "a", "model": "m"})
+        async with stack.pool.acquire() as conn, conn.transaction():
+            await sessions.create(
+                conn, "sesn_once", agent, environment_id="env_default", title=None,
+                metadata={}, resources=[],
+            )  # fmt: skip
+        now = datetime.now(UTC)
+        rows = [
+            ("sevt_a", "session.status_idle", {"stop_reason": {"type": "end_turn"}}, now),
+            ("sevt_b", "session.status_idle", {"stop_reason": {"type": "end_turn"}}, now),
+        ]
+        for _ in range(3):
+            async with stack.pool.acquire() as conn, conn.transaction():
+                await store.record_session_events(conn, "sesn_once", rows)
+        count = await stack.pool.fetchval("SELECT count(*) FROM webhook_deliveries")
+        assert count == 4  # 2 events x 2 endpoints
+        await one.wait_for(2)
+        await two.wait_for(2)
+        await asyncio.sleep(1.0)
+        assert len(one.received) == len(two.received) == 2
+        ids_one = sorted(r.webhook_id for r in one.received)
+        ids_two = sorted(r.webhook_id for r in two.received)
+        assert ids_one == ids_two and len(set(ids_one)) == 2
+        for endpoint, rx in zip(endpoints, (one, two), strict=True):
+            for request in rx.received:
+                standardwebhooks.Webhook(endpoint.signing_secret).verify(
+                    request.body, request.headers
+                )
