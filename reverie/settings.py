@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -72,6 +73,19 @@ class Settings(BaseSettings):
     # (issue 15) Transcripts a worker keeps in memory between model steps, so that a step reads
     # only the rows that are new (checked against the database first); 0 turns it off.
     transcript_cache_megabytes: int = Field(default=256, alias="REVERIE_TRANSCRIPT_CACHE_MB", ge=0)
+    # (issue 15) Worker tuning: concurrent polls for workflow tasks and for activity tasks (a
+    # burst of new sessions waits on the workflow polls), workflow tasks run at once, threads
+    # running workflow code (few: they share one interpreter lock), and how the workflow sandbox
+    # loads modules (`passthrough`: once per worker, the sandbox's checks of workflow code still
+    # apply; `reload`: afresh for every workflow run, the SDK's default, much more CPU).
+    worker_workflow_polls: int = Field(default=20, alias="REVERIE_WORKER_WORKFLOW_POLLS", ge=2)
+    worker_activity_polls: int = Field(default=10, alias="REVERIE_WORKER_ACTIVITY_POLLS", ge=1)
+    worker_workflow_tasks: int = Field(default=200, alias="REVERIE_WORKER_WORKFLOW_TASKS", ge=2)
+    worker_activities: int = Field(default=200, alias="REVERIE_WORKER_ACTIVITIES", ge=1)
+    worker_workflow_threads: int = Field(default=2, alias="REVERIE_WORKER_WORKFLOW_THREADS", ge=1)
+    workflow_sandbox: Literal["passthrough", "reload"] = Field(
+        default="passthrough", alias="REVERIE_WORKFLOW_SANDBOX"
+    )
     # (issue 17) The most memories one memory store may hold (the hosted API's limit).
     memory_max_memories: int = Field(default=10_000, alias="REVERIE_MEMORY_MAX_MEMORIES", ge=1)
     # (issue 19) Webhooks. Non-public networks (CIDR, comma-separated) webhook endpoints may be
