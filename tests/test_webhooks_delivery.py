@@ -211,9 +211,10 @@ async def test_three_failures_then_success_is_four_attempts_under_one_id(
         ]
         assert [a.error for a in delivery.attempts][:3] == ["HTTP 500", "HTTP 503", "HTTP 429"]
         assert delivery.attempts[3].error is None
-        # Backoff: each retry waited longer than the one before (0.2 s, then doubling).
+        # Each retry waited its backoff (0.2 s, then doubling; timers fire on whole seconds on
+        # the dev server, so only the lower bound is checked: `retry_at` has its own test).
         gaps = [b.at - a.at for a, b in itertools.pairwise(got)]
-        assert gaps[0] >= 0.15 and gaps[2] > gaps[0], gaps
+        assert all(gap >= 0.15 for gap in gaps), gaps
         await asyncio.sleep(1.0)
         assert len(rx.received) == 4
 

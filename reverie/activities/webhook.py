@@ -289,24 +289,32 @@ class WebhookActivities:
             return store.Outcome(
                 row.id, row.number, started, latency_ms, status, None, address, "delivered", None
             )
-        state, next_at = "pending", self._next_attempt(row)
+        state = "pending"
+        next_at = retry_at(
+            self._settings, row.round_attempts, row.round_started_at, datetime.now(UTC)
+        )
         if next_at is None:
             state = "failed"
         return store.Outcome(
             row.id, row.number, started, latency_ms, status, error, address, state, next_at
         )
 
-    def _next_attempt(self, row: store.Claimed) -> datetime | None:
-        """Exponential backoff with +-20% jitter; None once the retry window is spent."""
-        settings = self._settings
-        delay = min(
-            settings.webhook_backoff_seconds * 2 ** min(row.round_attempts - 1, 40),
-            settings.webhook_max_backoff_seconds,
-        ) * random.uniform(0.8, 1.2)
-        at = datetime.now(UTC) + timedelta(seconds=delay)
-        if at > row.round_started_at + timedelta(seconds=settings.webhook_retry_seconds):
-            return None
-        return at
+
+def retry_at(
+    settings: Settings, attempts: int, round_started_at: datetime, now: datetime
+) -> datetime | None:
+    """When to try again after the `attempts`-th failed attempt of a round: exponential backoff
+    (REVERIE_WEBHOOK_BACKOFF_SECONDS, doubling, at most REVERIE_WEBHOOK_MAX_BACKOFF_SECONDS)
+    with +-20% jitter; None once that would be past the round's retry window
+    (REVERIE_WEBHOOK_RETRY_SECONDS from its start): the delivery has failed."""
+    delay = min(
+        settings.webhook_backoff_seconds * 2 ** min(attempts - 1, 40),
+        settings.webhook_max_backoff_seconds,
+    ) * random.uniform(0.8, 1.2)
+    at = now + timedelta(seconds=delay)
+    if at > round_started_at + timedelta(seconds=settings.webhook_retry_seconds):
+        return None
+    return at
 
 
 def _peer(response: aiohttp.ClientResponse) -> str | None:

@@ -83,8 +83,20 @@ MAX_DESCRIPTION_LENGTH = 2048
 MAX_ENDPOINTS = 100
 
 
+def announcement_id(event_id: str, webhook_type: str) -> str:
+    """The id under which a session event is announced as one webhook type (the body's `id`,
+    the `webhook-id`): what the outbox trigger (migration 0009) computes."""
+    return f"{EVENT_PREFIX}_" + hashlib.md5(f"{event_id}/{webhook_type}".encode()).hexdigest()
+
+
+def delivery_id_of(event_id: str, endpoint_id: str) -> str:
+    """A delivery's id: one per (announcement, endpoint)."""
+    return f"{DELIVERY_PREFIX}_" + hashlib.md5(f"{event_id}/{endpoint_id}".encode()).hexdigest()
+
+
 def session_webhook_types(event_type: str, payload: dict[str, Any]) -> tuple[str, ...]:
-    """The webhook types one recorded session event announces (none for most)."""
+    """The webhook types one recorded session event announces (none for most); the outbox
+    trigger (migration 0009) applies the same mapping in PostgreSQL."""
     types = SESSION_EVENT_WEBHOOKS.get(event_type, ())
     if event_type == "session.status_idle":
         stop = payload.get("stop_reason")

@@ -12,7 +12,7 @@ from typing import Any
 from reverie.models.common import scrub_json
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.events import Event, upgrade_payload
-from reverie.store import outcomes, webhooks
+from reverie.store import outcomes
 from reverie.store.pool import Connection, Pool
 
 EventRow = tuple[str, str, dict[str, Any], datetime]  # id, type, payload, processed_at
@@ -51,6 +51,8 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
     transaction of its own. Every path that makes events visible comes through here (promoted
     inputs too), so this is where followers are told: a NOTIFY in the same transaction, which
     PostgreSQL delivers only if and when it commits, so no one hears of rows they cannot read.
+    The webhook deliveries an event owes are written by a trigger on `events` (migration 0009),
+    so they too exist exactly when the event does, at no extra round trip.
     """
     if not rows:
         return 0
@@ -84,10 +86,6 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
         if kind == "user.define_outcome":
             # The outcome exists exactly when its event does (same transaction).
             await outcomes.define(conn, session_id, event_id, payload)
-    # The webhook deliveries these events owe (the outbox), in the same transaction: no
-    # statement at all unless one of them is of a type webhooks announce (status changes,
-    # outcome evaluations...), then one INSERT ... SELECT that matches no row without endpoints.
-    await webhooks.record_session_events(conn, session_id, fresh)
     return len(fresh)
 
 

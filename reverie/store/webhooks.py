@@ -1,12 +1,13 @@
 """Webhooks in PostgreSQL: the outbox (deliveries written with the events they announce),
 endpoints, and the queries the dispatcher and the delivering activity run.
 
-The outbox: every write that makes an announced event visible (a session event appended, an
-agent created...) calls `record_session_events` or `record` in its own transaction. One
-statement inserts one delivery per enabled endpoint subscribed to the type, keyed on (event,
-endpoint), and sends a NOTIFY on `NOTIFY_CHANNEL` only if it inserted any; with no endpoint
-subscribed it inserts nothing and notifies no one. Events of types no webhook announces (most
-of a session's log) cost no statement at all.
+The outbox: whatever makes an announced event visible writes its deliveries in the same
+transaction, one per enabled endpoint subscribed to the type, keyed on (event, endpoint), with
+a NOTIFY on `NOTIFY_CHANNEL` only if it wrote any. Session events: a trigger on `events`
+(migration 0009), so every path that records them owes their deliveries at no extra round trip;
+events of types no webhook announces (most of a session's log) never even call it. Agents,
+environments, sessions themselves and memory stores: `record`, called by their store modules
+in the transaction that makes the change.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reverie.models.common import derived_id, new_id
+from reverie.models.common import new_id
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.webhooks import (
     DELIVERY_PREFIX,
@@ -30,8 +31,8 @@ from reverie.models.webhooks import (
     WebhookDeliveryPage,
     WebhookEndpoint,
     WebhookEndpointPage,
+    delivery_id_of,
     event_data,
-    session_webhook_types,
 )
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
@@ -65,36 +66,6 @@ async def _write_outbox(
         [json.dumps(r[2]) for r in rows],
         [r[3] for r in rows],
     )
-
-
-async def record_session_events(
-    conn: Connection,
-    session_id: str,
-    rows: Sequence[tuple[str, str, dict[str, Any], datetime]],
-) -> None:
-    """The deliveries owed for session events just appended (id, type, payload, processed_at),
-    in the caller's transaction. Each webhook event's id is derived from the session event's
-    id and the webhook type, so a retried append that writes the event again (it cannot: ids
-    already present are skipped) would still owe it under the same id."""
-    owed = []
-    for event_id, kind, payload, processed_at in rows:
-        for webhook_type in session_webhook_types(kind, payload):
-            extra = {}
-            if webhook_type.startswith("session.thread_"):
-                thread = payload.get("session_thread_id")
-                if not isinstance(thread, str):
-                    continue
-                extra["session_thread_id"] = thread
-            owed.append(
-                (
-                    derived_id(EVENT_PREFIX, event_id, webhook_type),
-                    webhook_type,
-                    event_data(webhook_type, session_id, **extra),
-                    processed_at,
-                )
-            )
-    if owed:
-        await _write_outbox(conn, owed)
 
 
 async def record(
@@ -321,7 +292,7 @@ def _delivery(row: Any, attempts: list[WebhookAttempt] | None = None) -> Webhook
 async def add_test_delivery(pool: Pool, endpoint_id: str, webhook_type: str) -> str:
     """A delivery of a test event to one endpoint (whatever its enabled_events); its id."""
     event_id = new_id(EVENT_PREFIX)
-    delivery_id = derived_id(DELIVERY_PREFIX, event_id, endpoint_id)
+    delivery_id = delivery_id_of(event_id, endpoint_id)
     async with pool.acquire() as conn, conn.transaction():
         state = await conn.fetchval(
             "SELECT state FROM webhook_endpoints WHERE id = $1 FOR SHARE", endpoint_id
