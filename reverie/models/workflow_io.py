@@ -166,6 +166,9 @@ class SessionWorkflowInput(BaseModel):
     title: str | None = None
     options: SessionOptions = SessionOptions()
     carried: CarriedState | None = None
+    # (patch `created-running`) The session was created with messages and its creator recorded
+    # the first turn's running status with them: the first run's first turn begins there.
+    started_running: bool = False
 
 
 class NewEvent(BaseModel):

@@ -358,6 +358,9 @@ class ReverieClient(MemoryMethods, WebhookMethods):
             model_max_attempts=self.settings.model_max_attempts,
             model_timeout_seconds=self.settings.model_timeout_seconds,
         )
+        # Messages start the first turn at once: its running status is recorded here, with
+        # them, rather than by the workflow a moment later (patch `created-running`).
+        running = bool(rows) and all(kind == "user.message" for _, kind, _ in rows)
         start = SessionWorkflowInput(
             session_id=session_id,
             agent_id=agent.id,
@@ -365,7 +368,10 @@ class ReverieClient(MemoryMethods, WebhookMethods):
             environment_id=environment.id,
             title=params.title,
             options=options,
-            carried=CarriedState(queued=refs) if refs else None,
+            carried=(
+                CarriedState(queued=refs, status="running" if running else "idle") if refs else None
+            ),
+            started_running=running,
         )
         _check_temporal_size(start, "the session's start")
         now = datetime.now(UTC)
@@ -379,7 +385,10 @@ class ReverieClient(MemoryMethods, WebhookMethods):
                 metadata=params.metadata,
                 resources=resources,
             )
-            await events.append(conn, session_id, [(*row, now) for row in rows])
+            status = [(new_id("sevt"), "session.status_running", {})] if running else []
+            await events.append(conn, session_id, [(*row, now) for row in rows + status])
+            if running:
+                await sessions.set_status(conn, session_id, "running", turns=0)
         try:
             await self.temporal.start_workflow(
                 SessionWorkflow.run,
@@ -389,7 +398,7 @@ class ReverieClient(MemoryMethods, WebhookMethods):
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(AGENT_ID, agent.id),
-                        SearchAttributePair(SESSION_STATUS, "idle"),
+                        SearchAttributePair(SESSION_STATUS, "running" if running else "idle"),
                     ]
                 ),
                 static_summary=params.title or f"session of {agent.name}",

@@ -42,3 +42,6 @@ PROMOTE_STARTS_TURN = "promote-starts-turn"
 # in one transaction, and the workflow records nothing more (issue 15: one local activity and
 # its round trips fewer at the end of every turn).
 IDLE_WITH_ANSWER = "idle-with-answer"
+# A session created with messages starts with its first turn's running status recorded by its
+# creator (with the messages, in one transaction): the first turn records none (issue 15).
+CREATED_RUNNING = "created-running"

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from reverie.workflows.activity_options import RECORD_RETRY, RECORD_TIMEOUT
     from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
-    from reverie.workflows.patches import PROMOTE_STARTS_TURN
+    from reverie.workflows.patches import CREATED_RUNNING, PROMOTE_STARTS_TURN
     from reverie.workflows.recording import SessionBroken, record
 
 AGENT_ID = SearchAttributeKey.for_keyword("ReverieAgentId")
@@ -81,6 +81,14 @@ class SessionWorkflow:
 
     async def _live(self) -> CarriedState:
         self._show()
+        if (
+            self._params.started_running
+            and workflow.info().continued_run_id is None
+            and self._state.queued
+            and workflow.patched(CREATED_RUNNING)
+        ):
+            # The creator recorded the first turn's running status with the messages.
+            self._announced = True
         if self._state.resume_inputs is not None:
             inputs, self._state.resume_inputs = self._state.resume_inputs, None
             await self._turn(lambda: self._loop.continue_turn(inputs), announce=False)

@@ -18,7 +18,9 @@ import pytest
 from temporalio.client import Client
 
 from reverie.activities.model import TEST_HOOK_FREEZE_AFTER_COMMIT
+from reverie.models.webhooks import DispatcherInput, dispatcher_workflow_id, endpoint_workflow_id
 from reverie.models.workflow_io import SessionOptions
+from reverie.settings import Settings
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
 from tests.helpers import (
@@ -29,6 +31,7 @@ from tests.helpers import (
     worker_process,
 )
 from tests.replay.record import RERECORD_ENV
+from tests.webhook_support import hook_stack, receiver, wait_until
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -59,6 +62,56 @@ async def _session(client: ReverieClient, model: str, options: SessionOptions | 
     agent_id = await new_agent(client, model, system="You are recorded for replay tests.")
     session = await client.create_session({"agent": agent_id, "title": model}, options=options)
     return session.id
+
+
+# ---- webhooks (issue 19): an endpoint's workflow and the dispatcher ------------------------------
+
+
+async def test_record_webhook_endpoint(settings: Settings, temporal_client: Client) -> None:
+    """An endpoint's workflow: a delivery that fails twice before it succeeds (retry timers),
+    a wake-up for the next event, then the endpoint disabled (the workflow ends)."""
+    async with hook_stack(settings) as stack, receiver(answers=[500, 500]) as rx:
+        endpoint = await stack.client.create_webhook(
+            {"url": rx.url, "enabled_events": ["agent.created"]}
+        )
+
+        async def all_delivered(count: int) -> bool:
+            page = await stack.client.list_webhook_deliveries(endpoint.id)
+            return len(page.data) == count and all(d.state == "delivered" for d in page.data)
+
+        await stack.client.create_agent({"name": "first", "model": "recorded"})
+        await rx.wait_for(3)
+        await wait_until(lambda: all_delivered(1), what="the first delivery")
+        await stack.client.create_agent({"name": "second", "model": "recorded"})
+        await rx.wait_for(4)
+        await wait_until(lambda: all_delivered(2), what="the second delivery")
+        await stack.client.disable_webhook(endpoint.id)
+        handle = stack.temporal.get_workflow_handle(endpoint_workflow_id(endpoint.id))
+        await handle.signal("wake")
+        await handle.result()
+        await _save(temporal_client, "webhook_endpoint", handle.id)
+
+
+async def test_record_webhook_dispatcher(settings: Settings, temporal_client: Client) -> None:
+    """The dispatcher's workflow running its activity round after round (short rounds here)."""
+    quick = DispatcherInput(lifetime_seconds=1, heartbeat_timeout_seconds=3)
+    async with hook_stack(settings, dispatcher=quick) as stack, receiver() as rx:
+        await stack.client.create_webhook({"url": rx.url, "enabled_events": ["agent.created"]})
+        await stack.client.create_agent({"name": "first", "model": "recorded"})
+        await rx.wait_for(1)
+        handle = stack.temporal.get_workflow_handle(
+            dispatcher_workflow_id(stack.settings.task_queue)
+        )
+
+        async def rounds() -> bool:
+            history = await handle.fetch_history()
+            return (
+                sum(e.HasField("activity_task_completed_event_attributes") for e in history.events)
+                >= 3
+            )
+
+        await wait_until(rounds, what="three dispatch rounds")
+        await _save(temporal_client, "webhook_dispatcher", handle.id)
 
 
 async def test_record_conversation(
@@ -458,3 +511,28 @@ async def test_record_idle_with_answer(
     await reverie.interrupt(session_id)
     await reverie.wait_until_settled(session_id)
     await _save(temporal_client, "idle_with_answer", session_id)
+
+
+# ---- recorded after the patch `created-running` (issue 15) --------------------------------------
+
+
+async def test_record_created_running(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A session created with messages: its creator recorded the first turn's running status;
+    then a turn as any other."""
+    fake_model.script(model_name, [Reply.text("first answer"), Reply.text("second answer")])
+    agent_id = await new_agent(reverie, model_name, system="You are recorded for replay tests.")
+    session = await reverie.create_session(
+        {
+            "agent": agent_id,
+            "initial_events": [
+                {"type": "user.message", "content": "one"},
+                {"type": "user.message", "content": "two"},
+            ],
+        }
+    )
+    await reverie.wait_until_settled(session.id)
+    await reverie.send_message(session.id, "three")
+    await reverie.wait_until_settled(session.id)
+    await _save(temporal_client, "created_running", session.id)

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from reverie.workflows.session import SessionWorkflow
+from reverie.workflows.webhooks import WORKFLOWS as WEBHOOK_WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -26,6 +27,9 @@ def test_histories_are_saved() -> None:
         "terminal_error",
         "tools",
         "long_turn",
+        # webhooks (issue 19): an endpoint's workflow, the dispatcher
+        "webhook_endpoint",
+        "webhook_dispatcher",
         # after the patches of issue 13 (see reverie/workflows/patches.py)
         "retries_in_workflow",
         "interrupt_in_backoff",
@@ -38,12 +42,15 @@ def test_histories_are_saved() -> None:
         # after the patches `promote-starts-turn` and `idle-with-answer` (issue 15)
         "promote_starts_turn",
         "idle_with_answer",
+        "created_running",
     }
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[SessionWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[SessionWorkflow, *WEBHOOK_WORKFLOWS], data_converter=pydantic_data_converter
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.stem}: {result.replay_failure!r}"
