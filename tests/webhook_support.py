@@ -110,17 +110,22 @@ class HookStack:
     def pool(self) -> Pool:
         return self.client.pool
 
-    async def start_dispatcher(self) -> None:
+    async def start_dispatcher(self, params: DispatcherInput | None = None) -> None:
         await ensure_dispatcher(
             self.temporal,
             self.settings.task_queue,
-            DispatcherInput(heartbeat_timeout_seconds=TEST_HEARTBEAT_SECONDS),
+            params or DispatcherInput(heartbeat_timeout_seconds=TEST_HEARTBEAT_SECONDS),
         )
 
 
 @contextlib.asynccontextmanager
 async def hook_stack(
-    settings: Settings, *, worker: bool = True, sessions: bool = False, **overrides: Any
+    settings: Settings,
+    *,
+    worker: bool = True,
+    sessions: bool = False,
+    dispatcher: DispatcherInput | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[HookStack]:
     """A stack of the test's own; with `worker`, an in-process worker serves it."""
     own = await hook_settings(settings, **overrides)
@@ -129,7 +134,7 @@ async def hook_stack(
         own.temporal_address or "", data_converter=pydantic_data_converter
     )
     stack = HookStack(settings=own, client=client, temporal=temporal)
-    await stack.start_dispatcher()
+    await stack.start_dispatcher(dispatcher)
     try:
         if worker:
             pool = await connect(own.database_url or "")
