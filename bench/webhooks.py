@@ -219,6 +219,12 @@ async def deliveries(
             WEBHOOK_TYPE,
         )
     )
+    retried = dict(
+        await pool.fetch(
+            """SELECT coalesce(error, 'answered ' || status), count(*) FROM webhook_attempts
+               WHERE error IS NOT NULL OR status NOT BETWEEN 200 AND 299 GROUP BY 1"""
+        )
+    )
     throughput = len(latencies) / (last - first) if last > first else float("nan")
     stats = summary_ms(latencies)
     return {
@@ -231,6 +237,7 @@ async def deliveries(
         "complete": complete,
         "each_event_once_to_each_endpoint": all(per_endpoint) and len(per_endpoint) == count,
         "rows_by_state": states,
+        "failed_attempts_by_error": retried,
         "deliveries_per_s": round(throughput, 1),
         "latency": stats,
         "meets_target": throughput >= TARGET_RATE and stats["p99_ms"] < TARGET_P99_MS,
@@ -333,6 +340,7 @@ def render(report: dict[str, Any]) -> str:
             f"to each endpoint: {got['each_event_once_to_each_endpoint']}; rows "
             f"{got['rows_by_state']}",
         ),
+        ("  failed attempts", str(got["failed_attempts_by_error"] or "none")),
         ("  deliveries/s", f"{got['deliveries_per_s']:.1f} (target >= {TARGET_RATE:.0f})"),
         (
             "  recording -> delivery",

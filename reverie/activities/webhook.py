@@ -70,6 +70,14 @@ ROUND_SECONDS = 60.0
 # What is read of a receiver's answer (the rest is dropped with the connection).
 ANSWER_LIMIT = 64 * 1024
 USER_AGENT = "Reverie-Webhooks/1"
+SETTLE_ATTEMPTS = 6
+TRANSIENT_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    OSError,
+)
 
 
 def body_of(event_id: str, created_at: datetime, data: dict) -> str:
@@ -220,12 +228,7 @@ class WebhookActivities:
                                 result.failed += 1
                             else:
                                 result.retrying += 1
-                        reason = await store.settle(
-                            self._pool,
-                            endpoint_id,
-                            outcomes,
-                            disable_after=settings.webhook_disable_after,
-                        )
+                        reason = await self._settle(endpoint_id, outcomes)
                         if reason:
                             log.warning("webhook endpoint %s %s", endpoint_id, reason)
                             drained = True
@@ -238,6 +241,27 @@ class WebhookActivities:
         if result.active:
             result.next_due_at = await store.next_due(self._pool, endpoint_id)
         return result
+
+    async def _settle(self, endpoint_id: str, outcomes: list[store.Outcome]) -> str | None:
+        """Write outcomes, trying again on a passing database failure: failing the activity
+        would lose them and send those deliveries again (under their ids, but needlessly)."""
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                return await store.settle(
+                    self._pool,
+                    endpoint_id,
+                    outcomes,
+                    disable_after=self._settings.webhook_disable_after,
+                )
+            except TRANSIENT_DATABASE_ERRORS as error:
+                if attempt + 1 == SETTLE_ATTEMPTS:
+                    raise
+                log.warning(
+                    "webhook endpoint %s: writing outcomes failed (%s); again", endpoint_id, error
+                )
+                activity.heartbeat()
+                await asyncio.sleep(0.1 * 2**attempt)
+        return None
 
     async def _attempt(
         self, session: aiohttp.ClientSession, target: store.Target, row: store.Claimed

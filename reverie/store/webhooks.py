@@ -412,7 +412,9 @@ async def requeue_pending(pool: Pool, endpoint_id: str) -> None:
         await conn.execute(
             """UPDATE webhook_deliveries SET dispatched_at = NULL, claimed = false,
                    next_attempt_at = least(next_attempt_at, now())
-               WHERE endpoint_id = $1 AND state = 'pending'""",
+               WHERE id IN (SELECT id FROM webhook_deliveries
+                            WHERE endpoint_id = $1 AND state = 'pending'
+                            ORDER BY id FOR UPDATE)""",
             endpoint_id,
         )
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
@@ -432,9 +434,14 @@ async def undispatched(conn: Pool | Connection, limit: int) -> list[tuple[str, s
 
 
 async def mark_dispatched(conn: Pool | Connection, delivery_ids: Sequence[str]) -> None:
+    """Rows an attempt is writing at this moment are skipped, never waited for (so the
+    dispatcher and the delivering activity never deadlock): they are dispatched again on the
+    next round, which only wakes their endpoint's workflow once more."""
     await conn.execute(
-        "UPDATE webhook_deliveries SET dispatched_at = clock_timestamp()"
-        " WHERE id = ANY($1::text[]) AND dispatched_at IS NULL",
+        """UPDATE webhook_deliveries SET dispatched_at = clock_timestamp()
+           WHERE id IN (SELECT id FROM webhook_deliveries
+                        WHERE id = ANY($1::text[]) AND dispatched_at IS NULL
+                        FOR UPDATE SKIP LOCKED)""",
         list(delivery_ids),
     )
 
@@ -580,6 +587,8 @@ async def settle(
     reason. Answers that reason when this call disabled it."""
     if not outcomes:
         return None
+    # Rows are locked in id order, as every other writer of several deliveries locks them.
+    ordered = sorted(outcomes, key=lambda o: o.delivery_id)
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
             """UPDATE webhook_attempts SET started_at = $3, finished_at = clock_timestamp(),
@@ -587,7 +596,7 @@ async def settle(
                WHERE delivery_id = $1 AND number = $2""",
             [
                 (o.delivery_id, o.number, o.started_at, o.latency_ms, o.status, o.error, o.address)
-                for o in outcomes
+                for o in ordered
             ],
         )
         await conn.executemany(
@@ -597,7 +606,7 @@ async def settle(
                                        ELSE delivered_at END,
                    last_status = $4, last_error = $5
                WHERE id = $1 AND state = 'pending'""",
-            [(o.delivery_id, o.state, o.next_attempt_at, o.status, o.error) for o in outcomes],
+            [(o.delivery_id, o.state, o.next_attempt_at, o.status, o.error) for o in ordered],
         )
         last_success = max(
             (i for i, o in enumerate(outcomes) if o.state == "delivered"), default=None
