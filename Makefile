@@ -45,13 +45,14 @@ lint: venv ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: system venv ## Measure turns, tool round trips, the sandbox's price, the event feed, the HTTP API
+bench: system venv ## Measure turns, tool round trips, the sandbox's price, the event feed, the HTTP API, webhooks
 	$(PY) bench/session_overhead.py
 	$(PY) bench/tool_roundtrip.py
 	$(PY) bench/sandbox_price.py
 	$(PY) bench/event_feed.py
 	$(PY) bench/api_throughput.py
 	$(PY) bench/memory.py
+	$(PY) bench/webhooks.py
 
 storm: system venv ## Durability storm: 30 sessions while workers are SIGKILLed (STORM_ARGS=--sessions 90)
 	$(PY) bench/storm.py $(STORM_ARGS)
