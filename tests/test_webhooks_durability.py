@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import standardwebhooks
+from temporalio.client import WorkflowExecutionStatus
 
-from reverie.activities.webhook import TEST_HOOK_FREEZE_DISPATCH
+from reverie.activities.webhook import TEST_HOOK_FREEZE_DISPATCH, start_dispatcher_if_needed
+from reverie.models.webhooks import dispatcher_workflow_id
 from reverie.settings import Settings
 from reverie.store import events, sessions
 from tests.helpers import kill
@@ -144,3 +146,37 @@ async def test_each_event_is_owed_once_per_endpoint(settings: Settings) -> None:
                 standardwebhooks.Webhook(endpoint.signing_secret).verify(
                     request.body, request.headers
                 )
+
+
+async def test_a_worker_starts_the_dispatcher_when_endpoints_exist(settings: Settings) -> None:
+    """A dispatcher lost with Temporal's history (here: terminated) is started again when a
+    worker starts, and what was owed meanwhile is delivered; with no endpoint none is started."""
+    async with hook_stack(settings) as stack, receiver() as rx:
+        handle = stack.temporal.get_workflow_handle(
+            dispatcher_workflow_id(stack.settings.task_queue)
+        )
+        await handle.terminate("lost")
+        await start_dispatcher_if_needed(stack.temporal, stack.pool, stack.settings)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+        endpoint = await stack.client.create_webhook(
+            {"url": rx.url, "enabled_events": ["agent.created"]}
+        )
+        await stack.client.create_agent({"name": "a", "model": "m"})
+        await rx.wait_for(1)
+
+        async def first_settled() -> bool:
+            page = await stack.client.list_webhook_deliveries(endpoint.id)
+            return page.data[0].state == "delivered"
+
+        await wait_until(first_settled, what="the first delivery")
+        await asyncio.sleep(0.5)  # its round is over (a round takes what comes in meanwhile)
+        await handle.terminate("lost again")
+        await asyncio.sleep(3.0)  # its activity hears of it at its next heartbeat, and stops
+        await stack.client.create_agent({"name": "b", "model": "m"})
+        await asyncio.sleep(1.5)
+        assert len(rx.received) == 1  # owed, not dispatched: no dispatcher
+        await start_dispatcher_if_needed(stack.temporal, stack.pool, stack.settings)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await rx.wait_for(2)
+        page = await stack.client.list_webhook_deliveries(endpoint.id)
+        assert {r.webhook_id for r in rx.received} == {d.event_id for d in page.data}

@@ -31,10 +31,12 @@ import aiohttp
 import asyncpg
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from yarl import URL
 
 from reverie.connections import database_url
 from reverie.models.webhooks import (
+    DISPATCHER_WORKFLOW,
     ENDPOINT_WORKFLOW,
     WAKE_SIGNAL,
     DeliverDueInput,
@@ -42,6 +44,7 @@ from reverie.models.webhooks import (
     DispatcherInput,
     EndpointWorkflowInput,
     WebhookActivity,
+    dispatcher_workflow_id,
     endpoint_workflow_id,
     signature_header,
 )
@@ -78,6 +81,19 @@ TRANSIENT_DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     OSError,
 )
+
+
+async def start_dispatcher_if_needed(client: Client, pool: Pool, settings: Settings) -> None:
+    """At a worker's start: make sure the task queue's dispatcher runs when endpoints exist
+    (creating an endpoint starts it too; this covers a Temporal whose history was lost)."""
+    if await store.any_endpoint(pool):
+        await client.start_workflow(
+            DISPATCHER_WORKFLOW,
+            DispatcherInput(),
+            id=dispatcher_workflow_id(settings.task_queue),
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
 
 
 def body_of(event_id: str, created_at: datetime, data: dict) -> str:
