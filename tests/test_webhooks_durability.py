@@ -14,7 +14,7 @@ import standardwebhooks
 from temporalio.client import WorkflowExecutionStatus
 
 from reverie.activities.webhook import TEST_HOOK_FREEZE_DISPATCH, start_dispatcher_if_needed
-from reverie.models.webhooks import dispatcher_workflow_id
+from reverie.models.webhooks import dispatcher_workflow_id, endpoint_workflow_id
 from reverie.settings import Settings
 from reverie.store import events, sessions
 from tests.helpers import kill
@@ -180,3 +180,46 @@ async def test_a_worker_starts_the_dispatcher_when_endpoints_exist(settings: Set
         await rx.wait_for(2)
         page = await stack.client.list_webhook_deliveries(endpoint.id)
         assert {r.webhook_id for r in rx.received} == {d.event_id for d in page.data}
+
+
+async def test_an_endpoint_workflow_keeps_its_history_bounded_and_ends_with_its_endpoint(
+    settings: Settings,
+) -> None:
+    """Round after round an endpoint's workflow continues as new (the test server suggests it
+    after 200 events); disabled or deleted, it ends at once."""
+    async with hook_stack(settings) as stack, receiver() as rx:
+        endpoint = await stack.client.create_webhook(
+            {"url": rx.url, "enabled_events": ["agent.created"]}
+        )
+        handle = stack.temporal.get_workflow_handle(endpoint_workflow_id(endpoint.id))
+        for n in range(30):  # one round each: ~8 history events a round
+            await stack.client.create_agent({"name": f"a{n}", "model": "m"})
+            await rx.wait_for(n + 1)
+            await asyncio.sleep(0.1)
+        description = await handle.describe()
+        history = await handle.fetch_history()
+        assert len(history.events) < 200
+        assert description.run_id != (await _first_run(stack, endpoint.id))
+        assert len({r.webhook_id for r in rx.received}) == 30
+        await stack.client.disable_webhook(endpoint.id)
+
+        async def ended() -> bool:
+            status = (await handle.describe()).status
+            return status == WorkflowExecutionStatus.COMPLETED
+
+        await wait_until(ended, timeout=15, what="the workflow to end when disabled")
+        await stack.client.enable_webhook(endpoint.id)
+        await stack.client.create_agent({"name": "after", "model": "m"})
+        await rx.wait_for(31)
+        await stack.client.delete_webhook(endpoint.id)
+        await wait_until(ended, timeout=15, what="the workflow to end when deleted")
+
+
+async def _first_run(stack: Any, endpoint_id: str) -> str:
+    runs = [
+        execution.run_id
+        async for execution in stack.temporal.list_workflows(
+            f"WorkflowId = '{endpoint_workflow_id(endpoint_id)}'"
+        )
+    ]
+    return runs[-1]

@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from reverie.models.common import check_json
 from reverie.models.errors import InvalidRequestError
 from reverie.models.webhooks import (
     TEST_EVENT_TYPE,
+    WAKE_SIGNAL,
     DispatcherInput,
     NewWebhookEndpoint,
     WebhookDelivery,
@@ -27,6 +29,7 @@ from reverie.models.webhooks import (
     WebhookEndpointPage,
     WebhookEndpointUpdate,
     WebhookSigningSecret,
+    endpoint_workflow_id,
     new_secret,
 )
 from reverie.store import webhooks
@@ -93,6 +96,16 @@ class WebhookMethods:
     async def _ensure_dispatcher(self) -> None:
         await ensure_dispatcher(self.temporal, self.settings.task_queue, DispatcherInput())
 
+    async def _nudge(self, endpoint_id: str) -> None:
+        """Wake the endpoint's workflow, so that one disabled or deleted ends now rather than
+        at its next wake-up (no workflow: nothing to do)."""
+        handle = self.temporal.get_workflow_handle(endpoint_workflow_id(endpoint_id))
+        try:
+            await handle.signal(WAKE_SIGNAL)
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+
     async def create_webhook(
         self, params: WebhookEndpointCreate | dict[str, Any], *, created_by: str = ""
     ) -> NewWebhookEndpoint:
@@ -156,6 +169,8 @@ class WebhookMethods:
         if current.state == "disabled" and updated.state == "enabled":
             await webhooks.requeue_pending(self.pool, endpoint_id)
             await self._ensure_dispatcher()
+        elif current.state == "enabled" and updated.state == "disabled":
+            await self._nudge(endpoint_id)
         return updated
 
     async def enable_webhook(self, endpoint_id: str) -> WebhookEndpoint:
@@ -167,6 +182,7 @@ class WebhookMethods:
     async def delete_webhook(self, endpoint_id: str) -> WebhookEndpointDeleted:
         """Gone for good, with its deliveries and their log."""
         await webhooks.delete_endpoint(self.pool, _id("webhook endpoint", endpoint_id))
+        await self._nudge(endpoint_id)
         return WebhookEndpointDeleted(id=endpoint_id)
 
     async def regenerate_webhook_secret(
