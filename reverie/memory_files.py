@@ -64,8 +64,9 @@ def name_problem(name: str) -> str | None:
 @dataclass
 class Scan:
     """A walk of a mount: its regular files by path relative to the root, with signatures, and
-    what was passed over (with why). `complete` is False when the walk stopped early (too many
-    entries): files it did not reach must not be taken as deleted."""
+    what was passed over (with why). `complete` is False when the walk did not see everything
+    (too many entries, a folder it could not read): files it did not reach must not be taken
+    as deleted."""
 
     files: dict[str, Sig] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -103,9 +104,18 @@ def walk(root: Path, max_entries: int) -> Scan:
                                     f"({MAX_PATH_SEGMENTS} segments)"
                                 )
                                 continue
-                            with contextlib.suppress(OSError):
+                            try:
                                 child = os.open(entry.name, _DIR, dir_fd=fd)
-                                stack.append((child, rel + "/", depth + 1))
+                            except FileNotFoundError:
+                                continue
+                            except OSError as error:
+                                # Unreadable is not deleted: nothing is taken as deleted now.
+                                scan.skipped[rel + "/"] = (
+                                    f"the folder cannot be read ({error.strerror or error})"
+                                )
+                                scan.complete = False
+                                continue
+                            stack.append((child, rel + "/", depth + 1))
                         elif stat.S_ISREG(info.st_mode):
                             scan.files[rel] = sig_of(info)
                         else:

@@ -348,7 +348,7 @@ async def test_hostile_files_are_skipped_with_a_note(
     command = (
         f"cd {base} && ln -s /etc/passwd link && ln -s ok.md inner-link && mkfifo fifo && "
         "printf '\\xff\\xfe' > binary.dat && head -c 102401 /dev/zero | tr '\\0' a > huge.md && "
-        "printf 'a\\0b' > nul.md && touch \"$(printf 'bad\\001name')\" && "
+        "printf 'a\\0b' > nul.md && touch \"$(printf 'bad\\001name')\" \"$(printf 'x\\377y')\" && "
         "mkdir -p d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15/d16/d17/d18/d19/d20 && "
         "touch d1/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/d13/d14/d15/d16/d17/d18/d19/d20/deep.md && "
         "printf fine > fine.md"
@@ -371,6 +371,7 @@ async def test_hostile_files_are_skipped_with_a_note(
         ("huge.md", "102,400"),
         ("nul.md", "NUL"),
         ("bad\x01name", "U+0001"),
+        ("x", "not valid UTF-8"),
         ("d20/", "deeper"),
     ]:
         assert any(name in line and why in line for line in note.splitlines()), (name, note)

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from reverie import memory_files as mf
 from reverie.activities.tools.models import Mount
 from reverie.activities.tools.paths import PathRefused, to_host
@@ -84,7 +86,27 @@ JOURNAL_COMPACT_BYTES = 1 << 20
 WHOLE: None = None
 Plan = dict[str, list[str] | None]
 
+# Failures worth the activity's retry (the database away for a moment), not a note.
+TRANSIENT = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,
+    TimeoutError,
+)
+
 _LOCKS: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+async def system_with_memory(pool: Pool, session_id: str, system: str | None) -> str | None:
+    """The agent's system prompt, followed by the section on the session's memory mounts when
+    it has any (the same text on every call of a session, so the prompt cache keeps it)."""
+    resources = await pool.fetchval("SELECT resources FROM sessions WHERE id = $1", session_id)
+    note = mount_note(resources or [])
+    if not note:
+        return system
+    return f"{system}\n\n{note}" if system else note
 
 
 def mount_note(resources: list[dict[str, Any]]) -> str | None:
@@ -272,6 +294,21 @@ class SessionMemory:
         if len(notes) > MAX_NOTES:
             notes = [*notes[:MAX_NOTES], f"... and {len(notes) - MAX_NOTES} more"]
         return notes
+
+    async def write_back_guarded(self, plan: Plan | None = None) -> list[str]:
+        """`write_back`, except that a failure that is not the database being unreachable
+        becomes a note (and a log entry) instead of an exception: a tool result must always
+        be recordable. Files not saved then are found by the next whole-mount write-back."""
+        try:
+            return await self.write_back(plan)
+        except TRANSIENT:
+            raise
+        except Exception as error:
+            log.exception("memory write-back failed in session %s", self.session_id)
+            return [
+                f"your changes under /mnt/memory/ could not all be saved ({type(error).__name__}); "
+                "they stay in the files and are saved at a later write-back"
+            ]
 
     # ---- locking ---------------------------------------------------------------------------
 
@@ -461,7 +498,7 @@ class SessionMemory:
         started = time.time_ns()
         if rels is None:
             scan, cache = await asyncio.to_thread(self._scan, resource)
-            if not scan.complete:
+            if not scan.complete and not any(r.endswith("/") for r in scan.skipped):
                 notes.append(
                     f"{resource.mount_path}/ holds more than {self._max_entries():,} files and "
                     "folders; only part of it was looked at, and no file was taken as deleted"
@@ -472,7 +509,10 @@ class SessionMemory:
                 if scan.complete:
                     candidates |= {rel for rel in cache.files if rel not in scan.files}
                 base = await memory_mounts.entries(
-                    conn, self.session_id, store_id, ["/" + rel for rel in candidates]
+                    conn,
+                    self.session_id,
+                    store_id,
+                    ["/" + rel for rel in candidates if not mf.name_problem(rel)],
                 )
             else:
                 base = await memory_mounts.entries(conn, self.session_id, store_id)
@@ -485,15 +525,28 @@ class SessionMemory:
         else:
             candidates = set(rels)
             base = await memory_mounts.entries(
-                conn, self.session_id, store_id, ["/" + rel for rel in candidates]
+                conn,
+                self.session_id,
+                store_id,
+                ["/" + rel for rel in candidates if not mf.name_problem(rel)],
             )
         self._heartbeat()
+        # A name that is not valid UTF-8 (or otherwise no memory path) never reaches the
+        # database: it is noted, and its file left as it is.
+        unnamed = {rel for rel in candidates if mf.name_problem(rel)}
+        for rel in sorted(unnamed):
+            reason = f"{mf.name_problem(rel)}, so it cannot be a memory path"
+            if not (cache is not None and cache.skipped.get(rel) == reason):
+                notes.append(self._skip_note(resource, rel, reason))
+        candidates -= unnamed
         reads = await asyncio.to_thread(_read_all, folder, sorted(candidates))
         if rels is not None and any(isinstance(r, str) for r in reads.values()):
             # A link on the way (the file tool followed it inside the mount): look at it all.
             return await self._write_back(conn, resource, None)
 
         skipped: dict[str, str] = dict(scan.skipped) if scan else {}
+        for rel in unnamed:
+            skipped[rel] = f"{mf.name_problem(rel)}, so it cannot be a memory path"
         changes: list[_Change] = []
         for rel in sorted(candidates):
             path = "/" + rel

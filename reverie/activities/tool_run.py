@@ -125,7 +125,7 @@ class ToolActivities:
         if memory is None or plan is None:
             return outcome
         await self._test_freeze("before")
-        notes = await memory.write_back(plan)
+        notes = await memory.write_back_guarded(plan)
         await self._test_freeze("after")
         memory.clear_pending(params.result_event_id)
         return with_memory_notes(outcome, notes)
@@ -140,7 +140,7 @@ class ToolActivities:
         memory = await SessionMemory.load(self._pool, self._settings, session_id)
         if memory is None or not memory.pending(result_event_id):
             return []
-        notes = await memory.write_back()
+        notes = await memory.write_back_guarded()
         memory.clear_pending(result_event_id)
         return notes
 
