@@ -236,3 +236,44 @@ async def test_sessions_take_memory_stores_through_the_sdk(
             environment_id="env_default",
             resources=[{"type": "memory_store", "memory_store_id": "memstore_missing"}],
         )
+
+
+async def test_hostile_memory_requests_get_clear_refusals(api: Api, reverie: ReverieClient) -> None:
+    from tests.test_api_http import assert_error, call
+
+    store = (await reverie.create_memory_store({"name": "hostile"})).id
+    memory = await reverie.create_memory(store, {"path": "/a.md", "content": "a"})
+    base = f"/v1/memory_stores/{store}"
+    refusals = [
+        ("GET", f"{base}/memories?depth=deep", None, "depth"),
+        ("GET", f"{base}/memories?depth=99", None, "depth"),
+        ("GET", f"{base}/memories?view=everything", None, "view"),
+        ("GET", f"{base}/memories?limit=1000", None, "limit"),
+        ("GET", f"{base}/memories?page=bm9wZQ", None, "cursor"),
+        ("GET", f"{base}/memories?path_prefix=notes/", None, "path_prefix"),
+        ("GET", f"{base}/memory_versions?operation=renamed", None, "operation"),
+        ("GET", f"{base}/memory_versions?page=WzEsMl0", None, "cursor"),
+        ("GET", f"{base}/memory_versions?created_at_gte=yesterday", None, "created_at_gte"),
+        ("POST", f"{base}/memories", {"path": "/b", "content": "x", "colour": 1}, "colour"),
+        ("POST", f"{base}/memories", {"path": "/b"}, "content"),
+        ("POST", f"{base}/memories", {"path": "/b\u0000", "content": "x"}, "NUL"),
+        ("POST", f"{base}/memories", {"path": 7, "content": "x"}, "path"),
+        (
+            "POST",
+            f"{base}/memories/{memory.id}",
+            {"precondition": {"type": "etag"}},
+            "precondition",
+        ),
+        ("DELETE", f"{base}/memories/{memory.id}?expected_content_sha256=zz", None, "SHA-256"),
+        ("POST", "/v1/memory_stores", {"name": "x", "description": 5}, "description"),
+    ]
+    for method, path, body, word in refusals:
+        status, _, answer = await call(api, method, path, json=body)
+        assert status == 400, (method, path, answer)
+        assert_error(answer, "invalid_request_error", word)
+    for path in (f"{base}/memories/mem_nope", "/v1/memory_stores/memstore_nope/memories"):
+        status, _, answer = await call(api, "GET", path)
+        assert status == 404 and answer["error"]["type"] == "not_found_error", answer
+    status, _, answer = await call(api, "GET", f"{base}/memories/mem%00x")
+    assert status in (400, 404), answer
+    assert (await reverie.get_memory(store, memory.id)).content == "a"
