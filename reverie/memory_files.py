@@ -8,6 +8,7 @@ only regular files count. Blocking: call these in a thread.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
@@ -241,29 +242,102 @@ def _too_big(size: int) -> str:
     return f"it is {size:,} bytes; a memory holds at most {MAX_CONTENT_BYTES:,} bytes (100 kB)"
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+
+def _renameat2(dir_fd: int, old: str, new: str, flags: int) -> bool:
+    """renameat2(2) within one folder; False where the kernel or filesystem lacks it."""
+    function = getattr(_libc, "renameat2", None)
+    if function is None:
+        return False
+    if function(dir_fd, os.fsencode(old), dir_fd, os.fsencode(new), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), new)
+
+
+def _temp_file(dir_fd: int, data: bytes) -> str:
+    temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE, 0o644, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, 0o644)
+        if (owner := _owner(dir_fd)) is not None:
+            os.fchown(fd, *owner)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    return temp
+
+
+def _digest_at(dir_fd: int, name: str) -> str | None:
+    """The digest of the regular file `name` (None: not a readable regular file)."""
+    try:
+        fd = os.open(name, _FILE, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 16):
+            digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
 def write_file(root: Path, rel: str, content: str) -> Sig:
     """Put `content` at `rel`: written under a temporary name, then renamed over whatever file
     is there (a link there is replaced, never followed). OSError when it cannot be (a folder
     or a file on the way, a name too long)."""
-    data = content.encode("utf-8")
     with _parent(root, rel, create=True) as (dir_fd, name):
-        temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE, 0o644, dir_fd=dir_fd)
+        temp = _temp_file(dir_fd, content.encode("utf-8"))
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, 0o644)
-                if (owner := _owner(dir_fd)) is not None:
-                    os.fchown(fd, *owner)
-            finally:
-                os.close(fd)
             os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=dir_fd)
             raise
+        return sig_of(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+
+
+def replace_file(root: Path, rel: str, content: str, expected: str | None) -> Sig | None:
+    """Put `content` at `rel` only if the file there still has the digest `expected` (None:
+    only if there is no file), atomically where the kernel can: the new file is exchanged
+    with the old one (renameat2 RENAME_EXCHANGE), the old one checked, and exchanged back if
+    someone changed it meanwhile. None when it was left alone."""
+    with _parent(root, rel, create=True) as (dir_fd, name):
+        temp = _temp_file(dir_fd, content.encode("utf-8"))
+        try:
+            if expected is None:
+                if not _renameat2(dir_fd, temp, name, _RENAME_NOREPLACE):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                        return None
+                    os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            elif _renameat2(dir_fd, temp, name, _RENAME_EXCHANGE):
+                if _digest_at(dir_fd, temp) != expected:
+                    _renameat2(dir_fd, temp, name, _RENAME_EXCHANGE)  # theirs goes back
+                    return None
+            else:
+                if _digest_at(dir_fd, name) != expected:
+                    return None
+                os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except (FileExistsError, FileNotFoundError):
+            return None  # someone made or removed the file meanwhile: theirs stays
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
         return sig_of(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
 
 

@@ -159,3 +159,25 @@ async def test_write_backs_of_an_archived_or_deleted_store_are_refused(
     notes = await memory.write_back()
     assert any("no longer exists" in n for n in notes)
     await memory.prepare()  # a deleted store's mount stays as it is
+
+
+def test_a_pull_never_replaces_a_file_changed_since_it_was_checked(tmp_path: Path) -> None:
+    """The pull's file write is a compare-and-swap: the new file is exchanged in, and the old
+    one exchanged back if it is not the content that was checked."""
+    import hashlib
+
+    from reverie import memory_files
+
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    (tmp_path / "a").write_text("checked")
+    assert memory_files.replace_file(tmp_path, "a", "pulled", digest("checked"))
+    assert (tmp_path / "a").read_text() == "pulled"
+    (tmp_path / "a").write_text("the agent's")
+    assert memory_files.replace_file(tmp_path, "a", "pulled again", digest("pulled")) is None
+    assert (tmp_path / "a").read_text() == "the agent's"
+    assert memory_files.replace_file(tmp_path, "new", "x", None)
+    assert memory_files.replace_file(tmp_path, "new", "y", None) is None
+    assert memory_files.replace_file(tmp_path, "gone", "y", digest("x")) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "new"]

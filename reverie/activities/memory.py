@@ -951,16 +951,23 @@ def _apply_remote(
                 continue
             if local != old[1].content_sha256:
                 continue  # changed here too: the write-back settles it
+            expected = old[1].content_sha256
         elif local == head.content_sha256:
             upserted.append((head.path, entry_for))
             continue
         elif local is not None:
             continue  # a file of the agent's own is there: the write-back settles it
+        else:
+            expected = None
         try:
-            changed[head.path[1:]] = mf.write_file(folder, head.path[1:], head.content or "")
+            # Only over the file as it was checked (a tool running meanwhile may change it).
+            sig = mf.replace_file(folder, head.path[1:], head.content or "", expected)
         except OSError as error:
             log.warning("memory mount: %s cannot be a file here: %s", head.path, error)
             continue
+        if sig is None:
+            continue  # changed meanwhile: the write-back settles it
+        changed[head.path[1:]] = sig
         upserted.append((head.path, entry_for))
     return removed, upserted, changed
 
