@@ -95,9 +95,11 @@ class ToolActivities:
         if name == "bash" and self._sandbox is None:
             return ToolOutcome(content=_text(NO_SANDBOX), is_error=True)
         environment = await environments.get(self._pool, params.environment_id)
-        memory = await SessionMemory.load(
-            self._pool, self._settings, params.session_id, activity.heartbeat
-        )
+        memory: SessionMemory | None = None
+        if name not in ("web_fetch", "web_search"):  # the tools that see the mounts
+            memory = await SessionMemory.load(
+                self._pool, self._settings, params.session_id, activity.heartbeat
+            )
         if memory is not None:
             await memory.prepare()
         workspace = Workspace.for_session(
