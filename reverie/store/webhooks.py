@@ -49,6 +49,7 @@ WITH new (event_id, event_type, data, created_at) AS (
            n.event_type, n.data::jsonb, coalesce(n.created_at, now())
     FROM new n JOIN webhook_endpoints e
       ON e.state = 'enabled' AND n.event_type = ANY (e.enabled_events)
+    FOR KEY SHARE OF e SKIP LOCKED  -- an endpoint a delete holds is skipped (see 0010)
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
@@ -409,6 +410,10 @@ async def redeliver(pool: Pool, delivery_id: str) -> None:
 async def requeue_pending(pool: Pool, endpoint_id: str) -> None:
     """An endpoint enabled again: its pending deliveries are due now, and dispatched afresh."""
     async with pool.acquire() as conn, conn.transaction():
+        # The endpoint first, as a delete of it locks things (see `settle`).
+        await conn.execute(
+            "SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR KEY SHARE", endpoint_id
+        )
         await conn.execute(
             """UPDATE webhook_deliveries SET dispatched_at = NULL, claimed = false,
                    next_attempt_at = least(next_attempt_at, now())
@@ -492,6 +497,10 @@ async def release_orphans(pool: Pool, endpoint_id: str) -> int:
     Only called by the endpoint's delivering activity when Temporal retries it, that is when
     no other attempt of this endpoint can still be running."""
     async with pool.acquire() as conn, conn.transaction():
+        # The endpoint first, as a delete of it locks things (see `settle`).
+        await conn.execute(
+            "SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR KEY SHARE", endpoint_id
+        )
         ids = [
             row["id"]
             for row in await conn.fetch(
@@ -584,21 +593,35 @@ async def settle(
 ) -> str | None:
     """Write attempts' outcomes (in the order they finished) and keep the endpoint's count of
     consecutive failed deliveries; at `disable_after` the endpoint is disabled, with the
-    reason. Answers that reason when this call disabled it."""
+    reason. Answers that reason when this call disabled it.
+
+    The endpoint's row is locked first, as a delete of the endpoint locks it before its
+    deliveries and their attempts (in that order, as here), so the two never deadlock."""
     if not outcomes:
         return None
-    # Rows are locked in id order, as every other writer of several deliveries locks them.
+    last_success = max((i for i, o in enumerate(outcomes) if o.state == "delivered"), default=None)
+    failed_after = sum(
+        1
+        for o in outcomes[(last_success + 1) if last_success is not None else 0 :]
+        if o.state == "failed"
+    )
     ordered = sorted(outcomes, key=lambda o: o.delivery_id)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.executemany(
-            """UPDATE webhook_attempts SET started_at = $3, finished_at = clock_timestamp(),
-                   latency_ms = $4, status = $5, error = $6, address = $7
-               WHERE delivery_id = $1 AND number = $2""",
-            [
-                (o.delivery_id, o.number, o.started_at, o.latency_ms, o.status, o.error, o.address)
-                for o in ordered
-            ],
+        current = await conn.fetchrow(
+            "SELECT consecutive_failures, state FROM webhook_endpoints WHERE id = $1"
+            " FOR NO KEY UPDATE",
+            endpoint_id,
         )
+        if current is None:
+            return None  # deleted meanwhile, and its deliveries with it
+        count = current["consecutive_failures"]
+        count = failed_after if last_success is not None else count + failed_after
+        if count != current["consecutive_failures"]:
+            await conn.execute(
+                "UPDATE webhook_endpoints SET consecutive_failures = $2 WHERE id = $1",
+                endpoint_id,
+                count,
+            )
         await conn.executemany(
             """UPDATE webhook_deliveries SET claimed = false, state = $2,
                    next_attempt_at = coalesce($3, next_attempt_at),
@@ -608,30 +631,21 @@ async def settle(
                WHERE id = $1 AND state = 'pending'""",
             [(o.delivery_id, o.state, o.next_attempt_at, o.status, o.error) for o in ordered],
         )
-        last_success = max(
-            (i for i, o in enumerate(outcomes) if o.state == "delivered"), default=None
+        await conn.executemany(
+            """UPDATE webhook_attempts SET started_at = $3, finished_at = clock_timestamp(),
+                   latency_ms = $4, status = $5, error = $6, address = $7
+               WHERE delivery_id = $1 AND number = $2""",
+            [
+                (o.delivery_id, o.number, o.started_at, o.latency_ms, o.status, o.error, o.address)
+                for o in ordered
+            ],
         )
-        failed_after = sum(
-            1
-            for o in outcomes[(last_success + 1) if last_success is not None else 0 :]
-            if o.state == "failed"
-        )
-        if last_success is None and not failed_after:
-            return None
-        row = await conn.fetchrow(
-            """UPDATE webhook_endpoints SET consecutive_failures =
-                   CASE WHEN $2 THEN $3 ELSE consecutive_failures + $3 END
-               WHERE id = $1 RETURNING consecutive_failures, state""",
-            endpoint_id,
-            last_success is not None,
-            failed_after,
-        )
-        if row is None or row["state"] != "enabled" or row["consecutive_failures"] < disable_after:
+        if current["state"] != "enabled" or not failed_after or count < disable_after:
             return None
         last = next(o for o in reversed(outcomes) if o.state == "failed")
         why = f"HTTP {last.status}" if last.status is not None else (last.error or "no answer")
         reason = (
-            f"disabled after {row['consecutive_failures']} consecutive failed deliveries "
+            f"disabled after {count} consecutive failed deliveries "
             f"(each retried until its retries ran out); the last: {why}"
         )[:1000]
         await conn.execute(
