@@ -109,7 +109,14 @@ async def test_session_events_announce_their_webhook_types(settings: Settings) -
                 {"stop_reason": {"type": "requires_action", "event_ids": ["sevt_x"]}},
             ),
             ("sevt_6", "span.outcome_evaluation_end", {"outcome_id": "outc_1"}),
-            ("sevt_7", "session.status_terminated", {}),
+            ("sevt_7", "session.thread_created", {"session_thread_id": "sthr_1"}),
+            (
+                "sevt_8",
+                "session.thread_status_idle",
+                {"session_thread_id": "sthr_1", "stop_reason": {"type": "end_turn"}},
+            ),
+            ("sevt_9", "session.thread_status_terminated", {}),  # no thread named: nothing
+            ("sevt_10", "session.status_terminated", {}),
         ]
         for event_id, kind, payload in log:
             await events.append(stack.pool, session_id, [(event_id, kind, payload, now)])
@@ -127,6 +134,8 @@ async def test_session_events_announce_their_webhook_types(settings: Settings) -
             "session.idled",
             "session.requires_action",
             "session.outcome_evaluation_ended",
+            "session.thread_created",
+            "session.thread_idled",
             "session.status_terminated",
         ]
         await rx.wait_for(len(expected))
@@ -134,6 +143,8 @@ async def test_session_events_announce_their_webhook_types(settings: Settings) -
         parsed = [verify(got, endpoint.signing_secret) for got in rx.received]
         assert sorted(e.data.type for e in parsed) == sorted(expected)
         assert {e.data.id for e in parsed if e.data.type.startswith("session.")} == {session_id}
+        threads = [e for e in parsed if e.data.type.startswith("session.thread_")]
+        assert {e.data.session_thread_id for e in threads} == {"sthr_1"}
         assert len({e.id for e in parsed}) == len(expected)  # one id per announcement
         found = await settled(stack, endpoint.id, len(expected))
         assert len(found) == len(expected)
