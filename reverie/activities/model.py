@@ -32,6 +32,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from reverie.activities.events import refusals_are_final
+from reverie.activities.memory import system_with_memory
 from reverie.activities.model_facts import (
     COMPACT_BETA,
     COMPACT_EDIT,
@@ -368,7 +369,12 @@ class ModelActivities:
         A model the API compacts for gets `context_management` with `compact_20260112` at the
         session's threshold; the answers then hold `compaction` blocks, kept verbatim.
         """
-        compacted = await self.transcripts.read(self._pool, session_id)
+        # Both at once (two connections): the transcript, and the system prompt with the
+        # section on the session's memory mounts, if it has any.
+        compacted, system_text = await asyncio.gather(
+            self.transcripts.read(self._pool, session_id),
+            system_with_memory(self._pool, session_id, agent.system),
+        )
         messages = build_messages(
             compacted.entries, summary=compacted.summary, continue_answer=continue_answer
         )
@@ -377,7 +383,7 @@ class ModelActivities:
             "max_tokens": self._settings.max_tokens,
             "messages": messages,
         }
-        system = build_system(agent.system)
+        system = build_system(system_text)
         if system:
             request["system"] = system
         tools = tool_definitions(agent)

@@ -82,6 +82,10 @@ MAX_POSITION = 2**31 - 1
 # Followers wait on the event feed (a NOTIFY per commit); this is how often they read anyway, in
 # case a notification never comes. Only latency rides on it, never an event.
 SAFETY_REREAD_SECONDS = 2.0
+# First pause before asking a session's workflow again whether it has settled, when the log
+# already says idle (a model step records its turn's end; the workflow hears of it a moment
+# later); doubled on each further ask.
+SETTLE_RECHECK_SECONDS = 0.01
 # Events one read of `follow_events` takes; a shorter batch means it has caught up.
 FOLLOW_BATCH = 500
 
@@ -733,6 +737,8 @@ class ReverieClient(MemoryMethods, WebhookMethods):
         deadline = None if timeout is None else time.monotonic() + timeout
         position = after
         # Subscribed before the first read: a commit after that read rings, none slips between.
+        last_type: str | None = None
+        backoff = SETTLE_RECHECK_SECONDS
         async with self.feed.subscribe(session_id) as news:
             while True:
                 batch, position = await events.list_events(
@@ -740,7 +746,11 @@ class ReverieClient(MemoryMethods, WebhookMethods):
                 )
                 for event in batch:
                     yield event
-                if until_settled and batch and batch[-1].type in SETTLED_EVENTS:
+                if batch:
+                    last_type = batch[-1].type
+                    backoff = SETTLE_RECHECK_SECONDS
+                settling = until_settled and last_type in SETTLED_EVENTS
+                if settling:
                     status, _ = await sessions.status_of(self.pool, session_id)
                     if status in ("idle", "terminated") and not await self._has_pending(session_id):
                         return
@@ -748,6 +758,10 @@ class ReverieClient(MemoryMethods, WebhookMethods):
                     raise TimeoutError(f"session {session_id} did not settle within {timeout}s")
                 if len(batch) < FOLLOW_BATCH:  # caught up: wait for news
                     wait = poll_seconds
+                    if settling:
+                        # The log says idle and the workflow has not caught up yet (a model
+                        # step writes its turn's end with its answer): ask again soon.
+                        wait, backoff = min(wait, backoff), min(backoff * 2, poll_seconds)
                     if deadline is not None:
                         wait = min(wait, max(0.0, deadline - time.monotonic()))
                     await news.wait(wait)
@@ -766,17 +780,25 @@ class ReverieClient(MemoryMethods, WebhookMethods):
         the same commit), and every `SAFETY_REREAD_SECONDS` in case a ring goes missing."""
         deadline = time.monotonic() + timeout
         _check_id("session", session_id)
+        backoff = SETTLE_RECHECK_SECONDS
         async with self.feed.subscribe(session_id) as news:
             while True:
                 session = await sessions.get(self.pool, session_id)
-                if session.status in ("idle", "terminated") and not await self._has_pending(
-                    session_id
-                ):
+                settling = session.status in ("idle", "terminated")
+                if settling and not await self._has_pending(session_id):
                     return session
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"session {session_id} is still {session.status}")
-                await news.wait(min(left, SAFETY_REREAD_SECONDS))
+                wait = SAFETY_REREAD_SECONDS
+                if settling:
+                    # Recorded idle, and the workflow has not caught up yet: a model step writes
+                    # its turn's end with its answer, and the workflow hears of it a moment
+                    # later (no event marks that): ask again soon.
+                    wait, backoff = backoff, min(backoff * 2, SAFETY_REREAD_SECONDS)
+                else:
+                    backoff = SETTLE_RECHECK_SECONDS
+                await news.wait(min(left, wait))
 
 
 def _event_cursor(page: str | None) -> int | None:

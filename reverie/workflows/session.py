@@ -1,8 +1,12 @@
 """`SessionWorkflow`: one session, its inputs, its status, and the agent loop of its primary thread.
 
-States: idle -> running (-> rescheduling -> running) -> idle ... -> terminated. The workflow is
-the one writer of the status: its own state, the `ReverieSessionStatus` search attribute, the
-session row and the status event change together.
+States: idle -> running (-> rescheduling -> running) -> idle ... -> terminated. The workflow
+decides every status: its own state, the `ReverieSessionStatus` search attribute, the session
+row and the status event change together. Two of those writes ride on others, by its rule and
+with ids it made (issue 15): a turn's running status is written with the message that starts it
+(or, for a session created with messages, by its creator with them), and its idle status with
+the answer that ends it, by the model step the workflow gave the idle event to; the workflow's
+state and the search attribute follow in the same workflow task or the next one.
 Inputs arrive through the `send_events` update (validated first, then recorded, then echoed).
 The workflow holds only ids and counters; every transcript byte lives in Postgres.
 """
@@ -15,7 +19,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from reverie.models.common import new_id
@@ -300,8 +304,15 @@ class SessionWorkflow:
                     retry_policy=RECORD_RETRY,
                     result_type=list[EventEcho],
                 )
+        except (ActivityError, ApplicationError):
+            # Refused (PostgreSQL refused a write for good, or the inputs are no longer staged):
+            # nothing was written (one transaction), the session is idle as it was. Record the
+            # inputs alone, as before this patch; the turn then records its status the usual
+            # way, and a refusal of that ends the session with an error, as it always did.
+            self._state.status = "idle"
+            workflow.upsert_search_attributes([SESSION_STATUS.value_set("idle")])
+            return await self._promote(params)
         except BaseException:
-            # Nothing was written (one transaction): the session is idle as it was.
             self._state.status = "idle"
             workflow.upsert_search_attributes([SESSION_STATUS.value_set("idle")])
             raise
