@@ -32,7 +32,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from reverie.activities.events import refusals_are_final
-from reverie.activities.memory import system_with_memory
+from reverie.activities.memory import mount_note
 from reverie.activities.model_facts import (
     COMPACT_BETA,
     COMPACT_EDIT,
@@ -369,11 +369,13 @@ class ModelActivities:
         A model the API compacts for gets `context_management` with `compact_20260112` at the
         session's threshold; the answers then hold `compaction` blocks, kept verbatim.
         """
-        # Both at once (two connections): the transcript, and the system prompt with the
-        # section on the session's memory mounts, if it has any.
-        compacted, system_text = await asyncio.gather(
-            self.transcripts.read(self._pool, session_id),
-            system_with_memory(self._pool, session_id, agent.system),
+        # The transcript, and the session's resources for the section on its memory mounts
+        # that follows the system prompt (if it has any), in one query.
+        context = await self.transcripts.read_for_step(self._pool, session_id)
+        compacted = context.compacted
+        note = mount_note(context.resources)
+        system_text = (
+            (f"{agent.system}\n\n{note}" if agent.system else note) if note else agent.system
         )
         messages = build_messages(
             compacted.entries, summary=compacted.summary, continue_answer=continue_answer

@@ -416,7 +416,7 @@ class ReverieClient(MemoryMethods, WebhookMethods):
             if isinstance(error, asyncio.CancelledError):
                 raise
             # Started after all: only the answer to the start was lost.
-        return await sessions.get(self.pool, session_id)
+        return await sessions.get(self.pool, session_id, agent)
 
     async def _workflow_exists(self, session_id: str) -> bool:
         """Whether a start whose call failed happened anyway; False when Temporal cannot say

@@ -111,11 +111,14 @@ _SELECT = """SELECT *,
 FROM sessions """
 
 
-async def get(conn: Pool | Connection, session_id: str) -> Session:
+async def get(conn: Pool | Connection, session_id: str, agent: Agent | None = None) -> Session:
+    """`agent`: the session's agent version when the caller has it (not read again)."""
     row = await conn.fetchrow(_SELECT + "WHERE id = $1", session_id)
     if row is None:
         raise NotFoundError(f"no session with id {session_id!r}")
-    return await _session(conn, row)
+    if agent is not None and (agent.id, agent.version) != (row["agent_id"], row["agent_version"]):
+        agent = None
+    return await _session(conn, row, agent)
 
 
 @dataclass(frozen=True)

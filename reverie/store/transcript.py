@@ -168,43 +168,73 @@ class Snapshot:
         return Compacted(summary=self.summary, entries=list(self.entries))
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What a model step reads before its request: the transcript, and the session's
+    `resources` (read in the same query; they shape the system prompt)."""
+
+    compacted: Compacted
+    resources: list[Any]
+
+
+# Checks a snapshot ($2 its compaction's upto_seq, $3 its last seq) and reads the rows after it,
+# with the session's newest compaction and its resources, in one round trip.
 _CHECK_AND_READ = """
 SELECT
   (SELECT id FROM compactions WHERE session_id = $1
      ORDER BY upto_seq DESC, created_at DESC LIMIT 1) AS compaction_id,
   (SELECT count(*) FROM transcript WHERE session_id = $1 AND seq > $2 AND seq <= $3) AS known,
+  (SELECT resources FROM sessions WHERE id = $1) AS resources,
   t.seq, t.role, t.content::text AS content
 FROM (SELECT 1) AS one
 LEFT JOIN transcript t ON t.session_id = $1 AND t.seq > $3
 ORDER BY t.seq
 """
 
+# Reads everything after the newest compaction, with it and the session's resources.
+_READ_ALL = """
+SELECT c.id AS compaction_id, c.upto_seq, c.summary,
+  (SELECT resources FROM sessions WHERE id = $1) AS resources,
+  t.seq, t.role, t.content::text AS content
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+  SELECT id, upto_seq, summary FROM compactions WHERE session_id = $1
+  ORDER BY upto_seq DESC, created_at DESC LIMIT 1
+) AS c ON true
+LEFT JOIN transcript t ON t.session_id = $1 AND t.seq > coalesce(c.upto_seq, 0)
+ORDER BY t.seq
+"""
 
-async def _full(conn: Pool | Connection, session_id: str) -> Snapshot:
-    latest = await latest_compaction(conn, session_id)
-    upto = latest.upto_seq if latest else 0
-    rows = await conn.fetch(
-        "SELECT seq, role, content::text AS content FROM transcript"
-        " WHERE session_id = $1 AND seq > $2 ORDER BY seq",
-        session_id,
-        upto,
-    )
-    return Snapshot(
-        compaction_id=latest.id if latest else None,
-        summary=latest.summary if latest else None,
-        upto_seq=upto,
-        last_seq=rows[-1]["seq"] if rows else upto,
-        entries=tuple((row["role"], json.loads(row["content"])) for row in rows),
-        size=sum(len(row["content"]) for row in rows) + len(latest.summary if latest else ""),
+
+def _resources(value: Any) -> list[Any]:
+    return value or []
+
+
+async def _full(conn: Pool | Connection, session_id: str) -> tuple[Snapshot, list[Any]]:
+    rows = await conn.fetch(_READ_ALL, session_id)
+    head = rows[0]
+    upto = head["upto_seq"] or 0
+    fresh = [row for row in rows if row["seq"] is not None]
+    summary = head["summary"]
+    return (
+        Snapshot(
+            compaction_id=head["compaction_id"],
+            summary=summary,
+            upto_seq=upto,
+            last_seq=fresh[-1]["seq"] if fresh else upto,
+            entries=tuple((row["role"], json.loads(row["content"])) for row in fresh),
+            size=sum(len(row["content"]) for row in fresh) + len(summary or ""),
+        ),
+        _resources(head["resources"]),
     )
 
 
 async def read_since(
     conn: Pool | Connection, session_id: str, known: Snapshot | None
-) -> tuple[Snapshot, bool]:
+) -> tuple[Snapshot, bool, list[Any]]:
     """The transcript as the model is sent it, reading only what is new since `known` (a
     snapshot this worker read before) when `known` is still whole; (snapshot, whether `known`
-    was used).
+    was used, the session's resources).
 
     `known` is checked in the same query that reads the new rows: the session's newest
     compaction must be the one it starts from, and it must hold every row up to its last one
@@ -212,14 +242,17 @@ async def read_since(
     row read already, changes the count). Otherwise everything is read afresh. Correct
     whichever worker wrote what in between."""
     if known is None:
-        return await _full(conn, session_id), False
+        snapshot, resources = await _full(conn, session_id)
+        return snapshot, False, resources
     rows = await conn.fetch(_CHECK_AND_READ, session_id, known.upto_seq, known.last_seq)
     head = rows[0]
     if head["compaction_id"] != known.compaction_id or head["known"] != len(known.entries):
-        return await _full(conn, session_id), False
+        snapshot, resources = await _full(conn, session_id)
+        return snapshot, False, resources
+    resources = _resources(head["resources"])
     fresh = [row for row in rows if row["seq"] is not None]
     if not fresh:
-        return known, True
+        return known, True, resources
     return (
         Snapshot(
             compaction_id=known.compaction_id,
@@ -231,6 +264,7 @@ async def read_since(
             size=known.size + sum(len(row["content"]) for row in fresh),
         ),
         True,
+        resources,
     )
 
 
@@ -255,13 +289,19 @@ class TranscriptCache:
         return len(self._snapshots)
 
     async def read(self, conn: Pool | Connection, session_id: str) -> Compacted:
-        snapshot, used = await read_since(conn, session_id, self._snapshots.get(session_id))
+        return (await self.read_for_step(conn, session_id)).compacted
+
+    async def read_for_step(self, conn: Pool | Connection, session_id: str) -> StepContext:
+        """The transcript (through the cache) and the session's resources, in one query."""
+        snapshot, used, resources = await read_since(
+            conn, session_id, self._snapshots.get(session_id)
+        )
         if used:
             self.hits += 1
         else:
             self.misses += 1
         self._keep(session_id, snapshot)
-        return snapshot.compacted
+        return StepContext(compacted=snapshot.compacted, resources=resources)
 
     def forget(self, session_id: str) -> None:
         old = self._snapshots.pop(session_id, None)
