@@ -263,7 +263,8 @@ async def test_a_change_made_elsewhere_is_never_overwritten(
             Reply.tool_use(
                 "bash",
                 {
-                    "command": f"cat {base}/plan.md > /workspace/seen; "
+                    "command": f"cat {base}/plan.md > /workspace/seen.tmp; "
+                    "mv /workspace/seen.tmp /workspace/seen; "
                     "while [ ! -e /workspace/go ]; do sleep 0.05; done; "
                     f"sed -i 's/step 1/step A/' {base}/plan.md"
                 },

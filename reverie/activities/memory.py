@@ -99,16 +99,6 @@ TRANSIENT = (
 _LOCKS: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
 
-async def system_with_memory(pool: Pool, session_id: str, system: str | None) -> str | None:
-    """The agent's system prompt, followed by the section on the session's memory mounts when
-    it has any (the same text on every call of a session, so the prompt cache keeps it)."""
-    resources = await pool.fetchval("SELECT resources FROM sessions WHERE id = $1", session_id)
-    note = mount_note(resources or [])
-    if not note:
-        return system
-    return f"{system}\n\n{note}" if system else note
-
-
 def mount_note(resources: list[dict[str, Any]]) -> str | None:
     """The system prompt's section on the session's memory mounts (None without any)."""
     mounted = memory_resources(resources)
