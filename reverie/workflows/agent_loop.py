@@ -134,7 +134,7 @@ class AgentLoop:
         self._running: list[ActivityHandle[Any]] = []
         # (patch `idle-with-answer`) A session's primary thread: a model step that ends the turn
         # records the session's idle status with its answer.
-        self._ends_turns_with_answers = ends_turns_with_answers
+        self.ends_turns_with_answers = ends_turns_with_answers
 
     # ---- entry points ------------------------------------------------------------------------
 
@@ -485,9 +485,11 @@ class AgentLoop:
         options = self._params.options
         idle = None
         waiting = self._state.queued or self._state.held_input_ids
-        if self._ends_turns_with_answers and not waiting and workflow.patched(IDLE_WITH_ANSWER):
+        if self.ends_turns_with_answers and not waiting and workflow.patched(IDLE_WITH_ANSWER):
             # Should the answer end the turn, its step records the idle status with it (inputs
             # waiting already would go on with the turn: then the workflow decides, as before).
+            # A caller whose turn may go on after a final answer (an outcome still to grade)
+            # must clear `ends_turns_with_answers` for that turn.
             idle = IdleSpec(event_id=new_id("sevt", workflow.uuid4()), turns=self._state.turns + 1)
         handle = workflow.start_activity(
             Activity.MODEL_STEP,
