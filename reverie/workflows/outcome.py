@@ -98,6 +98,7 @@ class OutcomeLoop:
         agent_pass: AgentPass,
         take_inputs: TakeInputs,
         on_change: Callable[[], None] | None = None,
+        answers_end_turns: Callable[[bool], None] | None = None,
     ) -> None:
         self._params = params
         self._state = state
@@ -105,12 +106,16 @@ class OutcomeLoop:
         self._take_inputs = take_inputs
         # The host's live panel (the Web UI's details), refreshed as the outcome moves on.
         self._on_change = on_change or (lambda: None)
+        # Whether the agent loop may end a turn with its answer (patch `idle-with-answer`): not
+        # while an outcome is to be graded after the pass (its final pass may).
+        self._answers_end_turns = answers_end_turns or (lambda _: None)
         self._interrupted = False
         self._grading: ActivityHandle[Any] | None = None
         # A session created with the outcome in `initial_events` starts with it queued.
         for ref in state.queued:
             if ref.type == DEFINE and state.outcome is None:
                 self.define(ref)
+        self._graded_passes(state.outcome is not None and state.outcome.phase != "final_pass")
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -147,11 +152,13 @@ class OutcomeLoop:
             event_id=ref.id,
             max_iterations=ref.max_iterations or 3,
         )
+        self._graded_passes(True)
 
     def undefine(self, ref: InputRef) -> None:
         """The update recording the event failed: there is no outcome after all."""
         if self._state.outcome is not None and self._state.outcome.event_id == ref.id:
             self._state.outcome = None
+            self._graded_passes(False)
 
     def interrupt(self) -> None:
         self._interrupted = True
@@ -254,6 +261,7 @@ class OutcomeLoop:
                 outcome.phase = "working"
             else:  # max_iterations_reached: one final pass, not graded
                 outcome.phase = "final_pass"
+                self._graded_passes(False)
             # The evaluation's end event is the agent's next input: the grader's feedback
             # (then any message that arrived while it graded).
             turn = await self._agent_pass([feedback_id, *self._take_inputs()])
@@ -365,8 +373,13 @@ class OutcomeLoop:
         await self._record(outcome, result, explanation=explanation)
         self._done(outcome, result)
 
+    def _graded_passes(self, graded: bool) -> None:
+        """Passes to be graded may not end their turn with the model's answer."""
+        self._answers_end_turns(not graded)
+
     def _done(self, outcome: ActiveOutcome, result: str) -> None:
         self._state.outcome = None
+        self._graded_passes(False)
         self._state.last_outcome = f"{outcome.outcome_id}: {result}"
         self._on_change()
 
