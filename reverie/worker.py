@@ -20,14 +20,17 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from reverie.activities.compaction import CompactionActivities
 from reverie.activities.events import EventActivities
+from reverie.activities.grader import GraderActivities
 from reverie.activities.model import ModelActivities, model_client
 from reverie.activities.model_facts import ModelCatalog
 from reverie.activities.tool_run import ToolActivities
 from reverie.activities.tools import SandboxMode, SandboxUnavailableError, detect_sandbox
+from reverie.activities.webhook import WebhookActivities, start_dispatcher_if_needed
 from reverie.connections import connect_database, connect_temporal
 from reverie.settings import Settings, load_settings
 from reverie.store.pool import Pool
 from reverie.workflows.session import SEARCH_ATTRIBUTES, SessionWorkflow
+from reverie.workflows.webhooks import WORKFLOWS as WEBHOOK_WORKFLOWS
 
 log = logging.getLogger("reverie.worker")
 
@@ -89,17 +92,21 @@ def workflow_runner(settings: Settings) -> SandboxedWorkflowRunner:
 
 
 def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: Any) -> Worker:
+    hooks = WebhookActivities(pool, settings, client)  # webhook deliveries (issue 19)
     events = EventActivities(pool)
     messages = model_client(settings)
     catalog = ModelCatalog(messages, settings)  # shared: one look-up per model and worker
     model = ModelActivities(pool, settings, messages, catalog)
     compaction = CompactionActivities(pool, settings, messages, catalog)
     tools = ToolActivities(pool, settings, sandbox_for(settings))
+    grader = GraderActivities(pool, settings, messages)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SessionWorkflow],
+        workflows=[SessionWorkflow, *WEBHOOK_WORKFLOWS],
         activities=[
+            hooks.dispatch,
+            hooks.deliver_due,
             events.record_events,
             events.promote_inputs,
             model.model_step,
@@ -109,6 +116,9 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
             compaction.compact_transcript,
             tools.run_tool,
             tools.record_tool_error,
+            grader.grade_outcome,
+            grader.record_outcome,
+            grader.settle_outcome_evaluation,
         ],
         **{**worker_tuning(settings), **overrides},
     )
@@ -137,6 +147,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     client = await connect_temporal(settings)
     await ensure_search_attributes(client)
     pool = await connect_database(settings)
+    await start_dispatcher_if_needed(client, pool, settings)
     worker = build_worker(client, pool, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

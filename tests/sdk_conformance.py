@@ -86,6 +86,8 @@ ID_PREFIX_BY_FIELD: dict[str, str] = {
 REVERIE_ADDITIONS: dict[str, frozenset[str]] = {
     # Counters beside the SDK's timings: turns taken, model requests made, events recorded.
     "BetaManagedAgentsSessionStats": frozenset({"turns", "model_requests", "events"}),
+    # The grader options an outcome was defined with (model, samples, inspect), when given.
+    "BetaManagedAgentsUserDefineOutcomeEvent": frozenset({"grader"}),
 }
 
 

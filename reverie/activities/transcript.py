@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from reverie.activities.outcome_text import OUTCOME_INPUT_TYPES, outcome_blocks
 from reverie.models.events import Event
 
 CACHE = {"type": "ephemeral"}
@@ -26,6 +27,9 @@ def _block(event: Event) -> list[dict[str, Any]]:
     data = event.payload
     if event.type == "user.message":
         return list(data["content"])
+    if event.type in OUTCOME_INPUT_TYPES:
+        # The outcome the agent works toward, and the grader's feedback on each pass.
+        return outcome_blocks(event)
     if event.type in ("agent.tool_result", "user.custom_tool_result"):
         return [
             {
@@ -42,8 +46,9 @@ def _block(event: Event) -> list[dict[str, Any]]:
 def user_rows(inputs: list[Event]) -> list[tuple[str, list[dict[str, Any]]]]:
     """The transcript rows of one user turn, one per input event: tool results first (the API
     requires them to lead the message), then messages, each group in the order given."""
-    results = [e for e in inputs if e.type != "user.message"]
-    messages = [e for e in inputs if e.type == "user.message"]
+    texts = ("user.message", *OUTCOME_INPUT_TYPES)
+    results = [e for e in inputs if e.type not in texts]
+    messages = [e for e in inputs if e.type in texts]
     return [(e.id, _block(e)) for e in results + messages if _block(e)]
 
 

@@ -38,13 +38,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from reverie.workflows.activity_options import RECORD_RETRY, RECORD_TIMEOUT
     from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
+    from reverie.workflows.outcome import OutcomeLoop
     from reverie.workflows.patches import CREATED_RUNNING, PROMOTE_STARTS_TURN
     from reverie.workflows.recording import SessionBroken, record
 
 AGENT_ID = SearchAttributeKey.for_keyword("ReverieAgentId")
 SESSION_STATUS = SearchAttributeKey.for_keyword("ReverieSessionStatus")
 SEARCH_ATTRIBUTES = (AGENT_ID, SESSION_STATUS)
-NOT_YET_SUPPORTED = {"user.define_outcome": "outcomes (user.define_outcome) are not supported yet"}
+NOT_YET_SUPPORTED: dict[str, str] = {}
 
 
 @workflow.defn
@@ -72,6 +73,15 @@ class SessionWorkflow:
             self._take_inputs,
             self._set_status,
             ends_turns_with_answers=True,
+        )
+        # An outcome wraps the turn (workflows/outcome.py): grade, then revise.
+        self._outcome = OutcomeLoop(
+            params,
+            self._state,
+            self._loop.continue_turn,
+            self._take_inputs,
+            on_change=self._show,
+            answers_end_turns=self._answers_end_turns,
         )
 
     # ---- the state machine -------------------------------------------------------------------
@@ -122,6 +132,7 @@ class SessionWorkflow:
                 self._abandon_awaiting = False
                 await self._loop.abandon_awaiting()
                 await self._loop.adopt_held()
+                await self._outcome.stop()
                 await self._idle("end_turn")
             elif self._loop.awaiting_all_answered():
                 await self._turn(self._loop.resume_turn)
@@ -155,7 +166,7 @@ class SessionWorkflow:
             self._loop.begin_turn()
             if announce:
                 await self._set_status("running", "session.status_running")
-        outcome = await step()
+        outcome = await self._outcome.run(step)
         if outcome.end != TurnEnd.REQUIRES_ACTION:
             self._state.turns += 1
         if outcome.end == TurnEnd.TERMINATED:
@@ -227,17 +238,24 @@ class SessionWorkflow:
     async def send_events(self, params: SendEventsInput) -> list[EventEcho]:
         answers = {r.tool_use_id or r.custom_tool_use_id or "" for r in params.events} - {""}
         self._answering |= answers
+        defined = [ref for ref in params.events if ref.type == "user.define_outcome"]
+        for ref in defined:  # before the first await: a concurrent send is checked against it
+            self._outcome.define(ref)
         try:
             if self._starts_turn(params) and workflow.patched(PROMOTE_STARTS_TURN):
                 echoes = await self._promote_starting_turn(params)
             else:
                 echoes = await self._promote(params)
+        except BaseException:
+            for ref in defined:
+                self._outcome.undefine(ref)
+            raise
         finally:
             self._answering -= answers
         for ref in params.events:
             if ref.type == "user.interrupt":
                 self._interrupt()
-            elif ref.type == "user.message":
+            elif ref.type in ("user.message", "user.define_outcome"):
                 self._state.queued.append(ref)
             else:
                 pending = self._pending(ref.tool_use_id or ref.custom_tool_use_id)
@@ -331,6 +349,7 @@ class SessionWorkflow:
         ):
             raise ValueError(f"session {self._params.session_id} is terminated; it takes no events")
         self._check_waiting(sum(1 for ref in params.events if ref.type == "user.message"))
+        self._outcome.validate(params.events)
         seen: set[str] = set()
         answered: set[str] = set()
         for ref in params.events:
@@ -381,8 +400,14 @@ class SessionWorkflow:
             self._state.held_input_ids.extend(ref.id for ref in self._state.queued)
             self._state.queued.clear()
             self._loop.interrupt()
+            self._outcome.interrupt()
         elif self._state.awaiting:
             self._abandon_awaiting = True
+
+    def _answers_end_turns(self, allowed: bool) -> None:
+        """Whether a model step may end the turn with its answer: not while an outcome's pass
+        is to be graded (the turn goes on with the grader)."""
+        self._loop.ends_turns_with_answers = allowed
 
     def _take_inputs(self) -> list[str]:
         """Ids the next model step should see: held inputs first, then queued messages."""
@@ -486,6 +511,7 @@ class SessionWorkflow:
                     f"**queued inputs:** {len(state.queued) + len(state.held_input_ids)}",
                     f"**awaiting answers:** {[p.event_id for p in state.awaiting] or '-'}",
                     f"**last stop reason:** {state.last_stop_reason or '-'}",
+                    *filter(None, [self._outcome.describe()]),
                 ]
             )
         )

@@ -536,3 +536,71 @@ async def test_record_created_running(
     await reverie.send_message(session.id, "three")
     await reverie.wait_until_settled(session.id)
     await _save(temporal_client, "created_running", session.id)
+
+
+# ---- recorded after the patch `outcomes` (issue 16) -----------------------------------------
+
+
+def _verdict(result: str, met: list[bool]) -> dict:
+    return {
+        "result": result,
+        "explanation": f"recorded verdict: {result}",
+        "criteria": [
+            {"id": f"C{n}", "met": ok, **({"evidence": "seen"} if ok else {"gap": "missing"})}
+            for n, ok in enumerate(met, start=1)
+        ],
+    }
+
+
+async def test_record_outcomes(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """After the patch `outcomes`: an outcome revised once then satisfied (from initial_events),
+    one interrupted while graded, one that reaches max_iterations and takes its final pass."""
+    grader = f"{model_name}-grader"
+    rubric = {"type": "text", "content": "- is polite\n- is short"}
+
+    def outcome(**extra: object) -> dict:
+        return {
+            "type": "user.define_outcome",
+            "description": "Greet the user",
+            "rubric": rubric,
+            "grader": {"model": grader},
+            **extra,
+        }
+
+    fake_model.script(
+        model_name,
+        [
+            Reply.text("hi"),
+            Reply.text("Hello!"),
+            Reply.text("Hello."),
+            Reply.text("Hey."),
+            Reply.text("Final."),
+        ],
+    )
+    fake_model.script(
+        grader,
+        [
+            Reply.tool_use("submit_verdict", _verdict("needs_revision", [True, False])),
+            Reply.tool_use("submit_verdict", _verdict("satisfied", [True, True])),
+            Reply.tool_use("submit_verdict", _verdict("satisfied", [True, True]), delay=30),
+            Reply.tool_use("submit_verdict", _verdict("needs_revision", [False, True])),
+        ],
+    )
+    agent_id = await new_agent(reverie, model_name, system="You are recorded for replay tests.")
+    session = await reverie.create_session(
+        {"agent": agent_id, "title": model_name, "initial_events": [outcome()]}
+    )
+    await reverie.wait_until_settled(session.id, timeout=60)
+    await reverie.send_events(session.id, [outcome()])
+    await fake_model.wait_for_requests(grader, 3, timeout=30)
+    await reverie.interrupt(session.id)
+    await reverie.wait_until_settled(session.id, timeout=60)
+    await reverie.send_events(session.id, [outcome(max_iterations=1)])
+    await reverie.wait_until_settled(session.id, timeout=60)
+    await reverie.send_message(session.id, "thanks")
+    await reverie.wait_until_settled(session.id, timeout=60)
+    results = [o.result for o in (await reverie.get_session(session.id)).outcome_evaluations]
+    assert results == ["satisfied", "interrupted", "max_iterations_reached"], results
+    await _save(temporal_client, "outcomes", session.id)

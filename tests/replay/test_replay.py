@@ -43,6 +43,8 @@ def test_histories_are_saved() -> None:
         "promote_starts_turn",
         "idle_with_answer",
         "created_running",
+        # after the patch `outcomes` (issue 16)
+        "outcomes",
     }
 
 
