@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from reverie.activities.compaction import CompactionActivities
 from reverie.activities.events import EventActivities
+from reverie.activities.grader import GraderActivities
 from reverie.activities.model import ModelActivities, model_client
 from reverie.activities.model_facts import ModelCatalog
 from reverie.activities.tool_run import ToolActivities
@@ -98,6 +99,7 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
     model = ModelActivities(pool, settings, messages, catalog)
     compaction = CompactionActivities(pool, settings, messages, catalog)
     tools = ToolActivities(pool, settings, sandbox_for(settings))
+    grader = GraderActivities(pool, settings, messages)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -114,6 +116,9 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
             compaction.compact_transcript,
             tools.run_tool,
             tools.record_tool_error,
+            grader.grade_outcome,
+            grader.record_outcome,
+            grader.settle_outcome_evaluation,
         ],
         **{**worker_tuning(settings), **overrides},
     )
