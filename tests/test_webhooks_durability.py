@@ -17,13 +17,13 @@ from reverie.activities.webhook import TEST_HOOK_FREEZE_DISPATCH, start_dispatch
 from reverie.models.webhooks import dispatcher_workflow_id, endpoint_workflow_id
 from reverie.settings import Settings
 from reverie.store import events, sessions
-from tests.helpers import kill
+from tests.helpers import kill, worker_process
 from tests.webhook_support import (
     Received,
     hook_stack,
     receiver,
     wait_until,
-    webhook_worker_process,
+    webhook_env,
 )
 
 
@@ -44,13 +44,13 @@ async def test_a_worker_killed_during_a_delivery_still_delivers_it_under_the_sam
         endpoint = await stack.client.create_webhook(
             {"url": rx.url, "enabled_events": ["agent.created"]}
         )
-        async with webhook_worker_process(stack.settings) as first:
+        async with worker_process(stack.settings, webhook_env(stack.settings)) as first:
             await stack.client.create_agent({"name": "a", "model": "m"})
             await rx.wait_for(1, timeout=60)
             await kill(first)
         [delivery] = (await stack.client.list_webhook_deliveries(endpoint.id)).data
         assert delivery.state == "pending"
-        async with webhook_worker_process(stack.settings):
+        async with worker_process(stack.settings, webhook_env(stack.settings)):
             started = asyncio.get_running_loop().time()
             got = await rx.wait_for(2, timeout=60)
 
@@ -78,8 +78,8 @@ async def test_a_worker_killed_between_commit_and_dispatch_still_delivers(
         endpoint = await stack.client.create_webhook(
             {"url": rx.url, "enabled_events": ["agent.created"]}
         )
-        async with webhook_worker_process(
-            stack.settings, {TEST_HOOK_FREEZE_DISPATCH: str(frozen)}
+        async with worker_process(
+            stack.settings, webhook_env(stack.settings, {TEST_HOOK_FREEZE_DISPATCH: str(frozen)})
         ) as first:
             agent = await stack.client.create_agent({"name": "a", "model": "m"})
             await wait_until(lambda: _exists(frozen), timeout=60, what="the dispatcher to freeze")
@@ -91,7 +91,7 @@ async def test_a_worker_killed_between_commit_and_dispatch_still_delivers(
         )
         assert (row["dispatched_at"], row["state"], row["attempts"]) == (None, "pending", 0)
         assert rx.received == []
-        async with webhook_worker_process(stack.settings):
+        async with worker_process(stack.settings, webhook_env(stack.settings)):
             [got] = await rx.wait_for(1, timeout=60)
 
             async def delivered() -> Any:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -268,16 +266,13 @@ async def wait_until(
         await asyncio.sleep(0.05)
 
 
-# ---- a worker process with the webhook parts, for the tests that kill it -------------------------
+# ---- `reverie worker` as a process of its own, for the tests that kill it ------------------------
 
 
-def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+def webhook_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The stack's webhook settings, for `tests.helpers.worker_process`'s environment (which
+    brings the addresses, the database and the task queue)."""
     return {
-        **os.environ,
-        "TEMPORAL_ADDRESS": settings.temporal_address or "",
-        "DATABASE_URL": settings.database_url or "",
-        "REVERIE_TASK_QUEUE": settings.task_queue,
-        "REVERIE_HOME": str(settings.reverie_home),
         "REVERIE_WEBHOOK_ALLOW_NETWORKS": settings.webhook_allow_networks,
         "REVERIE_WEBHOOK_BACKOFF_SECONDS": str(settings.webhook_backoff_seconds),
         "REVERIE_WEBHOOK_MAX_BACKOFF_SECONDS": str(settings.webhook_max_backoff_seconds),
@@ -285,23 +280,3 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
         "REVERIE_WEBHOOK_TIMEOUT_SECONDS": str(settings.webhook_timeout_seconds),
         **(extra or {}),
     }
-
-
-@contextlib.asynccontextmanager
-async def webhook_worker_process(
-    settings: Settings, extra_env: dict[str, str] | None = None
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m tests.webhook_worker` in a process of its own, so a test can SIGKILL it."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.webhook_worker",
-        env=worker_env(settings, extra_env),
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
