@@ -414,3 +414,18 @@ class _Huge(web.StreamResponse):
             for _ in range(200):  # up to 200 MiB, if anyone read it
                 await self.write(chunk)
         return writer
+
+
+async def test_memory_store_changes_are_announced_once_each(settings: Settings) -> None:
+    kinds = ["memory_store.created", "memory_store.archived", "memory_store.deleted"]
+    async with hook_stack(settings) as stack, receiver() as rx:
+        endpoint = await stack.client.create_webhook({"url": rx.url, "enabled_events": kinds})
+        store = await stack.client.create_memory_store({"name": "announced"})
+        await stack.client.archive_memory_store(store.id)
+        await stack.client.archive_memory_store(store.id)  # already archived: no second event
+        await stack.client.delete_memory_store(store.id)
+        got = await rx.wait_for(3)
+        await asyncio.sleep(1.0)
+        assert len(rx.received) == 3
+        announced = [verify(g, endpoint.signing_secret).data for g in got]
+        assert sorted((d.type, d.id) for d in announced) == sorted((k, store.id) for k in kinds)

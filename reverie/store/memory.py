@@ -32,6 +32,7 @@ from reverie.models.memory import (
     MemoryVersion,
     content_sha256,
 )
+from reverie.store import webhooks
 from reverie.store.paging import cursor_args, decode_cursor, encode_cursor, page_of
 from reverie.store.pool import Connection, Pool
 
@@ -68,14 +69,16 @@ def _store(row: Any) -> MemoryStore:
 
 
 async def create_store(pool: Pool, params: MemoryStoreCreate) -> MemoryStore:
-    row = await pool.fetchrow(
-        """INSERT INTO memory_stores (id, name, description, metadata)
-           VALUES ($1, $2, $3, $4) RETURNING *""",
-        new_id("memstore"),
-        params.name,
-        params.description,
-        params.metadata,
-    )
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """INSERT INTO memory_stores (id, name, description, metadata)
+               VALUES ($1, $2, $3, $4) RETURNING *""",
+            new_id("memstore"),
+            params.name,
+            params.description,
+            params.metadata,
+        )
+        await webhooks.record(conn, "memory_store.created", row["id"])
     return _store(row)
 
 
@@ -144,14 +147,20 @@ async def list_stores(
 
 
 async def archive_store(pool: Pool, store_id: str) -> MemoryStore:
-    row = await pool.fetchrow(
-        """UPDATE memory_stores SET archived_at = coalesce(archived_at, now()),
-               updated_at = CASE WHEN archived_at IS NULL THEN now() ELSE updated_at END
-           WHERE id = $1 RETURNING *""",
-        store_id,
-    )
-    if row is None:
-        raise NotFoundError(f"no memory store with id {store_id!r}")
+    async with pool.acquire() as conn, conn.transaction():
+        was_live = await conn.fetchval(
+            "SELECT archived_at IS NULL FROM memory_stores WHERE id = $1 FOR UPDATE", store_id
+        )
+        row = await conn.fetchrow(
+            """UPDATE memory_stores SET archived_at = coalesce(archived_at, now()),
+                   updated_at = CASE WHEN archived_at IS NULL THEN now() ELSE updated_at END
+               WHERE id = $1 RETURNING *""",
+            store_id,
+        )
+        if row is None:
+            raise NotFoundError(f"no memory store with id {store_id!r}")
+        if was_live:  # announced once, when it becomes archived
+            await webhooks.record(conn, "memory_store.archived", store_id)
     return _store(row)
 
 
@@ -166,6 +175,7 @@ async def delete_store(pool: Pool, store_id: str) -> None:
         await conn.execute("DELETE FROM memory_versions WHERE memory_store_id = $1", store_id)
         await conn.execute("DELETE FROM memories WHERE memory_store_id = $1", store_id)
         await conn.execute("DELETE FROM memory_stores WHERE id = $1", store_id)
+        await webhooks.record(conn, "memory_store.deleted", store_id)
 
 
 # ---- memories: reads ---------------------------------------------------------------------------
