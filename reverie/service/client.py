@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from reverie.connections import connect_database, connect_temporal, database_url
 from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
-from reverie.models.common import Page, PageRequest, check_json, new_id, patch_metadata
+from reverie.models.common import Page, PageRequest, new_id, patch_metadata
 from reverie.models.environments import (
     Environment,
     EnvironmentCreate,
@@ -60,6 +60,9 @@ from reverie.models.workflow_io import (
     SessionWorkflowInput,
 )
 from reverie.service.memory import MemoryMethods, resolve_session_resources
+from reverie.service.validation import check_id as _check_id
+from reverie.service.validation import invalid as _invalid
+from reverie.service.validation import parse as _parse
 from reverie.service.webhooks import WebhookMethods
 from reverie.settings import Settings, load_settings
 from reverie.store import agents, environments, events, sessions
@@ -90,26 +93,6 @@ SETTLE_RECHECK_SECONDS = 0.01
 FOLLOW_BATCH = 500
 
 
-def _invalid(error: ValidationError) -> InvalidRequestError:
-    problems = []
-    for e in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in e["loc"])
-        message = e["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}" if where else message)
-    return InvalidRequestError("; ".join(problems))
-
-
-def _check_id(kind: str, value: Any) -> str:
-    """An id a caller passed in: a string PostgreSQL can compare (no NUL), else a clear error."""
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{kind} id must be a non-empty string, not {value!r}")
-    try:
-        check_json(value)
-    except ValueError as error:
-        raise InvalidRequestError(f"{kind} id {value!r}: {error}") from None
-    return value
-
-
 def _check_temporal_size(value: BaseModel, what: str) -> None:
     size = len(value.model_dump_json().encode())
     if size > MAX_TEMPORAL_PAYLOAD_BYTES:
@@ -118,13 +101,6 @@ def _check_temporal_size(value: BaseModel, what: str) -> None:
             f"{MAX_TEMPORAL_PAYLOAD_BYTES:,} Reverie allows (Temporal refuses payloads over "
             "2 MiB): send fewer events at once"
         )
-
-
-def _parse(model: type, value: Any) -> Any:
-    try:
-        return value if isinstance(value, model) else model.model_validate(value)
-    except ValidationError as error:
-        raise _invalid(error) from None
 
 
 def _parse_events(raw: Sequence[Any], what: str = "a request") -> list[InputEvent]:

@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from reverie import memory_files
-from reverie.models.common import Page, PageRequest, check_json
+from reverie.models.common import Page, PageRequest
 from reverie.models.errors import (
     InvalidRequestError,
     MemoryPathConflictError,
@@ -48,6 +48,9 @@ from reverie.models.memory import (
     path_problem,
     store_slug,
 )
+from reverie.service.validation import check_id as _id
+from reverie.service.validation import invalid as _invalid
+from reverie.service.validation import parse as _parse
 from reverie.store import memory
 
 if TYPE_CHECKING:
@@ -59,39 +62,18 @@ OPERATIONS = ("created", "modified", "deleted")
 MAX_DEPTH = 20
 
 
-def local_actor() -> dict[str, Any]:
-    """The person at this machine, as the author of what the command line and user code write."""
+def local_user_id() -> str:
+    """The person at this machine (`local:<login>`), as the command line and user code name them."""
     try:
         name = getpass.getuser()
     except Exception:
         name = f"uid{os.getuid()}"
-    return UserActor(user_id=f"local:{name}").model_dump()
+    return f"local:{name}"
 
 
-def _invalid(error: ValidationError) -> InvalidRequestError:
-    problems = []
-    for e in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in e["loc"])
-        message = e["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}" if where else message)
-    return InvalidRequestError("; ".join(problems))
-
-
-def _parse(model: type[BaseModel], value: Any) -> Any:
-    try:
-        return value if isinstance(value, model) else model.model_validate(value)
-    except ValidationError as error:
-        raise _invalid(error) from None
-
-
-def _id(kind: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{kind} id must be a non-empty string, not {value!r}")
-    try:
-        check_json(value)
-    except ValueError as error:
-        raise InvalidRequestError(f"{kind} id {value!r}: {error}") from None
-    return value
+def local_actor() -> dict[str, Any]:
+    """The person at this machine, as the author of what the command line and user code write."""
+    return UserActor(user_id=local_user_id()).model_dump()
 
 
 def _view(view: str | None, default: str) -> str:

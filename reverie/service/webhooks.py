@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from reverie.models.common import check_json
 from reverie.models.errors import InvalidRequestError
 from reverie.models.webhooks import (
     TEST_EVENT_TYPE,
@@ -32,6 +30,8 @@ from reverie.models.webhooks import (
     endpoint_workflow_id,
     new_secret,
 )
+from reverie.service.validation import check_id as _id
+from reverie.service.validation import parse as _parse
 from reverie.store import webhooks
 from reverie.webhook_targets import WebhookRefused, check_registration
 from reverie.workflows.webhooks import ensure_dispatcher
@@ -44,32 +44,6 @@ if TYPE_CHECKING:
 
 MAX_PAGE = 100
 DELIVERY_STATES = ("pending", "delivered", "failed")
-
-
-def _invalid(error: ValidationError) -> InvalidRequestError:
-    problems = []
-    for e in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in e["loc"])
-        message = e["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}" if where else message)
-    return InvalidRequestError("; ".join(problems))
-
-
-def _parse(model: type[BaseModel], value: Any) -> Any:
-    try:
-        return value if isinstance(value, model) else model.model_validate(value)
-    except ValidationError as error:
-        raise _invalid(error) from None
-
-
-def _id(kind: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{kind} id must be a non-empty string, not {value!r}")
-    try:
-        check_json(value)
-    except ValueError as error:
-        raise InvalidRequestError(f"{kind} id {value!r}: {error}") from None
-    return value
 
 
 def _limit(limit: Any) -> int:

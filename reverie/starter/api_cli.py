@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reverie.service.memory import local_user_id
 from reverie.settings import Settings
 from reverie.starter.render import emit, fields, table, when
 from reverie.store import keys
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 LOCAL_KEY_FILE = "api.key"
 
 
-def local_user() -> str:
-    with contextlib.suppress(Exception):
-        return f"local:{getpass.getuser()}"
-    return f"local:uid{os.getuid()}"
-
-
 async def local_key(pool: Pool, home: Path) -> str:
     """The local user's key: the one REVERIE_HOME keeps if it still works, else a new one."""
     path = home / LOCAL_KEY_FILE
@@ -42,7 +36,7 @@ async def local_key(pool: Pool, home: Path) -> str:
         kept = path.read_text().strip()
         if kept and await keys.verify(pool, kept) is not None:
             return kept
-    created = await keys.create(pool, "local user (reverie up)", local_user())
+    created = await keys.create(pool, "local user (reverie up)", local_user_id())
     home.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -81,7 +75,7 @@ async def api_command(client: ReverieClient, args: argparse.Namespace) -> None:
 
 
 async def key_create(client: ReverieClient, args: argparse.Namespace) -> None:
-    created = await keys.create(client.pool, args.name, args.created_by or local_user())
+    created = await keys.create(client.pool, args.name, args.created_by or local_user_id())
     emit(args, created, lambda k: f"{fields(k)}\n\nThe key is shown once; keep it secret.")
 
 
