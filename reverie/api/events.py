@@ -19,7 +19,9 @@ from reverie.api.http import json_body, query_int, query_list, query_str, query_
 from reverie.api.sessions import order_of
 from reverie.api.state import client_of
 from reverie.api.tails import TERMINATED, Tail, frames_after
+from reverie.service.validation import check_id
 from reverie.store import events as event_store
+from reverie.store import sessions as session_store
 
 routes = web.RouteTableDef()
 
@@ -63,7 +65,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     client = client_of(request)
     session_id = request.match_info["session_id"]
     # Looked up before the stream starts, so that an unknown session is a 404, not a stream.
-    ended = (await client.get_session(session_id)).status == "terminated"
+    # Only the status is needed: not the whole session with its agent snapshot.
+    status, _ = await session_store.status_of(client.pool, check_id("session", session_id))
+    ended = status == "terminated"
     resume_after = request.headers.get("Last-Event-ID") or query_str(request, "last_event_id")
     async with request.app[state.TAILS].follow(session_id) as tail:
         # Following first, then the starting point read: an event recorded in between is both
