@@ -21,7 +21,35 @@ class Settings(BaseSettings):
     temporal_namespace: str | None = Field(default=None, alias="TEMPORAL_NAMESPACE")
     # A Temporal envconfig profile (TOML); used when TEMPORAL_ADDRESS is not set.
     temporal_profile: str | None = Field(default=None, alias="TEMPORAL_PROFILE")
+    # (issue 21) Temporal Cloud or a TLS cluster: the same variables as Temporal's envconfig.
+    # TLS is on when any of these is set (or TEMPORAL_TLS=true); TEMPORAL_TLS=false forces it off.
+    temporal_api_key: str | None = Field(default=None, alias="TEMPORAL_API_KEY", repr=False)
+    temporal_tls: bool | None = Field(default=None, alias="TEMPORAL_TLS")
+    temporal_tls_server_ca_cert_path: Path | None = Field(
+        default=None, alias="TEMPORAL_TLS_SERVER_CA_CERT_PATH"
+    )
+    temporal_tls_client_cert_path: Path | None = Field(
+        default=None, alias="TEMPORAL_TLS_CLIENT_CERT_PATH"
+    )
+    temporal_tls_client_key_path: Path | None = Field(
+        default=None, alias="TEMPORAL_TLS_CLIENT_KEY_PATH"
+    )
+    temporal_tls_server_name: str | None = Field(default=None, alias="TEMPORAL_TLS_SERVER_NAME")
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    # (issue 21) Observability. Prometheus metrics (the Temporal SDK's and Reverie's own) on
+    # this port of REVERIE_METRICS_HOST; 0: none.
+    metrics_port: int = Field(default=0, alias="REVERIE_METRICS_PORT", ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", alias="REVERIE_METRICS_HOST")
+    # OpenTelemetry traces: exported by OTLP/HTTP when this is set (the SDK's own variable;
+    # OTEL_SERVICE_NAME and the other OTEL_* variables apply too).
+    otlp_endpoint: str | None = Field(default=None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    # `text` (a line for people) or `json` (one object a line, with session and thread ids).
+    log_format: Literal["text", "json"] = Field(default="text", alias="REVERIE_LOG_FORMAT")
+    # (issue 21) Payload encryption: `id:base64-key` (16, 24 or 32 bytes), comma-separated.
+    # The first encrypts; all decrypt, so keys rotate by putting a new one first. Unset: off.
+    payload_keys: str | None = Field(default=None, alias="REVERIE_PAYLOAD_KEYS", repr=False)
+    # Origins (e.g. the Temporal Web UI's) allowed to call /codec/decode from a browser.
+    codec_cors_origins: str = Field(default="", alias="REVERIE_CODEC_CORS_ORIGINS")
     anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     reverie_home: Path = Field(default=Path("~/.reverie"), alias="REVERIE_HOME")
