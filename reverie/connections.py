@@ -1,13 +1,26 @@
-"""Where Temporal and Postgres are: the environment first, then what `reverie up` wrote down."""
+"""Where Temporal and Postgres are: the environment first, then what `reverie up` wrote down.
+
+The same code serves the embedded stack and a cluster: TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE
+(with TEMPORAL_API_KEY and TEMPORAL_TLS_* for Temporal Cloud or a TLS cluster), or a Temporal
+envconfig profile (TEMPORAL_PROFILE, from TEMPORAL_CONFIG_FILE or the default config file),
+each variable set overriding the profile. Every client gets Reverie's data converter (sealed
+when REVERIE_PAYLOAD_KEYS is set), the tracing interceptor when tracing is on, and the
+process's metrics runtime when REVERIE_METRICS_PORT is set.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import TLSConfig
 
+from reverie.observability.metrics import metrics_runtime
+from reverie.observability.tracing import configure_tracing, temporal_interceptors
+from reverie.payload_codec import data_converter
 from reverie.settings import Settings
 from reverie.store.pool import Pool, connect
 
@@ -23,23 +36,74 @@ def running_stack(settings: Settings) -> dict[str, Any]:
         return {}
 
 
-async def connect_temporal(settings: Settings) -> Client:
-    stack = running_stack(settings)
-    if settings.temporal_address or not settings.temporal_profile:
-        address = settings.temporal_address or stack.get(
-            "temporal_address", DEFAULT_TEMPORAL_ADDRESS
-        )
-        namespace = settings.temporal_namespace or DEFAULT_NAMESPACE
-        return await Client.connect(
-            address, namespace=namespace, data_converter=pydantic_data_converter
-        )
+def _profile(settings: Settings) -> dict[str, Any]:
+    """The envconfig profile's connect options, when TEMPORAL_PROFILE names one."""
+    if not settings.temporal_profile:
+        return {}
     from temporalio.envconfig import ClientConfigProfile
 
-    profile = ClientConfigProfile.load(profile=settings.temporal_profile)
-    config = profile.to_client_connect_config()
-    if settings.temporal_namespace:
-        config["namespace"] = settings.temporal_namespace
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    # The profile alone: Reverie's settings (read from the same variables) apply on top.
+    profile = ClientConfigProfile.load(profile=settings.temporal_profile, disable_env=True)
+    return dict(profile.to_client_connect_config())
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.expanduser().read_bytes() if path else None
+
+
+def _tls(settings: Settings, profile_tls: Any) -> bool | TLSConfig | None:
+    files = (
+        settings.temporal_tls_server_ca_cert_path,
+        settings.temporal_tls_client_cert_path,
+        settings.temporal_tls_client_key_path,
+    )
+    if settings.temporal_tls is False:
+        return False
+    if any(files) or settings.temporal_tls_server_name:
+        return TLSConfig(
+            server_root_ca_cert=_read(files[0]),
+            client_cert=_read(files[1]),
+            client_private_key=_read(files[2]),
+            domain=settings.temporal_tls_server_name,
+        )
+    if settings.temporal_tls:
+        return profile_tls if isinstance(profile_tls, TLSConfig) else True
+    # Unset: the profile's choice; with neither, the SDK's (TLS on when an API key is sent).
+    return profile_tls
+
+
+def temporal_connect_options(settings: Settings) -> dict[str, Any]:
+    """Target, namespace, API key and TLS: each setting over the profile over the defaults."""
+    profile = _profile(settings)
+    address = (
+        settings.temporal_address
+        or profile.get("target_host")
+        or running_stack(settings).get("temporal_address")
+        or DEFAULT_TEMPORAL_ADDRESS
+    )
+    options: dict[str, Any] = {
+        "target_host": address,
+        "namespace": settings.temporal_namespace or profile.get("namespace") or DEFAULT_NAMESPACE,
+        "api_key": settings.temporal_api_key or profile.get("api_key"),
+        "tls": _tls(settings, profile.get("tls")),
+    }
+    if profile.get("rpc_metadata"):
+        options["rpc_metadata"] = profile["rpc_metadata"]
+    return options
+
+
+async def connect_temporal(
+    settings: Settings, *, interceptors: Sequence[Any] | None = None
+) -> Client:
+    """A client with Reverie's converter; `interceptors` replaces the configured ones."""
+    runtime = metrics_runtime(settings)
+    configure_tracing(settings)
+    return await Client.connect(
+        **temporal_connect_options(settings),
+        data_converter=data_converter(settings.payload_keys),
+        interceptors=list(temporal_interceptors() if interceptors is None else interceptors),
+        **({"runtime": runtime} if runtime is not None else {}),
+    )
 
 
 def database_url(settings: Settings) -> str:

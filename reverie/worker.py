@@ -15,6 +15,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -27,6 +28,8 @@ from reverie.activities.tool_run import ToolActivities
 from reverie.activities.tools import SandboxMode, SandboxUnavailableError, detect_sandbox
 from reverie.activities.webhook import WebhookActivities, start_dispatcher_if_needed
 from reverie.connections import connect_database, connect_temporal
+from reverie.observability import setup as observability_setup
+from reverie.observability.interceptor import MetricsInterceptor
 from reverie.settings import Settings, load_settings
 from reverie.store.pool import Pool
 from reverie.workflows.session import SEARCH_ATTRIBUTES, SessionWorkflow
@@ -120,7 +123,8 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
             grader.record_outcome,
             grader.settle_outcome_evaluation,
         ],
-        **{**worker_tuning(settings), **overrides},
+        # Activity durations, turns and webhook outcomes in the metrics (no-ops when off).
+        **{"interceptors": [MetricsInterceptor()], **worker_tuning(settings), **overrides},
     )
 
 
@@ -136,14 +140,20 @@ async def ensure_search_attributes(client: Client) -> None:
         if key.name not in listed.custom_attributes
     }
     if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
-        )
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+        except RPCError as error:
+            # Another process starting at the same time added them first: that is the goal.
+            if error.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
 
 
 async def run_worker(settings: Settings | None = None) -> None:
     """Run until SIGINT/SIGTERM; in-flight activities get a grace period, then Temporal retries."""
     settings = settings or load_settings()
+    observability_setup(settings)
     client = await connect_temporal(settings)
     await ensure_search_attributes(client)
     pool = await connect_database(settings)

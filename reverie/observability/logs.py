@@ -1,0 +1,81 @@
+"""Logs as one JSON object a line (REVERIE_LOG_FORMAT=json), each naming its session and thread
+when it has them: from the record's own `session_id`/`thread_id`, from `log_context`, or from
+the Temporal activity or workflow that logged it (a session's workflow id is its session id)."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+
+from reverie.settings import Settings
+
+_session: contextvars.ContextVar[str | None] = contextvars.ContextVar("session_id", default=None)
+_thread: contextvars.ContextVar[str | None] = contextvars.ContextVar("thread_id", default=None)
+
+
+@contextlib.contextmanager
+def log_context(session_id: str | None = None, thread_id: str | None = None) -> Iterator[None]:
+    """Name the session (and thread) every log line inside is about."""
+    tokens = [_session.set(session_id), _thread.set(thread_id)]
+    try:
+        yield
+    finally:
+        _thread.reset(tokens[1])
+        _session.reset(tokens[0])
+
+
+def _temporal_ids(record: logging.LogRecord) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key in ("temporal_activity", "temporal_workflow"):
+        details = getattr(record, key, None)
+        if isinstance(details, dict):
+            found["workflow_id"] = details.get("workflow_id")
+            kind = details.get("activity_type") or details.get("workflow_type")
+            if kind:
+                found["activity" if key == "temporal_activity" else "workflow"] = kind
+    return found
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_temporal_ids(record))
+        workflow_id = line.get("workflow_id")
+        session = getattr(record, "session_id", None) or _session.get()
+        if session is None and isinstance(workflow_id, str) and workflow_id.startswith("sesn_"):
+            session = workflow_id
+        thread = getattr(record, "thread_id", None) or _thread.get()
+        line["session_id"] = session
+        line["thread_id"] = thread
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"] = f"{span.trace_id:032x}"
+            line["span_id"] = f"{span.span_id:016x}"
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps({k: v for k, v in line.items() if v is not None}, default=str)
+
+
+def configure_logging(settings: Settings, *, level: int | None = None) -> None:
+    """JSON lines on stderr when asked; otherwise the process's own (text) logging stays."""
+    root = logging.getLogger()
+    if level is not None:
+        root.setLevel(level)
+    if settings.log_format != "json":
+        return
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())

@@ -1,0 +1,148 @@
+"""Prometheus metrics: the Temporal SDK's own and Reverie's, on one endpoint per process.
+
+The Temporal SDK's runtime serves Prometheus (REVERIE_METRICS_HOST:REVERIE_METRICS_PORT) and
+gives a meter for custom metrics; Reverie's go through that meter, so one scrape sees both.
+Any code records through `METRICS` (`METRICS.turn(...)`, `METRICS.tool(...)`, ...): no-ops until
+a process turns metrics on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from temporalio.common import MetricMeter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from reverie.settings import Settings
+
+Attributes = Mapping[str, str | int | float | bool]
+
+
+class ReverieMetrics:
+    """Reverie's own instruments, made on first use from whichever meter is bound."""
+
+    def __init__(self) -> None:
+        self._meter: MetricMeter = MetricMeter.noop
+        self._instruments: dict[str, Any] = {}
+
+    def bind(self, meter: MetricMeter) -> None:
+        self._meter = meter
+        self._instruments.clear()
+
+    def _counter(self, name: str, description: str, unit: str | None = None) -> Any:
+        found = self._instruments.get(name)
+        if found is None:
+            found = self._instruments[name] = self._meter.create_counter(name, description, unit)
+        return found
+
+    def _histogram(self, name: str, description: str) -> Any:
+        found = self._instruments.get(name)
+        if found is None:
+            found = self._instruments[name] = self._meter.create_histogram_float(
+                name, description, "s"
+            )
+        return found
+
+    def _gauge(self, name: str, description: str) -> Any:
+        found = self._instruments.get(name)
+        if found is None:
+            found = self._instruments[name] = self._meter.create_gauge(name, description)
+        return found
+
+    # ---- what other code calls ------------------------------------------------------------
+
+    def turn(self, stop_reason: str) -> None:
+        """A turn of a session ended (its model's last step answered without a tool use)."""
+        self._counter("reverie_turns", "Turns ended, by stop reason").add(
+            1, {"stop_reason": stop_reason}
+        )
+
+    def model_request(
+        self, model: str, *, ok: bool, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        """One request to the Messages API and the tokens it used."""
+        attributes = {"model": model}
+        self._counter("reverie_model_requests", "Model requests, by model and outcome").add(
+            1, {**attributes, "outcome": "ok" if ok else "error"}
+        )
+        if input_tokens:
+            self._counter("reverie_model_input_tokens", "Prompt tokens, by model").add(
+                input_tokens, attributes
+            )
+        if output_tokens:
+            self._counter("reverie_model_output_tokens", "Answer tokens, by model").add(
+                output_tokens, attributes
+            )
+
+    def tool(self, tool: str, seconds: float, *, is_error: bool) -> None:
+        self._histogram("reverie_tool_duration", "Tool runs, by tool").record(
+            seconds, {"tool": tool, "is_error": str(is_error).lower()}
+        )
+
+    @contextmanager
+    def tool_timer(self, tool: str) -> Iterator[dict[str, bool]]:
+        """Times a tool run; set `outcome["is_error"]` inside to label it."""
+        outcome = {"is_error": False}
+        started = time.monotonic()
+        try:
+            yield outcome
+        except BaseException:
+            outcome["is_error"] = True
+            raise
+        finally:
+            self.tool(tool, time.monotonic() - started, is_error=outcome["is_error"])
+
+    def webhook(self, *, delivered: int = 0, failed: int = 0, retrying: int = 0) -> None:
+        counter = self._counter("reverie_webhook_deliveries", "Webhook deliveries, by outcome")
+        for outcome, count in (("delivered", delivered), ("failed", failed), ("retry", retrying)):
+            if count:
+                counter.add(count, {"outcome": outcome})
+
+    def dream(self, seconds: float, *, ok: bool = True) -> None:
+        self._histogram("reverie_dream_duration", "Dream runs").record(
+            seconds, {"outcome": "ok" if ok else "error"}
+        )
+
+    def activity(self, name: str, seconds: float, *, ok: bool) -> None:
+        self._histogram("reverie_activity_duration", "Activity runs, by activity").record(
+            seconds, {"activity": name, "outcome": "ok" if ok else "error"}
+        )
+
+    def queue_depth(self, task_queue: str, kind: str, backlog: int) -> None:
+        self._gauge("reverie_task_queue_backlog", "Tasks waiting for a worker").set(
+            max(backlog, 0), {"task_queue": task_queue, "kind": kind}
+        )
+
+    def api_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self._histogram("reverie_api_request_duration", "HTTP API requests").record(
+            seconds, {"method": method, "route": route, "status": str(status)}
+        )
+
+
+METRICS = ReverieMetrics()
+_runtimes: dict[str, Runtime] = {}
+
+
+def metrics_address(settings: Settings) -> str | None:
+    if not settings.metrics_port:
+        return None
+    host = settings.metrics_host
+    return f"[{host}]:{settings.metrics_port}" if ":" in host else f"{host}:{settings.metrics_port}"
+
+
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """The process's Temporal runtime serving Prometheus, made once per address; None when
+    metrics are off. Reverie's own metrics are bound to its meter."""
+    address = metrics_address(settings)
+    if address is None:
+        return None
+    runtime = _runtimes.get(address)
+    if runtime is None:
+        prometheus = PrometheusConfig(bind_address=address, durations_as_seconds=True)
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+        _runtimes[address] = runtime
+        METRICS.bind(runtime.metric_meter)
+    return runtime
