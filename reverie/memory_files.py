@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,24 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLO
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 # Files being written by a sync are first made under this name, then renamed into place.
 TEMP_PREFIX = ".reverie-sync-"
+# Under the workspace root, beside the sessions' folders (a session id never starts with `.`):
+# `<root>/.memory/<session>/mounts/<slug>` (bound into the sandbox) and `.../state` (never).
+MEMORY_DIR = ".memory"
+
+
+def session_folder(workspaces: Path, session_id: str) -> Path:
+    """Where a session's memory mounts and their sync state live on the worker's host."""
+    if not session_id or session_id.startswith(".") or "/" in session_id:
+        raise ValueError(f"not a session id: {session_id!r}")
+    return workspaces / MEMORY_DIR / session_id
+
+
+def remove_session_folder(workspaces: Path, session_id: str) -> None:
+    """Remove a session's memory mounts once it can run no more tools (archived or deleted):
+    every change was written back after its tool run. Missing is fine; links inside are
+    removed, never followed (shutil.rmtree works from descriptors)."""
+    shutil.rmtree(session_folder(workspaces, session_id), ignore_errors=True)
+
 
 # (inode, size, mtime, ctime): a file whose signature is unchanged since a sync recorded it
 # was not written since (the kernel sets ctime on every change; nobody can set it back).

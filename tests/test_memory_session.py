@@ -508,3 +508,26 @@ async def test_worker_killed_between_a_tool_run_and_its_write_back(
         ("modified", "/count.md"),
     ]
     assert not any((mounted / session.id / "state" / "pending").iterdir())
+
+
+async def test_mount_folders_go_with_their_session(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    store = await store_with(reverie, "passing", {"/a.md": "a"})
+    session_id, events = await run_session(
+        reverie,
+        fake_model,
+        model_name,
+        [Reply.tool_use("write", {"file_path": "/mnt/memory/passing/b.md", "content": "b"})],
+        [{"type": "memory_store", "memory_store_id": store}],
+    )
+    assert [r.payload["is_error"] for r in results(events)] == [False]
+    folder = reverie.settings.workspaces / ".memory" / session_id
+    assert (folder / "mounts" / "passing" / "b.md").read_text() == "b"
+    await reverie.archive_session(session_id)
+    assert not folder.exists()
+    # Deleting removes whatever is left there too (a folder a late worker put back).
+    (folder / "mounts" / "passing").mkdir(parents=True)
+    await reverie.delete_session(session_id)
+    assert not folder.exists()
+    assert {m.path for m in await reverie.all_memories(store)} == {"/a.md", "/b.md"}

@@ -70,9 +70,7 @@ from reverie.store.pool import Connection, Pool
 
 log = logging.getLogger(__name__)
 
-# Under the workspace root, beside the sessions' folders (a session id never starts with `.`):
-# `<root>/.memory/<session>/mounts/<slug>` (bound into the sandbox) and `.../state` (never).
-MEMORY_DIR = ".memory"
+MEMORY_DIR = mf.MEMORY_DIR
 # Changes one transaction of a write-back carries.
 CHUNK = 200
 # Notes one tool result carries; more are counted.
@@ -165,7 +163,7 @@ class SessionMemory:
         self.session_id = session_id
         self.resources = resources
         self._heartbeat = heartbeat or (lambda: None)
-        self.base = settings.workspaces / MEMORY_DIR / session_id
+        self.base = mf.session_folder(settings.workspaces, session_id)
         self._actor = SessionActor(session_id=session_id).model_dump()
 
     @classmethod

@@ -21,6 +21,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from reverie import memory_files
 from reverie.connections import connect_database, connect_temporal, database_url
 from reverie.models.agents import MAX_VERSION, Agent, AgentCreate, AgentUpdate, check_supported
 from reverie.models.common import Page, PageRequest, new_id, patch_metadata
@@ -488,6 +489,9 @@ class ReverieClient(MemoryMethods, WebhookMethods):
             if error.status != RPCStatusCode.NOT_FOUND:
                 raise
         await sessions.delete(self.pool, session_id)
+        await asyncio.to_thread(
+            memory_files.remove_session_folder, self.settings.workspaces, session_id
+        )
 
     async def send_events(self, session_id: str, raw_events: Sequence[Any]) -> list[Event]:
         """Send 1 to 50 input events; answers each with its recorded form (id, processed_at)."""
@@ -581,6 +585,10 @@ class ReverieClient(MemoryMethods, WebhookMethods):
             await handle.execute_update(SessionWorkflow.archive)
         except WorkflowUpdateFailedError as error:
             raise InvalidRequestError(_cause_message(error)) from None
+        # Archived only when idle, so every tool run's write-back is done: the mounts go.
+        await asyncio.to_thread(
+            memory_files.remove_session_folder, self.settings.workspaces, session_id
+        )
         return await sessions.get(self.pool, session_id)
 
     async def outcome_verdicts(self, session_id: str, outcome_id: str) -> list[dict[str, Any]]:
