@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from reverie.models.sessions import SessionStatus, Usage
+from reverie.models.threads import RosterMember, ThreadEntry
 
 
 class Activity(StrEnum):
@@ -74,6 +75,8 @@ class InputRef(BaseModel):
     # `user.define_outcome`: the outcome's id (made by the client) and its iteration budget.
     outcome_id: str | None = None
     max_iterations: int | None = None
+    # `user.interrupt`: the thread it stops (none: every thread of the session).
+    session_thread_id: str | None = None
 
 
 class SendEventsInput(BaseModel):
@@ -111,8 +114,9 @@ class ActiveOutcome(BaseModel):
     last_result: str | None = None
 
 
-class CarriedState(BaseModel):
-    """What survives continue-as-new: small by construction."""
+class ThreadState(BaseModel):
+    """One thread's own state (the primary's or a subagent's): what its agent loop changes,
+    carried through continue-as-new by whichever workflow hosts the loop."""
 
     status: SessionStatus = "idle"
     queued: list[InputRef] = []
@@ -134,9 +138,19 @@ class CarriedState(BaseModel):
     # (patch `stop-reason-rules`) Set with `resume_inputs` when a turn continued as new right
     # after a `pause_turn` answer: the next step continues that answer as it is.
     resume_continues_answer: bool = False
+
+
+class CarriedState(ThreadState):
+    """What a session carries through continue-as-new: its primary thread's state, its outcome
+    and its subagent threads (ids and statuses). Small by construction."""
+
     # (patch `outcomes`) The outcome being worked toward, and the last one's final result.
     outcome: ActiveOutcome | None = None
     last_outcome: str | None = None
+    # (issue 18) A coordinator's subagent threads, and the replies it has taken in (the last
+    # few ids: a reply signalled twice is taken once).
+    threads: list[ThreadEntry] = []
+    replies_taken: list[str] = []
 
 
 class SessionOptions(BaseModel):
@@ -169,6 +183,8 @@ class SessionWorkflowInput(BaseModel):
     # (patch `created-running`) The session was created with messages and its creator recorded
     # the first turn's running status with them: the first run's first turn begins there.
     started_running: bool = False
+    # (issue 18) A coordinator's roster, resolved when the session was created.
+    roster: list[RosterMember] = []
 
 
 class NewEvent(BaseModel):
@@ -231,6 +247,10 @@ class ModelStepInput(BaseModel):
     continue_answer: bool = False
     # (patch `idle-with-answer`) Set when the turn may end with this step (see `IdleSpec`).
     idle: IdleSpec | None = None
+    # (issue 18) The coordinator's primary thread: offer the delegation tools of its roster.
+    delegates: bool = False
+    # (issue 18) A subagent thread's step: its usage counts for its session too.
+    parent_session_id: str | None = None
 
 
 class ToolUseRef(BaseModel):
@@ -238,7 +258,7 @@ class ToolUseRef(BaseModel):
 
     event_id: str
     name: str
-    kind: Literal["builtin", "custom"]
+    kind: Literal["builtin", "custom", "delegate"]
     # "deny": a tool the agent does not offer; its run records an error result at once.
     evaluated_permission: Literal["allow", "ask", "deny"] = "allow"
     # The tool use is the answer's last block: in an answer that stopped early (`max_tokens`,
@@ -254,6 +274,8 @@ class RunToolInput(BaseModel):
     tool_use_event_id: str
     # Made by the workflow: a run that is retried or reported as interrupted writes one result.
     result_event_id: str
+    # (issue 18) A subagent thread runs its tools in its session's workspace (and mounts).
+    workspace_session_id: str | None = None
 
 
 class ToolErrorInput(BaseModel):
