@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     temporal_namespace: str | None = Field(default=None, alias="TEMPORAL_NAMESPACE")
     # A Temporal envconfig profile (TOML); used when TEMPORAL_ADDRESS is not set.
     temporal_profile: str | None = Field(default=None, alias="TEMPORAL_PROFILE")
+    # (issue 21) The envconfig TOML file the profile is read from; unset: Temporal's default
+    # (~/.config/temporalio/temporal.toml).
+    temporal_config_file: Path | None = Field(default=None, alias="TEMPORAL_CONFIG_FILE")
     # (issue 21) Temporal Cloud or a TLS cluster: the same variables as Temporal's envconfig.
     # TLS is on when any of these is set (or TEMPORAL_TLS=true); TEMPORAL_TLS=false forces it off.
     temporal_api_key: str | None = Field(default=None, alias="TEMPORAL_API_KEY", repr=False)
