@@ -7,7 +7,6 @@ import pytest
 from reverie.models.errors import (
     InvalidRequestError,
     NotFoundError,
-    NotSupportedError,
     VersionConflictError,
 )
 from reverie.starter.client import ReverieClient
@@ -69,7 +68,7 @@ async def test_invalid_agents_are_refused(reverie: ReverieClient) -> None:
         )
     with pytest.raises(InvalidRequestError, match="Extra inputs"):
         await reverie.create_agent({"name": "x", "model": "m", "sytem": "typo"})
-    with pytest.raises(NotSupportedError, match="multiagent"):
+    with pytest.raises(InvalidRequestError, match="multiagent"):
         await reverie.create_agent(
             {"name": "x", "model": "m", "multiagent": {"type": "coordinator", "agents": []}}
         )

@@ -412,4 +412,20 @@ def check_supported(config: AgentConfig) -> None:
     if config.skills:
         raise NotSupportedError("skills are not supported yet")
     if config.multiagent:
-        raise NotSupportedError("multiagent (coordinator) agents are not supported yet")
+        from reverie.models.errors import InvalidRequestError
+        from reverie.models.threads import DELEGATION_TOOLS, parse_multiagent
+
+        try:
+            parse_multiagent(config.multiagent)
+        except NotImplementedError as error:
+            raise NotSupportedError(str(error)) from None
+        except ValueError as error:
+            raise InvalidRequestError(f"multiagent: {error}") from None
+        clashing = {t.name for t in config.tools if isinstance(t, CustomTool)} & set(
+            DELEGATION_TOOLS
+        )
+        if clashing:
+            raise InvalidRequestError(
+                f"a coordinator's custom tools may not take the delegation tools' names: "
+                f"{sorted(clashing)}"
+            )

@@ -60,10 +60,12 @@ from reverie.models.workflow_io import (
     SessionOptions,
     SessionWorkflowInput,
 )
+from reverie.service import threads as thread_service
 from reverie.service.memory import MemoryMethods, resolve_session_resources
 from reverie.service.validation import check_id as _check_id
 from reverie.service.validation import invalid as _invalid
 from reverie.service.validation import parse as _parse
+from reverie.service.threads import ThreadMethods
 from reverie.service.webhooks import WebhookMethods
 from reverie.settings import Settings, load_settings
 from reverie.store import agents, environments, events, sessions
@@ -155,6 +157,7 @@ def _ref(event_id: str, event: InputEvent, payload: dict[str, Any]) -> InputRef:
         tool_use_id=getattr(event, "tool_use_id", None),
         custom_tool_use_id=getattr(event, "custom_tool_use_id", None),
         result=getattr(event, "result", None),
+        session_thread_id=getattr(event, "session_thread_id", None),
         outcome_id=payload.get("outcome_id"),
         max_iterations=payload.get("max_iterations")
         if event.type == "user.define_outcome"
@@ -173,7 +176,7 @@ _TRANSIENT_RPC = {
 }
 
 
-class ReverieClient(MemoryMethods, WebhookMethods):
+class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods):
     """One Temporal client, one database pool and one event feed (a LISTEN connection, opened
     on first use); cheap to share, close it when done."""
 
@@ -205,7 +208,7 @@ class ReverieClient(MemoryMethods, WebhookMethods):
     async def create_agent(self, params: AgentCreate | dict[str, Any]) -> Agent:
         params = _parse(AgentCreate, params)
         check_supported(params)
-        return await agents.create(self.pool, params)
+        return await thread_service.create_agent(self.pool, params)
 
     async def update_agent(self, agent_id: str, params: AgentUpdate | dict[str, Any]) -> Agent:
         params = _parse(AgentUpdate, params)
@@ -214,6 +217,7 @@ class ReverieClient(MemoryMethods, WebhookMethods):
             check_supported(params.apply_to(current))
         except ValidationError as error:
             raise _invalid(error) from None
+        params = await thread_service.pin_roster(self.pool, params, current)
         return await agents.update(self.pool, agent_id, params)
 
     async def get_agent(self, agent_id: str, version: int | None = None) -> Agent:
@@ -353,6 +357,7 @@ class ReverieClient(MemoryMethods, WebhookMethods):
                 CarriedState(queued=refs, status="running" if running else "idle") if refs else None
             ),
             started_running=running,
+            roster=await thread_service.session_roster(self.pool, agent),
         )
         _check_temporal_size(start, "the session's start")
         now = datetime.now(UTC)

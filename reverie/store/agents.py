@@ -33,8 +33,10 @@ FROM agents a JOIN agent_versions v ON v.agent_id = a.id
 """
 
 
-async def create(pool: Pool, params: AgentCreate) -> Agent:
-    agent_id = new_id("agent")
+async def create(pool: Pool, params: AgentCreate, agent_id: str | None = None) -> Agent:
+    """`agent_id`: made by the caller when the configuration names the agent itself (a
+    coordinator's roster entry `self`)."""
+    agent_id = agent_id or new_id("agent")
     config = AgentConfig.model_validate(params.model_dump()).model_dump(mode="json")
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("INSERT INTO agents (id, version) VALUES ($1, 1)", agent_id)

@@ -27,6 +27,7 @@ SESSION_TABLES = (
     "outcomes",
     "memory_mount_files",
     "memory_mounts",
+    "thread_delegations",
 )
 
 
@@ -113,7 +114,7 @@ FROM sessions """
 
 async def get(conn: Pool | Connection, session_id: str, agent: Agent | None = None) -> Session:
     """`agent`: the session's agent version when the caller has it (not read again)."""
-    row = await conn.fetchrow(_SELECT + "WHERE id = $1", session_id)
+    row = await conn.fetchrow(_SELECT + "WHERE id = $1 AND parent_session_id IS NULL", session_id)
     if row is None:
         raise NotFoundError(f"no session with id {session_id!r}")
     if agent is not None and (agent.id, agent.version) != (row["agent_id"], row["agent_version"]):
@@ -151,7 +152,7 @@ async def list_sessions(
     direction, beyond = ("ASC", ">") if ascending else ("DESC", "<")
     rows = await pool.fetch(
         _SELECT
-        + f"""WHERE ($1::boolean OR archived_at IS NULL)
+        + f"""WHERE ($1::boolean OR archived_at IS NULL) AND parent_session_id IS NULL
           AND ($2::text IS NULL OR agent_id = $2)
           AND ($3::timestamptz IS NULL OR (created_at, id) {beyond} ($3, $4))
           AND ($6::integer IS NULL OR agent_version = $6)
@@ -221,8 +222,14 @@ async def delete(pool: Pool, session_id: str) -> None:
     """Remove a session and everything recorded for it, for good."""
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id):
+            # Its subagent threads (issue 18) first: rows of their own, then the rows.
+            children = "SELECT id FROM sessions WHERE parent_session_id = $1"
             for table in SESSION_TABLES:
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE session_id IN ({children})", session_id
+                )
                 await conn.execute(f"DELETE FROM {table} WHERE session_id = $1", session_id)
+            await conn.execute("DELETE FROM sessions WHERE parent_session_id = $1", session_id)
             await conn.execute("DELETE FROM sessions WHERE id = $1", session_id)
             await webhooks.record(conn, "session.deleted", session_id)
         else:
