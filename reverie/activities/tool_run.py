@@ -98,13 +98,17 @@ class ToolActivities:
         memory: SessionMemory | None = None
         if name not in ("web_fetch", "web_search"):  # the tools that see the mounts
             memory = await SessionMemory.load(
-                self._pool, self._settings, params.session_id, activity.heartbeat
+                self._pool,
+                self._settings,
+                params.workspace_session_id or params.session_id,
+                activity.heartbeat,
             )
         if memory is not None:
             await memory.prepare()
         workspace = Workspace.for_session(
             self._settings.workspaces,
-            params.session_id,
+            # A subagent thread works in its session's workspace (issue 18).
+            params.workspace_session_id or params.session_id,
             memory.mounts() if memory else None,
             hidden=self._hidden(),
         )
