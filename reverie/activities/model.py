@@ -31,6 +31,7 @@ import anthropic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from reverie.activities.delegation import roster_tools
 from reverie.activities.events import refusals_are_final
 from reverie.activities.memory import mount_note
 from reverie.activities.model_facts import (
@@ -253,6 +254,9 @@ class ModelActivities:
         start_id = derived_id("sevt", params.step_id, "start")
         await self._open(params, start_id)
         request = await self._request(params.session_id, agent, params.continue_answer)
+        if params.delegates:  # a coordinator's primary thread (issue 18)
+            delegation = await roster_tools(agent, self._agent)
+            request["tools"] = [*request.get("tools", []), *delegation]
         try:
             message = await self._call_with_heartbeats(request)
         except asyncio.CancelledError:
@@ -508,7 +512,7 @@ class ModelActivities:
         for index, block in enumerate(content):
             if block["type"] != "tool_use":
                 continue
-            kind, permission, policy = handling(agent, block["name"])
+            kind, permission, policy = handling(agent, block["name"], params.delegates)
             event_id = derived_id("sevt", params.step_id, "tool_use", block["id"])
             # The transcript names each tool use by its event id: results then refer to the
             # event (as the API's `tool_use_id` does) and the model sees a matching pair.
@@ -572,6 +576,8 @@ class ModelActivities:
                 await sessions.set_status(conn, params.session_id, "idle", turns=params.idle.turns)
             await events.append(conn, params.session_id, rows)
             await sessions.add_usage(conn, params.session_id, usage)
+            if params.parent_session_id:  # a subagent thread's usage is its session's too
+                await sessions.add_usage(conn, params.parent_session_id, usage)
         return result
 
     @staticmethod

@@ -6,8 +6,9 @@ from functools import cache
 from typing import Any, Literal, NamedTuple
 
 from reverie.models.agents import Agent, AgentToolset, CustomTool
+from reverie.models.threads import DELEGATION_TOOLS
 
-ToolKind = Literal["builtin", "custom"]
+ToolKind = Literal["builtin", "custom", "delegate"]
 Permission = Literal["allow", "ask", "deny"]
 
 WEB_FETCH = {
@@ -109,8 +110,11 @@ class Handling(NamedTuple):
     policy: str | None
 
 
-def handling(agent: Agent, name: str) -> Handling:
-    """Custom tools go to the client; built-ins run at once or wait for a confirmation."""
+def handling(agent: Agent, name: str, delegates: bool = False) -> Handling:
+    """Custom tools go to the client; built-ins run at once or wait for a confirmation; a
+    coordinator's delegation tools (`delegates`: its primary thread only) are the workflow's."""
+    if delegates and name in DELEGATION_TOOLS:
+        return Handling("delegate", "allow", None)
     if any(isinstance(t, CustomTool) and t.name == name for t in agent.tools):
         return Handling("custom", "allow", None)
     enabled, policy = _builtin(agent, name)

@@ -27,6 +27,15 @@ def _block(event: Event) -> list[dict[str, Any]]:
     data = event.payload
     if event.type == "user.message":
         return list(data["content"])
+    if event.type == "agent.thread_message_received":
+        # Between a coordinator and its subagent threads (issue 18): said who it comes from.
+        sender = data.get("from_agent_name")
+        head = (
+            f"[Reply from agent {sender!r}, thread {data.get('from_session_thread_id')}]"
+            if sender
+            else "[Message from the coordinator]"
+        )
+        return [{"type": "text", "text": head}, *data["content"]]
     if event.type in OUTCOME_INPUT_TYPES:
         # The outcome the agent works toward, and the grader's feedback on each pass.
         return outcome_blocks(event)
@@ -46,7 +55,7 @@ def _block(event: Event) -> list[dict[str, Any]]:
 def user_rows(inputs: list[Event]) -> list[tuple[str, list[dict[str, Any]]]]:
     """The transcript rows of one user turn, one per input event: tool results first (the API
     requires them to lead the message), then messages, each group in the order given."""
-    texts = ("user.message", *OUTCOME_INPUT_TYPES)
+    texts = ("user.message", "agent.thread_message_received", *OUTCOME_INPUT_TYPES)
     results = [e for e in inputs if e.type not in texts]
     messages = [e for e in inputs if e.type in texts]
     return [(e.id, _block(e)) for e in results + messages if _block(e)]

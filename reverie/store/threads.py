@@ -26,11 +26,12 @@ async def create(
     agent_version: int,
     agent_name: str,
 ) -> bool:
-    """The thread's row (its parent's environment and resources); False if it exists."""
+    """The thread's row, in its parent's environment; False if it exists. Resources (memory
+    mounts) stay the parent's: the thread's tools run in the parent's workspace."""
     created = await conn.fetchval(
-        """INSERT INTO sessions (id, agent_id, agent_version, environment_id, resources,
+        """INSERT INTO sessions (id, agent_id, agent_version, environment_id,
                                  parent_session_id, agent_name, status, running_since)
-           SELECT $1, $3, $4, environment_id, resources, $2, $5, 'running', now()
+           SELECT $1, $3, $4, environment_id, $2, $5, 'running', now()
            FROM sessions WHERE id = $2
            ON CONFLICT (id) DO NOTHING RETURNING true""",
         thread_id,

@@ -1,0 +1,394 @@
+"""Delegation activities (issue 18): a coordinator's delegation tool uses are checked and
+recorded here (the thread's row, its task, the announcements and the tool's result, in one
+transaction), a thread's status changes are recorded on its own log and cross-posted to the
+primary thread, and a thread's reply reaches the primary thread as
+`agent.thread_message_received`.
+
+Everything the model wrote is untrusted: the agent it names must be on the roster, a thread id
+must be one of this session's threads (never another session's), a task has a bounded size.
+Every id is made by the workflow, so a retried activity writes nothing twice and answers the
+same (a decision is kept in `thread_delegations`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio import activity
+
+from reverie.activities.events import refusals_are_final
+from reverie.models.threads import (
+    MAX_TASK_CHARS,
+    MAX_THREADS_PER_SESSION,
+    MESSAGE_THREAD,
+    START_THREAD,
+    WAIT_FOR_THREADS,
+    Delegation,
+    DelegationInput,
+    RosterMember,
+    ThreadReplyInput,
+    ThreadStatusInput,
+    WaitResultInput,
+    delegation_tools,
+)
+from reverie.store import events, sessions
+from reverie.store import threads as thread_store
+from reverie.store.pool import Connection, Pool
+
+DELEGATE = "delegate"
+RECORD_WAIT_RESULT = "record_wait_result"
+RECORD_THREAD_STATUS = "record_thread_status"
+REPORT_THREAD_REPLY = "report_thread_reply"
+# What of a reply the coordinator sees at most: the rest stays in the thread's own log.
+MAX_REPLY_CHARS = 50_000
+
+
+def _text(value: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": value}]
+
+
+class _Refused(Exception):
+    """A delegation the coordinator's model asked for that cannot be done: its error result."""
+
+
+def _task(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Refused(f"{field} must be a non-empty string")
+    if len(value) > MAX_TASK_CHARS:
+        raise _Refused(f"{field} has {len(value):,} characters; at most {MAX_TASK_CHARS:,} allowed")
+    return value
+
+
+class DelegationActivities:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    @activity.defn(name=DELEGATE)
+    async def delegate(self, params: DelegationInput) -> Delegation:
+        """Check one delegation tool use and record what it does (idempotent)."""
+        with refusals_are_final(f"record delegation {params.tool_use_event_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                done = await conn.fetchval(
+                    "SELECT decision FROM thread_delegations WHERE result_event_id = $1",
+                    params.result_event_id,
+                )
+                if done is not None:
+                    return Delegation.model_validate(done)
+                found = await events.get_many(conn, [params.tool_use_event_id])
+                use = found[0].payload if found else {}
+                try:
+                    decision = await self._decide(conn, params, use)
+                except _Refused as refused:
+                    decision = Delegation(action="error", error=str(refused))
+                    await self._result(conn, params, str(refused), is_error=True)
+                await conn.execute(
+                    "INSERT INTO thread_delegations (result_event_id, session_id, decision)"
+                    " VALUES ($1, $2, $3)",
+                    params.result_event_id,
+                    params.session_id,
+                    decision.model_dump(mode="json"),
+                )
+                return decision
+
+    async def _decide(
+        self, conn: Connection, params: DelegationInput, use: dict[str, Any]
+    ) -> Delegation:
+        name = use.get("name")
+        tool_input = use.get("input")
+        if not isinstance(tool_input, dict):
+            raise _Refused("the tool's input must be an object")
+        if name == START_THREAD:
+            return await self._start(conn, params, tool_input)
+        if name == MESSAGE_THREAD:
+            return await self._message(conn, params, tool_input)
+        if name == WAIT_FOR_THREADS:
+            return self._wait(params, tool_input)
+        raise _Refused(f"unknown delegation tool {name!r}")
+
+    async def _start(
+        self, conn: Connection, params: DelegationInput, tool_input: dict[str, Any]
+    ) -> Delegation:
+        agent_name = tool_input.get("agent")
+        member = next((m for m in params.roster if m.name == agent_name), None)
+        if member is None:
+            names = ", ".join(repr(m.name) for m in params.roster)
+            shown = agent_name if isinstance(agent_name, str) and len(agent_name) < 200 else "?"
+            raise _Refused(f"no agent {shown!r} on the roster; choose one of {names}")
+        task = _task(tool_input.get("task"), "task")
+        if params.running >= params.max_running:
+            raise _Refused(
+                f"{params.running} threads are running already and at most "
+                f"{params.max_running} may run at once: wait for some to finish "
+                f"({WAIT_FOR_THREADS}), then start more"
+            )
+        if len(params.threads) >= MAX_THREADS_PER_SESSION:
+            raise _Refused(
+                f"this session has {len(params.threads)} threads, the most it may have; "
+                f"send follow-ups to existing threads ({MESSAGE_THREAD}) instead"
+            )
+        thread_id = params.new_thread_id
+        await thread_store.create(
+            conn,
+            thread_id,
+            params.session_id,
+            agent_id=member.agent_id,
+            agent_version=member.agent_version,
+            agent_name=member.name,
+        )
+        now = datetime.now(UTC)
+        content = _text(task)
+        await events.append(
+            conn,
+            thread_id,
+            [
+                (
+                    params.message_event_id,
+                    "agent.thread_message_received",
+                    {"from_session_thread_id": params.primary_thread_id, "content": content},
+                    now,
+                )
+            ],
+        )
+        await events.append(
+            conn,
+            params.session_id,
+            [
+                (
+                    params.created_event_id,
+                    "session.thread_created",
+                    {"session_thread_id": thread_id, "agent_name": member.name},
+                    now,
+                ),
+                (
+                    params.sent_event_id,
+                    "agent.thread_message_sent",
+                    {
+                        "to_session_thread_id": thread_id,
+                        "to_agent_name": member.name,
+                        "content": content,
+                    },
+                    now,
+                ),
+            ],
+        )
+        await self._result(
+            conn,
+            params,
+            f"Started thread {thread_id} running agent {member.name!r}. Its reply reaches you "
+            f"when its turn ends; call {WAIT_FOR_THREADS} to wait for it.",
+        )
+        return Delegation(
+            action="start",
+            thread_id=thread_id,
+            agent_name=member.name,
+            agent_id=member.agent_id,
+            agent_version=member.agent_version,
+            message_event_id=params.message_event_id,
+        )
+
+    async def _message(
+        self, conn: Connection, params: DelegationInput, tool_input: dict[str, Any]
+    ) -> Delegation:
+        thread_id = tool_input.get("thread_id")
+        entry = next((t for t in params.threads if t.thread_id == thread_id), None)
+        if entry is None:
+            # Only this session's threads, as the workflow knows them: an id of another
+            # session's thread (or any other string) is unknown here.
+            shown = thread_id if isinstance(thread_id, str) and len(thread_id) < 200 else "?"
+            raise _Refused(f"this session has no thread {shown!r}")
+        if entry.status == "terminated":
+            raise _Refused(f"thread {entry.thread_id} is terminated; it takes no messages")
+        message = _task(tool_input.get("message"), "message")
+        if entry.status != "running" and params.running >= params.max_running:
+            raise _Refused(
+                f"{params.running} threads are running already and at most "
+                f"{params.max_running} may run at once: wait for some to finish first"
+            )
+        now = datetime.now(UTC)
+        content = _text(message)
+        await events.append(
+            conn,
+            entry.thread_id,
+            [
+                (
+                    params.message_event_id,
+                    "agent.thread_message_received",
+                    {"from_session_thread_id": params.primary_thread_id, "content": content},
+                    now,
+                )
+            ],
+        )
+        await events.append(
+            conn,
+            params.session_id,
+            [
+                (
+                    params.sent_event_id,
+                    "agent.thread_message_sent",
+                    {
+                        "to_session_thread_id": entry.thread_id,
+                        "to_agent_name": entry.agent_name,
+                        "content": content,
+                    },
+                    now,
+                )
+            ],
+        )
+        await self._result(
+            conn, params, f"Sent the message to thread {entry.thread_id} ({entry.agent_name})."
+        )
+        return Delegation(
+            action="message",
+            thread_id=entry.thread_id,
+            agent_name=entry.agent_name,
+            message_event_id=params.message_event_id,
+        )
+
+    def _wait(self, params: DelegationInput, tool_input: dict[str, Any]) -> Delegation:
+        named = tool_input.get("thread_ids")
+        known = {t.thread_id for t in params.threads}
+        if named is None or named == []:
+            return Delegation(
+                action="wait",
+                wait_for=[t.thread_id for t in params.threads if t.status == "running"],
+            )
+        if not isinstance(named, list) or not all(isinstance(i, str) for i in named):
+            raise _Refused("thread_ids must be a list of thread ids")
+        unknown = [i for i in named if i not in known]
+        if unknown:
+            raise _Refused(f"this session has no threads {[i[:100] for i in unknown[:10]]}")
+        return Delegation(action="wait", wait_for=list(dict.fromkeys(named)))
+
+    async def _result(
+        self, conn: Connection, params: DelegationInput, text: str, *, is_error: bool = False
+    ) -> None:
+        await events.append(
+            conn,
+            params.session_id,
+            [
+                (
+                    params.result_event_id,
+                    "agent.tool_result",
+                    {
+                        "tool_use_id": params.tool_use_event_id,
+                        "content": _text(text),
+                        "is_error": is_error,
+                    },
+                    datetime.now(UTC),
+                )
+            ],
+        )
+
+    @activity.defn(name=RECORD_WAIT_RESULT)
+    async def record_wait_result(self, params: WaitResultInput) -> None:
+        if params.interrupted:
+            text = "The wait was interrupted."
+        elif not params.replied and not params.still_running:
+            text = "No thread was running: there is nothing to wait for."
+        else:
+            text = f"Threads {params.replied} ended their turn; their replies follow."
+            if params.still_running:
+                text += f" Still running: {params.still_running}."
+        with refusals_are_final(f"record the result of {params.tool_use_event_id}"):
+            await events.append(
+                self._pool,
+                params.session_id,
+                [
+                    (
+                        params.result_event_id,
+                        "agent.tool_result",
+                        {
+                            "tool_use_id": params.tool_use_event_id,
+                            "content": _text(text),
+                            "is_error": params.interrupted,
+                        },
+                        datetime.now(UTC),
+                    )
+                ],
+            )
+
+    @activity.defn(name=RECORD_THREAD_STATUS)
+    async def record_thread_status(self, params: ThreadStatusInput) -> None:
+        """A thread's status: its row and its own log, and a copy on the primary thread."""
+        now = datetime.now(UTC)
+        body = {
+            "session_thread_id": params.thread_id,
+            "agent_name": params.agent_name,
+            **params.payload,
+        }
+        with refusals_are_final(f"record {params.event_type} of thread {params.thread_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await events.append(
+                    conn, params.thread_id, [(params.event_id, params.event_type, body, now)]
+                )
+                await sessions.set_status(
+                    conn,
+                    params.thread_id,
+                    params.status,
+                    turns=params.turns,
+                )
+                await events.append(
+                    conn, params.session_id, [(params.cross_id, params.event_type, body, now)]
+                )
+
+    @activity.defn(name=REPORT_THREAD_REPLY)
+    async def report_thread_reply(self, params: ThreadReplyInput) -> None:
+        """The thread's last answer of its turn, to the primary thread (once: the id is made by
+        the thread's workflow)."""
+        with refusals_are_final(f"report the reply of thread {params.thread_id}"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                after = 0
+                if params.since_event_id:
+                    after = await events.position_of(conn, params.thread_id, params.since_event_id)
+                    after = after or 0
+                text = await conn.fetchval(
+                    """SELECT string_agg(b ->> 'text', E'\\n') FROM (
+                         SELECT payload FROM events
+                         WHERE session_id = $1 AND position > $2 AND type = 'agent.message'
+                         ORDER BY position DESC LIMIT 1) m,
+                       jsonb_array_elements(m.payload -> 'content') b""",
+                    params.thread_id,
+                    after,
+                )
+                if params.error is not None:
+                    text = (
+                        f"{text}\n\n" if text else ""
+                    ) + f"[The thread's turn ended with an error: {params.error.get('message')}]"
+                if not text:
+                    text = "[The thread ended its turn without a message.]"
+                if len(text) > MAX_REPLY_CHARS:
+                    text = text[:MAX_REPLY_CHARS] + (
+                        f"\n[... cut at {MAX_REPLY_CHARS:,} characters; the whole reply is in "
+                        f"thread {params.thread_id}'s events]"
+                    )
+                await events.append(
+                    conn,
+                    params.session_id,
+                    [
+                        (
+                            params.event_id,
+                            "agent.thread_message_received",
+                            {
+                                "from_session_thread_id": params.thread_id,
+                                "from_agent_name": params.agent_name,
+                                "content": _text(text),
+                            },
+                            datetime.now(UTC),
+                        )
+                    ],
+                )
+
+
+async def roster_tools(
+    agent: Any, get_agent: Callable[[str, int], Awaitable[Any]]
+) -> list[dict[str, Any]]:
+    """The delegation tools of a coordinator's model, from its pinned roster."""
+    roster = []
+    for entry in (agent.multiagent or {}).get("agents") or []:
+        member = await get_agent(entry["id"], entry["version"])
+        roster.append(
+            RosterMember(name=member.name, agent_id=member.id, agent_version=member.version)
+        )
+    return delegation_tools(roster) if roster else []
