@@ -45,3 +45,7 @@ IDLE_WITH_ANSWER = "idle-with-answer"
 # A session created with messages starts with its first turn's running status recorded by its
 # creator (with the messages, in one transaction): the first turn records none (issue 15).
 CREATED_RUNNING = "created-running"
+# Multi-agent orchestration (issue 18): a coordinator's delegation tool uses start subagent
+# threads (child workflows), message and wait for them. Only coordinator sessions take these
+# commands; older histories never reach them.
+MULTIAGENT = "multiagent"
