@@ -60,6 +60,13 @@ async def api_command(client: ReverieClient, args: argparse.Namespace) -> None:
     """Serve the API until Ctrl-C or SIGTERM; several may run behind a load balancer."""
     settings: Settings = client.settings
     host = args.host or settings.api_host
+    from reverie.observability import setup as observability_setup
+    from reverie.worker import ensure_search_attributes
+
+    observability_setup(settings)
+    # Whichever process of a new cluster starts first registers them (issue 21): an API
+    # process may start sessions before any worker ran.
+    await ensure_search_attributes(client.temporal)
     port = settings.api_port if args.port is None else args.port
     runner, base_url = await serve_api(client, host, port)
     stop = asyncio.Event()
