@@ -62,10 +62,10 @@ from reverie.models.workflow_io import (
 )
 from reverie.service import threads as thread_service
 from reverie.service.memory import MemoryMethods, resolve_session_resources
+from reverie.service.threads import ThreadMethods
 from reverie.service.validation import check_id as _check_id
 from reverie.service.validation import invalid as _invalid
 from reverie.service.validation import parse as _parse
-from reverie.service.threads import ThreadMethods
 from reverie.service.webhooks import WebhookMethods
 from reverie.settings import Settings, load_settings
 from reverie.store import agents, environments, events, sessions
