@@ -20,6 +20,8 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from reverie.activities.compaction import CompactionActivities
+from reverie.activities.delegation import DelegationActivities
+from reverie.activities.dream import DreamActivities
 from reverie.activities.events import EventActivities
 from reverie.activities.grader import GraderActivities
 from reverie.activities.model import ModelActivities, model_client
@@ -32,7 +34,10 @@ from reverie.observability import setup as observability_setup
 from reverie.observability.interceptor import MetricsInterceptor
 from reverie.settings import Settings, load_settings
 from reverie.store.pool import Pool
+from reverie.workflows.dream import DreamWorkflow
+from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from reverie.workflows.session import SEARCH_ATTRIBUTES, SessionWorkflow
+from reverie.workflows.thread import ThreadWorkflow
 from reverie.workflows.webhooks import WORKFLOWS as WEBHOOK_WORKFLOWS
 
 log = logging.getLogger("reverie.worker")
@@ -102,11 +107,13 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
     model = ModelActivities(pool, settings, messages, catalog)
     compaction = CompactionActivities(pool, settings, messages, catalog)
     tools = ToolActivities(pool, settings, sandbox_for(settings))
+    delegation = DelegationActivities(pool)  # multi-agent threads (issue 18)
     grader = GraderActivities(pool, settings, messages)
+    dreams = DreamActivities(pool, settings, messages)  # dreaming (issue 20)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SessionWorkflow, *WEBHOOK_WORKFLOWS],
+        workflows=[SessionWorkflow, ThreadWorkflow, *WEBHOOK_WORKFLOWS, DreamWorkflow, ScheduledDreamWorkflow],
         activities=[
             hooks.dispatch,
             hooks.deliver_due,
@@ -119,9 +126,19 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
             compaction.compact_transcript,
             tools.run_tool,
             tools.record_tool_error,
+            delegation.delegate,
+            delegation.record_wait_result,
+            delegation.record_thread_status,
+            delegation.report_thread_reply,
             grader.grade_outcome,
             grader.record_outcome,
             grader.settle_outcome_evaluation,
+            dreams.dream_start,
+            dreams.dream_extract,
+            dreams.dream_plan,
+            dreams.dream_consolidate,
+            dreams.dream_finish,
+            dreams.dream_schedule_pick,
         ],
         # Activity durations, turns and webhook outcomes in the metrics (no-ops when off).
         **{"interceptors": [MetricsInterceptor()], **worker_tuning(settings), **overrides},

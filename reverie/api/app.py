@@ -16,6 +16,7 @@ from aiohttp import web
 
 from reverie.api import (
     agents,
+    dreams,
     environments,
     events,
     memory,
@@ -73,7 +74,7 @@ def build_app(
     app[state.MAX_BODY_BYTES] = max_body_bytes
     app[state.KEEPALIVE_SECONDS] = keepalive_seconds
     app.on_response_prepare.append(_add_request_id)
-    for module in (agents, environments, sessions, events, memory, webhooks):
+    for module in (agents, environments, sessions, events, memory, webhooks, dreams):
         app.router.add_routes(module.routes)
     unsupported.add_routes(app)
     app.router.add_get("/healthz", healthz)

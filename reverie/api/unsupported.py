@@ -11,7 +11,6 @@ from reverie.api.errors import error_response
 NOT_BUILT: tuple[tuple[str, str], ...] = (
     ("/v1/sessions/{session_id}/threads", "session threads (multi-agent orchestration)"),
     ("/v1/environments/{environment_id}/work", "self-hosted environment work"),
-    ("/v1/dreams", "dreams"),
     ("/v1/vaults", "vaults"),
     ("/v1/skills", "skills"),
     ("/v1/files", "files"),

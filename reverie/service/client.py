@@ -61,6 +61,7 @@ from reverie.models.workflow_io import (
     SessionWorkflowInput,
 )
 from reverie.service import threads as thread_service
+from reverie.service.dreams import DreamMethods
 from reverie.service.memory import MemoryMethods, resolve_session_resources
 from reverie.service.threads import ThreadMethods
 from reverie.service.validation import check_id as _check_id
@@ -176,7 +177,7 @@ _TRANSIENT_RPC = {
 }
 
 
-class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods):
+class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
     """One Temporal client, one database pool and one event feed (a LISTEN connection, opened
     on first use); cheap to share, close it when done."""
 

@@ -172,6 +172,9 @@ async def delete_store(pool: Pool, store_id: str) -> None:
         )
         if not found:
             raise NotFoundError(f"no memory store with id {store_id!r}")
+        from reverie.store.dreams import guard_store_delete  # (it imports this module)
+
+        await guard_store_delete(conn, store_id)  # not the output of a running dream
         await conn.execute("DELETE FROM memory_versions WHERE memory_store_id = $1", store_id)
         await conn.execute("DELETE FROM memories WHERE memory_store_id = $1", store_id)
         await conn.execute("DELETE FROM memory_stores WHERE id = $1", store_id)
