@@ -15,7 +15,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,17 +93,41 @@ class Scan:
     complete: bool = True
 
 
-def walk(root: Path, max_entries: int) -> Scan:
-    """Every regular file below `root`, never following a link; at most `max_entries`
-    entries are looked at."""
+def walk(
+    root: Path,
+    max_entries: int,
+    *,
+    under: str = "",
+    on_dir: Callable[[int, str], None] | None = None,
+) -> Scan:
+    """Every regular file below `root` (or below its folder `under`, reached without following
+    a link), never following a link; at most `max_entries` entries are looked at. `on_dir`
+    is called with each folder's descriptor and relative path ("" or ending in "/") before
+    the folder is listed (a watch set there then sees whatever changes after the listing)."""
     scan = Scan()
     seen = 0
-    top = os.open(root, _DIR)
-    stack: list[tuple[int, str, int]] = [(top, "", 0)]
+    if under:
+        try:
+            with _parent(root, under + "/x") as (fd, _):
+                top = os.dup(fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return scan  # gone meanwhile: nothing there
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            scan.skipped[under + "/"] = "a symbolic link is on its path"
+            return scan
+        prefix0 = under + "/"
+    else:
+        top = os.open(root, _DIR)
+        prefix0 = ""
+    stack: list[tuple[int, str, int]] = [(top, prefix0, prefix0.count("/"))]
     try:
         while stack:
             fd, prefix, depth = stack.pop()
             try:
+                if on_dir is not None:
+                    on_dir(fd, prefix)
                 with os.scandir(fd) as entries:
                     for entry in entries:
                         seen += 1
@@ -147,6 +171,29 @@ def walk(root: Path, max_entries: int) -> Scan:
             with contextlib.suppress(OSError):
                 os.close(fd)
     return scan
+
+
+def walk_folders(root: Path, on_dir: Callable[[int, str], None]) -> None:
+    """Call `on_dir` for every folder below `root` (and itself), never following a link, with
+    no look at the files (a fresh mount of a sync's own making)."""
+    stack: list[tuple[int, str]] = [(os.open(root, _DIR), "")]
+    try:
+        while stack:
+            fd, prefix = stack.pop()
+            try:
+                on_dir(fd, prefix)
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            with contextlib.suppress(OSError):
+                                child = os.open(entry.name, _DIR, dir_fd=fd)
+                                stack.append((child, f"{prefix}{entry.name}/"))
+            finally:
+                os.close(fd)
+    finally:
+        for fd, _ in stack:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 @contextlib.contextmanager
@@ -213,6 +260,7 @@ class Read:
     content: str
     sha256: str
     sig: Sig
+    links: int = 1  # more than one: the same file may be written through another name
 
 
 def read_file(root: Path, rel: str) -> Read | None:
@@ -254,7 +302,12 @@ def read_file(root: Path, rel: str) -> Read | None:
         raise Skip("its content is not valid UTF-8 text") from None
     if "\x00" in text:
         raise Skip("its content holds NUL bytes, which a memory cannot")
-    return Read(content=text, sha256=hashlib.sha256(data).hexdigest(), sig=sig_of(after))
+    return Read(
+        content=text,
+        sha256=hashlib.sha256(data).hexdigest(),
+        sig=sig_of(after),
+        links=after.st_nlink,
+    )
 
 
 def _too_big(size: int) -> str:

@@ -42,12 +42,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from reverie import memory_files as mf
+from reverie.activities.memory_watch import WATCHES, Changes
 from reverie.activities.tools.models import Mount
 from reverie.activities.tools.paths import PathRefused, to_host
 from reverie.activities.tools.workspace import Workspace
@@ -157,8 +159,11 @@ class SessionMemory:
         session_id: str,
         resources: list[MemoryStoreResource],
         heartbeat: Callable[[], None] | None = None,
+        *,
+        watch: bool = True,
     ) -> None:
         self._pool = pool
+        self._watch = watch  # False: every write-back after bash scans the whole mount
         self._settings = settings
         self.session_id = session_id
         self.resources = resources
@@ -379,6 +384,8 @@ class SessionMemory:
     ) -> None:
         """Journal the mount's move from `before` to `after`, with these files changed (None:
         gone; signatures taken after `started_ns`)."""
+        if before == after and not changed:
+            return
         record = {
             "before": [before.seq, before.syncs],
             "after": [after.seq, after.syncs],
@@ -408,9 +415,12 @@ class SessionMemory:
         files at once. A folder left by a materialisation cut short is thrown away first:
         no tool has run on it (the mount row comes last)."""
         store_id = resource.memory_store_id
-        if await memory_mounts.get(conn, self.session_id, store_id) is not None:
+        # A mount rebuilt keeps counting its write-backs: their number names their versions.
+        syncs = 0
+        if (old := await memory_mounts.get(conn, self.session_id, store_id)) is not None:
             if self.host_dir(resource).is_dir():
                 return
+            syncs = old.syncs
             # The folder vanished (an operator cleaned up): rebuilt from the store.
             async with conn.transaction():
                 await conn.execute(
@@ -419,6 +429,7 @@ class SessionMemory:
                     store_id,
                 )
         folder = self.host_dir(resource)
+        WATCHES.drop((self.session_id, store_id))
         await asyncio.to_thread(_fresh_folder, folder)
         files: list[tuple[str, Entry]] = []
         sigs: dict[str, mf.Sig] = {}
@@ -435,12 +446,20 @@ class SessionMemory:
                 written = await asyncio.to_thread(_write_batch, folder, batch)
                 for path, entry, sig in written:
                     files.append((path, entry))
-                    # Trusted as they are: no tool can change the folder before it is mounted.
                     sigs[path[1:]] = sig
                 self._heartbeat()
+        # No tool changes the folder before it is mounted; from now on the watch sees what
+        # does. A file may yet be changed within its timestamps' tick: the newest files'
+        # signatures are not trusted (a later whole scan, in another process, reads them).
+        watch = WATCHES.begin((self.session_id, store_id), str(folder))
+        if watch is not None:
+            await asyncio.to_thread(mf.walk_folders, folder, partial(WATCHES.add_dir, watch))
+        done = time.time_ns()
+        sigs = {rel: _trusted(sig, done) for rel, sig in sigs.items()}
         async with conn.transaction():
-            await memory_mounts.create(conn, self.session_id, store_id, seq, files)
-        await asyncio.to_thread(self._save_cache, resource, _Cache(header=(seq, 0), files=sigs))
+            await memory_mounts.create(conn, self.session_id, store_id, seq, files, syncs)
+        WATCHES.arm(watch)
+        await asyncio.to_thread(self._save_cache, resource, _Cache(header=(seq, syncs), files=sigs))
         log.info("mounted %d memories of %s in session %s", len(files), store_id, self.session_id)
 
     # ---- pull ------------------------------------------------------------------------------
@@ -472,20 +491,84 @@ class SessionMemory:
     # ---- write back ------------------------------------------------------------------------
 
     async def _write_back(
-        self, conn: Connection, resource: MemoryStoreResource, rels: list[str] | None
+        self,
+        conn: Connection,
+        resource: MemoryStoreResource,
+        rels: list[str] | None,
+        *,
+        whole: bool = False,
     ) -> list[str]:
+        """Save what changed: the named files (`rels`), else what the mount's watch collected,
+        else (no watch it can trust, or `whole`) whatever a scan of the whole mount finds."""
+        store_id = resource.memory_store_id
+        folder = self.host_dir(resource)
+        key = (self.session_id, store_id)
+        if rels is None and not whole and self._watch:
+            taken = WATCHES.take(key, str(folder))
+            if taken is not None:
+                watched, collected = taken
+                try:
+                    return await self._write_back_core(conn, resource, None, collected, None)
+                except BaseException:
+                    WATCHES.fail(watched)
+                    raise
+        watch = WATCHES.begin(key, str(folder)) if rels is None and self._watch else None
+        try:
+            notes = await self._write_back_core(conn, resource, rels, None, watch)
+        except BaseException:
+            if watch is not None:
+                WATCHES.fail(watch)
+            raise
+        WATCHES.arm(watch)
+        return notes
+
+    async def _write_back_core(
+        self,
+        conn: Connection,
+        resource: MemoryStoreResource,
+        rels: list[str] | None,
+        collected: Changes | None,
+        watch: Any,
+    ) -> list[str]:
+        if collected is not None and not collected.size():
+            return []  # the watch saw nothing change
         store_id = resource.memory_store_id
         folder = self.host_dir(resource)
         before = await memory_mounts.get(conn, self.session_id, store_id)
         if before is None or not folder.is_dir():
+            if watch is not None:
+                WATCHES.fail(watch)
             return []
         store = await conn.fetchrow("SELECT archived_at FROM memory_stores WHERE id = $1", store_id)
         notes: list[str] = []
         scan: mf.Scan | None = None
         cache: _Cache | None = None
         started = time.time_ns()
-        if rels is None:
-            scan, cache = await asyncio.to_thread(self._scan, resource)
+        walked: dict[str, str] = {}  # what walks of new folders passed over (watch mode)
+        if collected is not None:
+            found = await asyncio.to_thread(self._walk_new, resource, collected)
+            if found is None:  # a new folder too big to walk: the whole mount
+                return await self._write_back(conn, resource, None, whole=True)
+            files, walked = found
+            # Every file the mount had under a folder gone, or made or moved in (its files may
+            # have been removed before it was watched), is looked at too.
+            folders = {"/" + g for g in collected.gone} | {f"/{w}/" for w in collected.walk}
+            gone = await memory_mounts.entries_under(
+                conn, self.session_id, store_id, sorted(folders)
+            )
+            candidates = files | {path[1:] for path in gone}
+            base = await memory_mounts.entries(
+                conn,
+                self.session_id,
+                store_id,
+                ["/" + rel for rel in candidates if not mf.name_problem(rel)],
+            )
+            for rel, reason in walked.items():
+                notes.append(self._skip_note(resource, rel, reason))
+        elif rels is None:
+            scan, cache = await asyncio.to_thread(self._scan, resource, watch)
+            if not scan.complete and watch is not None:
+                WATCHES.fail(watch)  # folders not listed are not watched
             if not scan.complete and not any(r.endswith("/") for r in scan.skipped):
                 notes.append(
                     f"{resource.mount_path}/ holds more than {self._max_entries():,} files and "
@@ -531,8 +614,11 @@ class SessionMemory:
         if rels is not None and any(isinstance(r, str) for r in reads.values()):
             # A link on the way (the file tool followed it inside the mount): look at it all.
             return await self._write_back(conn, resource, None)
+        if scan is None and any(isinstance(r, mf.Read) and r.links > 1 for r in reads.values()):
+            # A file with another name may have been written through that one, unseen.
+            return await self._write_back(conn, resource, None, whole=True)
 
-        skipped: dict[str, str] = dict(scan.skipped) if scan else {}
+        skipped: dict[str, str] = dict(scan.skipped) if scan else dict(walked)
         for rel in unnamed:
             skipped[rel] = f"{mf.name_problem(rel)}, so it cannot be a memory path"
         changes: list[_Change] = []
@@ -613,8 +699,40 @@ class SessionMemory:
     def _max_entries(self) -> int:
         return max(4 * self._settings.memory_max_memories, 20_000)
 
-    def _scan(self, resource: MemoryStoreResource) -> tuple[mf.Scan, _Cache | None]:
-        return mf.walk(self.host_dir(resource), self._max_entries()), self._load_cache(resource)
+    def _scan(self, resource: MemoryStoreResource, watch: Any) -> tuple[mf.Scan, _Cache | None]:
+        def on_dir(fd: int, rel: str) -> None:
+            WATCHES.add_dir(watch, fd, rel)
+
+        scan = mf.walk(
+            self.host_dir(resource),
+            self._max_entries(),
+            on_dir=on_dir if watch is not None else None,
+        )
+        return scan, self._load_cache(resource)
+
+    def _walk_new(
+        self, resource: MemoryStoreResource, collected: Changes
+    ) -> tuple[set[str], dict[str, str]] | None:
+        """The files a watch collected, with every file under the folders made or moved in
+        (walked, and watched, now); None when one of those holds too much to walk."""
+        files = set(collected.files)
+        skipped: dict[str, str] = {}
+        watch = WATCHES.current((self.session_id, resource.memory_store_id))
+        tops = sorted(collected.walk)
+        tops = [t for t in tops if not any(t.startswith(o + "/") for o in tops)]
+        budget = self._max_entries()
+        for top in tops:
+
+            def on_dir(fd: int, rel: str) -> None:
+                WATCHES.add_dir(watch, fd, rel)
+
+            scan = mf.walk(self.host_dir(resource), budget, under=top, on_dir=on_dir)
+            if not scan.complete:
+                return None
+            budget -= len(scan.files) + len(scan.skipped)
+            files |= set(scan.files)
+            skipped.update(scan.skipped)
+        return files, skipped
 
     def _skip_note(self, resource: MemoryStoreResource, rel: str, reason: str) -> str:
         return f"{resource.mount_path}/{rel}: not saved to memory: {reason}"

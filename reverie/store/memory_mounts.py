@@ -38,9 +38,11 @@ async def create(
     store_id: str,
     seq: int,
     files: Sequence[tuple[str, Entry]],
+    syncs: int = 0,
 ) -> None:
     """The mount and its files, all at once (call in a transaction): a mount that exists is
-    complete on disk."""
+    complete on disk. `syncs`: the write-backs of the mount it replaces (their number names
+    their versions, which must not be named again)."""
     await conn.execute(
         "DELETE FROM memory_mount_files WHERE session_id = $1 AND memory_store_id = $2",
         session_id,
@@ -62,10 +64,12 @@ async def create(
         ],
     )
     await conn.execute(
-        """INSERT INTO memory_mounts (session_id, memory_store_id, seq) VALUES ($1, $2, $3)""",
+        """INSERT INTO memory_mounts (session_id, memory_store_id, seq, syncs)
+           VALUES ($1, $2, $3, $4)""",
         session_id,
         store_id,
         seq,
+        syncs,
     )
 
 
@@ -88,6 +92,26 @@ async def entries(
             store_id,
             list(paths),
         )
+    return {
+        row["path"]: Entry(row["memory_id"], row["content_sha256"], row["memory_version_id"])
+        for row in rows
+    }
+
+
+async def entries_under(
+    conn: Pool | Connection, session_id: str, store_id: str, prefixes: Sequence[str]
+) -> dict[str, Entry]:
+    """The files of the mount under these folders (each prefix ends with "/")."""
+    if not prefixes:
+        return {}
+    rows = await conn.fetch(
+        """SELECT path, memory_id, content_sha256, memory_version_id FROM memory_mount_files
+           WHERE session_id = $1 AND memory_store_id = $2
+             AND EXISTS (SELECT 1 FROM unnest($3::text[]) AS p WHERE starts_with(path, p))""",
+        session_id,
+        store_id,
+        list(prefixes),
+    )
     return {
         row["path"]: Entry(row["memory_id"], row["content_sha256"], row["memory_version_id"])
         for row in rows
