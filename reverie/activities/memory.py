@@ -276,14 +276,16 @@ class SessionMemory:
 
     async def write_back(self, plan: Plan | None = None) -> list[str]:
         """Save what the tool run changed; answers the notes for the agent (empty when every
-        change was saved). `None` scans every mount."""
+        change was saved). A plan naming no file of a mount (`bash`) looks at what the mount's
+        watch saw change; no plan at all (a write-back owed by a run whose worker died, which
+        a watch elsewhere did not see) scans every mount whole."""
         notes: list[str] = []
         for resource in self.resources:
             if plan is not None and resource.memory_store_id not in plan:
                 continue
             rels = None if plan is None else plan[resource.memory_store_id]
             async with self._locked(resource) as conn:
-                notes += await self._write_back(conn, resource, rels)
+                notes += await self._write_back(conn, resource, rels, whole=plan is None)
         if len(notes) > MAX_NOTES:
             notes = [*notes[:MAX_NOTES], f"... and {len(notes) - MAX_NOTES} more"]
         return notes
