@@ -4,12 +4,18 @@ PostgreSQL and worker; only the model is faked, each agent on a model name of it
 
 from __future__ import annotations
 
+import json
+import json
 from typing import Any
 
 import pytest
 
 from reverie.models.errors import InvalidRequestError, NotSupportedError
 from reverie.starter.client import ReverieClient
+from tests.fake_model import FakeModelServer, Reply
+from tests.helpers import all_events, assert_each_once, types_of
+from tests.fake_model import FakeModelServer, Reply
+from tests.helpers import all_events, assert_each_once, types_of
 
 
 async def agent(reverie: ReverieClient, name: str, model: str, **extra: Any) -> Any:
@@ -91,3 +97,90 @@ async def test_roster_is_validated_and_pinned(reverie: ReverieClient, model_name
         {"type": "agent", "id": b.id, "version": 2},
         {"type": "agent", "id": lead.id, "version": 2},
     ]
+
+
+async def coordinator(
+    reverie: ReverieClient, model: str, names: list[str], **extra: Any
+) -> tuple[Any, list[Any]]:
+    members = [
+        await agent(reverie, name, f"{model}-{name}", system=f"You are {name}.") for name in names
+    ]
+    lead = await agent(
+        reverie,
+        "lead",
+        model,
+        multiagent={"type": "coordinator", "agents": [m.id for m in members]},
+        **extra,
+    )
+    return lead, members
+
+
+def start(name: str, task: str) -> tuple[str, dict[str, Any]]:
+    return ("start_thread", {"agent": name, "task": task})
+
+
+def texts(event: Any) -> str:
+    return "".join(b.get("text", "") for b in event.payload.get("content", []))
+
+
+async def thread_events(reverie: ReverieClient, session_id: str, thread_id: str) -> list[Any]:
+    return (await reverie.thread_events_page(session_id, thread_id, limit=100)).data
+
+
+async def test_fan_out_runs_threads_in_parallel_and_each_reply_arrives_once(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    names = ["alpha", "beta", "gamma"]
+    lead, _ = await coordinator(reverie, model_name, names)
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses([start(n, f"inspect build {n}") for n in names]),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("all three reported"),
+        ],
+    )
+    for name in names:
+        fake_model.script(f"{model_name}-{name}", [Reply.text(f"finding of {name}", delay=1.5)])
+    session = await reverie.create_session(
+        {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
+    )
+    # Each subagent's request arrives while the others are still being answered: they overlap.
+    for name in names:
+        await fake_model.wait_for_requests(f"{model_name}-{name}", 1, timeout=30)
+    threads = (await reverie.list_threads(session.id)).data
+    assert [t.status for t in threads[1:]] == ["running"] * 3
+    for thread in threads[1:]:
+        assert "agent.message" not in types_of(await thread_events(reverie, session.id, thread.id))
+    settled = await reverie.wait_until_settled(session.id, timeout=60)
+    assert settled.status == "idle"
+    events = await all_events(reverie, session.id)
+    assert_each_once(events)
+    kinds = types_of(events)
+    assert kinds.count("session.thread_created") == 3
+    assert kinds.count("agent.thread_message_sent") == 3
+    received = [e for e in events if e.type == "agent.thread_message_received"]
+    assert sorted(texts(e) for e in received) == [f"finding of {n}" for n in names]
+    assert sorted(e.payload["from_agent_name"] for e in received) == names
+    created = {e.payload["session_thread_id"] for e in events if e.type == "session.thread_created"}
+    assert {e.payload["from_session_thread_id"] for e in received} == created
+    assert events[-1].type == "session.status_idle"
+    # The coordinator's last request holds each reply once, after the wait's result.
+    shown = json.dumps(fake_model.requests(model_name)[-1]["messages"])
+    for name in names:
+        assert shown.count(f"finding of {name}") == 1
+    # Each subagent ran with its own model and prompt, on its task, without delegation tools.
+    for name in names:
+        (request,) = fake_model.requests(f"{model_name}-{name}")
+        assert f"You are {name}." in json.dumps(request["system"])
+        assert f"inspect build {name}" in json.dumps(request["messages"])
+        assert "start_thread" not in json.dumps(request.get("tools", []))
+    threads = (await reverie.list_threads(session.id)).data
+    assert {t.status for t in threads} == {"idle"}
+    # Usage sums the threads'.
+    total = sum(t.usage["output_tokens"] for t in threads[1:])
+    assert (await reverie.get_session(session.id)).usage.output_tokens > total > 0
+    # Each thread's own log: its task, its status changes, its answer.
+    own = await thread_events(reverie, session.id, threads[1].id)
+    assert types_of(own)[:2] == ["agent.thread_message_received", "session.thread_status_running"]
+    assert types_of(own)[-1] == "session.thread_status_idle"

@@ -35,7 +35,7 @@ from reverie.models.threads import (
 )
 from reverie.store import events, sessions
 from reverie.store import threads as thread_store
-from reverie.store.pool import Connection, Pool
+from reverie.store.pool import Pool
 
 DELEGATE = "delegate"
 RECORD_WAIT_RESULT = "record_wait_result"
@@ -67,49 +67,60 @@ class DelegationActivities:
 
     @activity.defn(name=DELEGATE)
     async def delegate(self, params: DelegationInput) -> Delegation:
-        """Check one delegation tool use and record what it does (idempotent)."""
+        """Check one delegation tool use and record what it does (idempotent: a retry decides
+        the same from the same input and writes nothing twice).
+
+        Two transactions, never one that locks the session's row and then a thread's (a
+        thread's model step locks its own row, then adds its usage to the session's): first
+        the thread's side (its row, the message on its log), then the session's (the
+        announcements, the tool's result and the decision, which marks it done)."""
         with refusals_are_final(f"record delegation {params.tool_use_event_id}"):
+            done = await self._pool.fetchval(
+                "SELECT decision FROM thread_delegations WHERE result_event_id = $1",
+                params.result_event_id,
+            )
+            if done is not None:
+                return Delegation.model_validate(done)
+            found = await events.get_many(self._pool, [params.tool_use_event_id])
+            use = found[0].payload if found else {}
+            try:
+                decision, content = self._decide(params, use)
+            except _Refused as refused:
+                decision, content = Delegation(action="error", error=str(refused)), None
+            now = datetime.now(UTC)
+            if decision.action in ("start", "message"):
+                await self._to_thread(params, decision, content or [], now)
             async with self._pool.acquire() as conn, conn.transaction():
-                done = await conn.fetchval(
-                    "SELECT decision FROM thread_delegations WHERE result_event_id = $1",
-                    params.result_event_id,
+                await events.append(
+                    conn, params.session_id, self._announced(params, decision, content, now)
                 )
-                if done is not None:
-                    return Delegation.model_validate(done)
-                found = await events.get_many(conn, [params.tool_use_event_id])
-                use = found[0].payload if found else {}
-                try:
-                    decision = await self._decide(conn, params, use)
-                except _Refused as refused:
-                    decision = Delegation(action="error", error=str(refused))
-                    await self._result(conn, params, str(refused), is_error=True)
                 await conn.execute(
                     "INSERT INTO thread_delegations (result_event_id, session_id, decision)"
-                    " VALUES ($1, $2, $3)",
+                    " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                     params.result_event_id,
                     params.session_id,
                     decision.model_dump(mode="json"),
                 )
-                return decision
+            return decision
 
-    async def _decide(
-        self, conn: Connection, params: DelegationInput, use: dict[str, Any]
-    ) -> Delegation:
+    def _decide(
+        self, params: DelegationInput, use: dict[str, Any]
+    ) -> tuple[Delegation, list[dict[str, Any]] | None]:
         name = use.get("name")
         tool_input = use.get("input")
         if not isinstance(tool_input, dict):
             raise _Refused("the tool's input must be an object")
         if name == START_THREAD:
-            return await self._start(conn, params, tool_input)
+            return self._start(params, tool_input)
         if name == MESSAGE_THREAD:
-            return await self._message(conn, params, tool_input)
+            return self._message(params, tool_input)
         if name == WAIT_FOR_THREADS:
-            return self._wait(params, tool_input)
+            return self._wait(params, tool_input), None
         raise _Refused(f"unknown delegation tool {name!r}")
 
-    async def _start(
-        self, conn: Connection, params: DelegationInput, tool_input: dict[str, Any]
-    ) -> Delegation:
+    def _start(
+        self, params: DelegationInput, tool_input: dict[str, Any]
+    ) -> tuple[Delegation, list[dict[str, Any]]]:
         agent_name = tool_input.get("agent")
         member = next((m for m in params.roster if m.name == agent_name), None)
         if member is None:
@@ -128,69 +139,19 @@ class DelegationActivities:
                 f"this session has {len(params.threads)} threads, the most it may have; "
                 f"send follow-ups to existing threads ({MESSAGE_THREAD}) instead"
             )
-        thread_id = params.new_thread_id
-        await thread_store.create(
-            conn,
-            thread_id,
-            params.session_id,
-            agent_id=member.agent_id,
-            agent_version=member.agent_version,
-            agent_name=member.name,
-        )
-        now = datetime.now(UTC)
-        content = _text(task)
-        await events.append(
-            conn,
-            thread_id,
-            [
-                (
-                    params.message_event_id,
-                    "agent.thread_message_received",
-                    {"from_session_thread_id": params.primary_thread_id, "content": content},
-                    now,
-                )
-            ],
-        )
-        await events.append(
-            conn,
-            params.session_id,
-            [
-                (
-                    params.created_event_id,
-                    "session.thread_created",
-                    {"session_thread_id": thread_id, "agent_name": member.name},
-                    now,
-                ),
-                (
-                    params.sent_event_id,
-                    "agent.thread_message_sent",
-                    {
-                        "to_session_thread_id": thread_id,
-                        "to_agent_name": member.name,
-                        "content": content,
-                    },
-                    now,
-                ),
-            ],
-        )
-        await self._result(
-            conn,
-            params,
-            f"Started thread {thread_id} running agent {member.name!r}. Its reply reaches you "
-            f"when its turn ends; call {WAIT_FOR_THREADS} to wait for it.",
-        )
-        return Delegation(
+        decision = Delegation(
             action="start",
-            thread_id=thread_id,
+            thread_id=params.new_thread_id,
             agent_name=member.name,
             agent_id=member.agent_id,
             agent_version=member.agent_version,
             message_event_id=params.message_event_id,
         )
+        return decision, _text(task)
 
-    async def _message(
-        self, conn: Connection, params: DelegationInput, tool_input: dict[str, Any]
-    ) -> Delegation:
+    def _message(
+        self, params: DelegationInput, tool_input: dict[str, Any]
+    ) -> tuple[Delegation, list[dict[str, Any]]]:
         thread_id = tool_input.get("thread_id")
         entry = next((t for t in params.threads if t.thread_id == thread_id), None)
         if entry is None:
@@ -206,45 +167,78 @@ class DelegationActivities:
                 f"{params.running} threads are running already and at most "
                 f"{params.max_running} may run at once: wait for some to finish first"
             )
-        now = datetime.now(UTC)
-        content = _text(message)
-        await events.append(
-            conn,
-            entry.thread_id,
-            [
-                (
-                    params.message_event_id,
-                    "agent.thread_message_received",
-                    {"from_session_thread_id": params.primary_thread_id, "content": content},
-                    now,
-                )
-            ],
-        )
-        await events.append(
-            conn,
-            params.session_id,
-            [
-                (
-                    params.sent_event_id,
-                    "agent.thread_message_sent",
-                    {
-                        "to_session_thread_id": entry.thread_id,
-                        "to_agent_name": entry.agent_name,
-                        "content": content,
-                    },
-                    now,
-                )
-            ],
-        )
-        await self._result(
-            conn, params, f"Sent the message to thread {entry.thread_id} ({entry.agent_name})."
-        )
-        return Delegation(
+        decision = Delegation(
             action="message",
             thread_id=entry.thread_id,
             agent_name=entry.agent_name,
             message_event_id=params.message_event_id,
         )
+        return decision, _text(message)
+
+    async def _to_thread(
+        self,
+        params: DelegationInput,
+        decision: Delegation,
+        content: list[dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        """The thread's side: its row (a new thread) and the message on its own log."""
+        assert decision.thread_id and decision.message_event_id
+        async with self._pool.acquire() as conn, conn.transaction():
+            if decision.action == "start":
+                await thread_store.create(
+                    conn,
+                    decision.thread_id,
+                    params.session_id,
+                    agent_id=decision.agent_id or "",
+                    agent_version=decision.agent_version or 1,
+                    agent_name=decision.agent_name or "",
+                )
+            message = {"from_session_thread_id": params.primary_thread_id, "content": content}
+            await events.append(
+                conn,
+                decision.thread_id,
+                [(decision.message_event_id, "agent.thread_message_received", message, now)],
+            )
+
+    def _announced(
+        self,
+        params: DelegationInput,
+        decision: Delegation,
+        content: list[dict[str, Any]] | None,
+        now: datetime,
+    ) -> list[tuple[str, str, dict[str, Any], datetime]]:
+        """The session's side: what the primary thread shows, then the tool's result."""
+        rows: list[tuple[str, str, dict[str, Any], datetime]] = []
+        if decision.action == "start":
+            created = {"session_thread_id": decision.thread_id, "agent_name": decision.agent_name}
+            rows.append((params.created_event_id, "session.thread_created", created, now))
+        if decision.action in ("start", "message"):
+            sent = {
+                "to_session_thread_id": decision.thread_id,
+                "to_agent_name": decision.agent_name,
+                "content": content,
+            }
+            rows.append((params.sent_event_id, "agent.thread_message_sent", sent, now))
+        if decision.action == "start":
+            text = (
+                f"Started thread {decision.thread_id} running agent {decision.agent_name!r}. "
+                f"Its reply reaches you when its turn ends; call {WAIT_FOR_THREADS} to wait "
+                "for it."
+            )
+        elif decision.action == "message":
+            text = f"Sent the message to thread {decision.thread_id} ({decision.agent_name})."
+        elif decision.action == "error":
+            text = decision.error or "refused"
+        else:
+            return rows  # a wait: its result is recorded once it is over
+        result = {
+            "tool_use_id": params.tool_use_event_id,
+            "content": _text(text),
+            "is_error": decision.action == "error",
+        }
+        rows.append((params.result_event_id, "agent.tool_result", result, now))
+        return rows
 
     def _wait(self, params: DelegationInput, tool_input: dict[str, Any]) -> Delegation:
         named = tool_input.get("thread_ids")
@@ -260,26 +254,6 @@ class DelegationActivities:
         if unknown:
             raise _Refused(f"this session has no threads {[i[:100] for i in unknown[:10]]}")
         return Delegation(action="wait", wait_for=list(dict.fromkeys(named)))
-
-    async def _result(
-        self, conn: Connection, params: DelegationInput, text: str, *, is_error: bool = False
-    ) -> None:
-        await events.append(
-            conn,
-            params.session_id,
-            [
-                (
-                    params.result_event_id,
-                    "agent.tool_result",
-                    {
-                        "tool_use_id": params.tool_use_event_id,
-                        "content": _text(text),
-                        "is_error": is_error,
-                    },
-                    datetime.now(UTC),
-                )
-            ],
-        )
 
     @activity.defn(name=RECORD_WAIT_RESULT)
     async def record_wait_result(self, params: WaitResultInput) -> None:
@@ -318,20 +292,17 @@ class DelegationActivities:
             "agent_name": params.agent_name,
             **params.payload,
         }
+        # Two transactions (the thread's, then the session's): none locks the session's row
+        # and then a thread's. A retry writes what is missing.
         with refusals_are_final(f"record {params.event_type} of thread {params.thread_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
                 await events.append(
                     conn, params.thread_id, [(params.event_id, params.event_type, body, now)]
                 )
-                await sessions.set_status(
-                    conn,
-                    params.thread_id,
-                    params.status,
-                    turns=params.turns,
-                )
-                await events.append(
-                    conn, params.session_id, [(params.cross_id, params.event_type, body, now)]
-                )
+                await sessions.set_status(conn, params.thread_id, params.status, turns=params.turns)
+            await events.append(
+                self._pool, params.session_id, [(params.cross_id, params.event_type, body, now)]
+            )
 
     @activity.defn(name=REPORT_THREAD_REPLY)
     async def report_thread_reply(self, params: ThreadReplyInput) -> None:

@@ -36,12 +36,12 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 with workflow.unsafe.imports_passed_through():
     from reverie.models.common import new_id
     from reverie.models.sessions import SessionStatus
+    from reverie.models.threads import ThreadRef
     from reverie.models.workflow_io import (
         RECORD_REFUSED,
         SESSION_ERROR_TYPES,
         Activity,
         AdoptInputsInput,
-        CarriedState,
         CompactInput,
         CompactionReason,
         CompactionResult,
@@ -51,9 +51,10 @@ with workflow.unsafe.imports_passed_through():
         ModelStepResult,
         PendingToolUse,
         RunToolInput,
-        SessionWorkflowInput,
+        SessionOptions,
         SettledStep,
         SettleStepInput,
+        ThreadState,
         ToolErrorInput,
         ToolUseRef,
         UnrunToolUsesInput,
@@ -78,6 +79,11 @@ with workflow.unsafe.imports_passed_through():
     from reverie.workflows.stop_reasons import UNKNOWN_STOP_REASON_RULE, AnswerRule, rule_for
 
 TakeInputs = Callable[[], list[str]]
+# The host's continue-as-new (it owns its workflow's input): called with the thread's state set
+# to resume the turn, it does not return.
+ContinueAsNew = Callable[[], None]
+# Runs a coordinator's delegation tool use (the host owns its threads): the result event's id.
+Delegate = Callable[[ToolUseRef], Awaitable[str]]
 # Compactions in a row without an answer of the model before the turn gives up, as the hosted
 # API does (`compaction_limit_reached_error`, then idle with `retries_exhausted`).
 MAX_COMPACTIONS_IN_ROW = 3
@@ -117,16 +123,26 @@ class TurnOutcome:
 
 
 class AgentLoop:
+    """One thread's loop: `ref` names the thread (its log, agent version and environment), the
+    state is the thread's own, and the host workflow (a session for its primary thread, a
+    `ThreadWorkflow` for a subagent's) owns statuses, inputs and continue-as-new."""
+
     def __init__(
         self,
-        params: SessionWorkflowInput,
-        state: CarriedState,
+        ref: ThreadRef,
+        options: SessionOptions,
+        state: ThreadState,
         take_inputs: TakeInputs,
         set_status: SetStatus,
+        continue_as_new: ContinueAsNew,
         *,
         ends_turns_with_answers: bool = False,
+        delegate: Delegate | None = None,
     ) -> None:
-        self._params = params
+        self._ref = ref
+        self._options = options
+        self._continue_as_new = continue_as_new
+        self._delegate = delegate
         self._state = state
         self._take_inputs = take_inputs
         self._set_status = set_status
@@ -185,7 +201,7 @@ class AgentLoop:
             return
         await record(
             Activity.ADOPT_INPUTS,
-            AdoptInputsInput(session_id=self._params.session_id, event_ids=list(held)),
+            AdoptInputsInput(session_id=self._ref.log_id, event_ids=list(held)),
             summary="keep interrupted inputs",
         )
         self._state.held_input_ids = []
@@ -254,7 +270,7 @@ class AgentLoop:
             workflow.logger.warning(
                 "session %s: the model's answer has stop_reason %r, unknown to this Reverie; "
                 "the turn ends and none of the answer's %d tool use(s) run",
-                self._params.session_id,
+                self._ref.log_id,
                 result.stop_reason,
                 len(result.tool_uses),
             )
@@ -302,7 +318,7 @@ class AgentLoop:
         await record(
             Activity.RECORD_UNRUN_TOOL_USES,
             UnrunToolUsesInput(
-                session_id=self._params.session_id,
+                session_id=self._ref.log_id,
                 stop_reason=stop_reason,
                 results=results,
                 reason=reason,  # type: ignore[arg-type]
@@ -328,13 +344,13 @@ class AgentLoop:
                 ),
             )
         self._state.compactions_in_row += 1
-        options = self._params.options
+        options = self._options
         handle = workflow.start_activity(
             Activity.COMPACT_TRANSCRIPT,
             CompactInput(
-                session_id=self._params.session_id,
-                agent_id=self._params.agent_id,
-                agent_version=self._params.agent_version,
+                session_id=self._ref.log_id,
+                agent_id=self._ref.agent_id,
+                agent_version=self._ref.agent_version,
                 compaction_id=new_id("cmpct", workflow.uuid4()),
                 reason=reason,
                 context_window_tokens=window,
@@ -373,9 +389,7 @@ class AgentLoop:
             return
         self._state.resume_inputs = list(inputs)
         self._state.resume_continues_answer = continue_answer
-        workflow.continue_as_new(
-            self._params.model_copy(update={"carried": self._state.model_copy(deep=True)})
-        )
+        self._continue_as_new()
 
     async def _refuse_tools(self, uses: list[ToolUseRef]) -> None:
         self._state.tool_results = {use.event_id: None for use in uses}
@@ -397,9 +411,7 @@ class AgentLoop:
             if use.kind == "custom" or use.evaluated_permission == "ask"
         ]
         waiting = {pending.event_id for pending in self._state.awaiting}
-        await asyncio.gather(
-            *(self._run_tool(use.event_id) for use in uses if use.event_id not in waiting)
-        )
+        await asyncio.gather(*(self._run(use) for use in uses if use.event_id not in waiting))
         if self._interrupted:
             if self._state.awaiting:
                 await self.abandon_awaiting()
@@ -435,7 +447,7 @@ class AgentLoop:
         """The step's answer, or how the turn ends when there is none."""
         step_id = new_id("step", workflow.uuid4())
         retries_here = workflow.patched(MODEL_RETRIES_IN_WORKFLOW)
-        max_attempts = self._params.options.model_max_attempts
+        max_attempts = self._options.model_max_attempts
         attempt = 1
         while True:
             try:
@@ -482,7 +494,7 @@ class AgentLoop:
         retries_here: bool,
         continue_answer: bool = False,
     ) -> ModelStepResult:
-        options = self._params.options
+        options = self._options
         idle = None
         waiting = self._state.queued or self._state.held_input_ids
         if self.ends_turns_with_answers and not waiting and workflow.patched(IDLE_WITH_ANSWER):
@@ -494,9 +506,9 @@ class AgentLoop:
         handle = workflow.start_activity(
             Activity.MODEL_STEP,
             ModelStepInput(
-                session_id=self._params.session_id,
-                agent_id=self._params.agent_id,
-                agent_version=self._params.agent_version,
+                session_id=self._ref.log_id,
+                agent_id=self._ref.agent_id,
+                agent_version=self._ref.agent_version,
                 step_id=step_id,
                 input_event_ids=inputs,
                 max_attempts=options.model_max_attempts,
@@ -504,6 +516,8 @@ class AgentLoop:
                 attempt=attempt,
                 continue_answer=continue_answer,
                 idle=idle,
+                delegates=self._delegate is not None,
+                parent_session_id=self._ref.session_id if self._ref.thread_id else None,
             ),
             retry_policy=worker_loss_retry(options) if retries_here else model_retry(options),
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -529,7 +543,7 @@ class AgentLoop:
         if workflow.patched(SETTLE_FAILED_MODEL_STEP):
             settled: SettledStep = await record(
                 Activity.SETTLE_MODEL_STEP,
-                SettleStepInput(session_id=self._params.session_id, step_id=step_id),
+                SettleStepInput(session_id=self._ref.log_id, step_id=step_id),
                 summary="settle model step",
                 result_type=SettledStep,
             )
@@ -556,6 +570,19 @@ class AgentLoop:
         else:
             await self._record_error(pending.event_id, "denied", pending.answer_event_id)
 
+    async def _run(self, use: ToolUseRef) -> None:
+        """A built-in tool runs in an activity; a coordinator's delegation tool is its host's."""
+        if use.kind != "delegate" or self._delegate is None:
+            await self._run_tool(use.event_id)
+        elif self._interrupted:
+            await self._record_error(use.event_id, "interrupted")
+        else:
+            self._state.tool_results[use.event_id] = await self._delegate(use)
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
     async def _run_tool(self, tool_use_event_id: str) -> None:
         """At most once: a run lost with its worker is reported to the agent, never repeated."""
         if self._interrupted:
@@ -565,18 +592,19 @@ class AgentLoop:
         handle = workflow.start_activity(
             Activity.RUN_TOOL,
             RunToolInput(
-                session_id=self._params.session_id,
-                agent_id=self._params.agent_id,
-                agent_version=self._params.agent_version,
-                environment_id=self._params.environment_id,
+                session_id=self._ref.log_id,
+                agent_id=self._ref.agent_id,
+                agent_version=self._ref.agent_version,
+                environment_id=self._ref.environment_id,
                 tool_use_event_id=tool_use_event_id,
                 result_event_id=result_id,
+                workspace_session_id=self._ref.session_id if self._ref.thread_id else None,
             ),
             retry_policy=TOOL_RETRY,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             result_type=bool,
             summary="tool",
-            **tool_timeouts(self._params.options),
+            **tool_timeouts(self._options),
         )
         try:
             await self._tracked(handle)
@@ -597,7 +625,7 @@ class AgentLoop:
         await record(
             Activity.RECORD_TOOL_ERROR,
             ToolErrorInput(
-                session_id=self._params.session_id,
+                session_id=self._ref.log_id,
                 tool_use_event_id=tool_use_event_id,
                 result_event_id=result_id,
                 reason=reason,  # type: ignore[arg-type]

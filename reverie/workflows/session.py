@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from reverie.models.common import new_id
     from reverie.models.events import INPUT_EVENT_TYPES
     from reverie.models.sessions import SessionStatus
+    from reverie.models.threads import ThreadRef, ThreadReply, primary_thread_id
     from reverie.models.workflow_io import (
         Activity,
         CarriedState,
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from reverie.workflows.outcome import OutcomeLoop
     from reverie.workflows.patches import CREATED_RUNNING, PROMOTE_STARTS_TURN
     from reverie.workflows.recording import SessionBroken, record
+    from reverie.workflows.thread_host import ThreadHost
 
 AGENT_ID = SearchAttributeKey.for_keyword("ReverieAgentId")
 SESSION_STATUS = SearchAttributeKey.for_keyword("ReverieSessionStatus")
@@ -67,12 +69,27 @@ class SessionWorkflow:
         self._at_rest = False
         # The running status of the next turn is recorded already (by the input that started it).
         self._announced = False
+        # (issue 18) A coordinator's subagent threads. Its turn may end while threads still run:
+        # the session then stays running (it aggregates its threads) until their replies have
+        # been taken in by further turns, or until none runs any more.
+        self._threads = ThreadHost(
+            params, self._state, lambda: self._loop.interrupted, on_change=self._show
+        )
+        self._still_running = False
         self._loop = AgentLoop(
-            params,
+            ThreadRef(
+                session_id=params.session_id,
+                agent_id=params.agent_id,
+                agent_version=params.agent_version,
+                environment_id=params.environment_id,
+            ),
+            params.options,
             self._state,
             self._take_inputs,
             self._set_status,
-            ends_turns_with_answers=True,
+            self._continue_as_new,
+            ends_turns_with_answers=not self._threads.enabled,
+            delegate=self._threads.delegate if self._threads.enabled else None,
         )
         # An outcome wraps the turn (workflows/outcome.py): grade, then revise.
         self._outcome = OutcomeLoop(
@@ -117,6 +134,7 @@ class SessionWorkflow:
                     or self._loop.awaiting_all_answered()
                     or self._has_new_work()
                     or self._announced
+                    or self._threads_done()
                     or workflow.info().is_continue_as_new_suggested()
                 )
             )
@@ -136,6 +154,10 @@ class SessionWorkflow:
                 await self._idle("end_turn")
             elif self._loop.awaiting_all_answered():
                 await self._turn(self._loop.resume_turn)
+            elif self._threads_done():
+                # The coordinator's turn ended before its threads did; now none runs.
+                self._still_running = False
+                await self._idle("end_turn")
             elif self._has_new_work() or self._announced:
                 # (Announced with nothing queued: an interrupt came right after the message
                 # that started the turn; the turn then ends at once, interrupted.)
@@ -144,11 +166,22 @@ class SessionWorkflow:
                 # Idle and history is long: start afresh, carrying only ids and counters.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not (self._has_new_work() or self._finished or self._abandon_awaiting):
-                    workflow.continue_as_new(
-                        self._params.model_copy(
-                            update={"carried": self._state.model_copy(deep=True)}
-                        )
-                    )
+                    self._continue_as_new()
+
+    def _continue_as_new(self) -> None:
+        """The session's run starts afresh, carrying its state (the loop's too)."""
+        workflow.continue_as_new(
+            self._params.model_copy(update={"carried": self._state.model_copy(deep=True)})
+        )
+
+    def _threads_done(self) -> bool:
+        """(issue 18) Running only for threads that have all ended their turns since."""
+        return (
+            self._still_running
+            and not self._threads.running()
+            and not self._has_new_work()
+            and not self._state.awaiting
+        )
 
     def _has_new_work(self) -> bool:
         """Queued messages start a turn, unless tool uses still wait for their answers."""
@@ -162,6 +195,10 @@ class SessionWorkflow:
         recorded its running status already (`_announced`) began there."""
         if self._announced:
             self._announced = False
+        elif self._still_running:
+            # (issue 18) Still running for the coordinator's threads: a reply goes on.
+            self._still_running = False
+            self._loop.begin_turn()
         else:
             self._loop.begin_turn()
             if announce:
@@ -169,6 +206,11 @@ class SessionWorkflow:
         outcome = await self._outcome.run(step)
         if outcome.end != TurnEnd.REQUIRES_ACTION:
             self._state.turns += 1
+        if outcome.end == TurnEnd.END_TURN and self._threads.running():
+            # (issue 18) The session aggregates its threads: running while any runs.
+            self._still_running = True
+            self._show()
+            return
         if outcome.end == TurnEnd.TERMINATED:
             await self._emit("session.error", {"error": outcome.error})
             await self._set_status("terminated", "session.status_terminated")
@@ -254,7 +296,9 @@ class SessionWorkflow:
             self._answering -= answers
         for ref in params.events:
             if ref.type == "user.interrupt":
-                self._interrupt()
+                await self._interrupt_threads(ref.session_thread_id)
+                if ref.session_thread_id in (None, primary_thread_id(self._params.session_id)):
+                    self._interrupt()
             elif ref.type in ("user.message", "user.define_outcome"):
                 self._state.queued.append(ref)
             else:
@@ -357,6 +401,10 @@ class SessionWorkflow:
                 raise ValueError(f"unknown input event type {ref.type!r}")
             if ref.type in NOT_YET_SUPPORTED:
                 raise ValueError(NOT_YET_SUPPORTED[ref.type])
+            thread = ref.session_thread_id
+            primary = primary_thread_id(self._params.session_id)
+            if thread not in (None, primary) and self._threads.find(thread or "") is None:
+                raise ValueError(f"session {self._params.session_id} has no thread {thread!r}")
             if ref.id in seen:
                 raise ValueError(f"event id {ref.id} appears twice")
             seen.add(ref.id)
@@ -406,8 +454,23 @@ class SessionWorkflow:
 
     def _answers_end_turns(self, allowed: bool) -> None:
         """Whether a model step may end the turn with its answer: not while an outcome's pass
-        is to be graded (the turn goes on with the grader)."""
-        self._loop.ends_turns_with_answers = allowed
+        is to be graded (the turn goes on with the grader), nor ever in a coordinator's
+        session (its threads' replies may go on with it)."""
+        self._loop.ends_turns_with_answers = allowed and not self._threads.enabled
+
+    async def _interrupt_threads(self, thread_id: str | None) -> None:
+        """(issue 18) Stop the named subagent thread, or (none named) every running one."""
+        if not self._state.threads:
+            return
+        if thread_id == primary_thread_id(self._params.session_id):
+            return
+        await self._threads.interrupt(thread_id)
+
+    @workflow.signal(name="thread_replied")
+    def _thread_replied(self, reply: ThreadReply) -> None:
+        """(issue 18) A subagent thread ended a turn: its reply joins the coordinator's inputs
+        (the session's turn goes on with it, or a new turn starts)."""
+        self._threads.take_reply(reply)
 
     def _take_inputs(self) -> list[str]:
         """Ids the next model step should see: held inputs first, then queued messages."""
@@ -422,6 +485,7 @@ class SessionWorkflow:
     async def archive(self) -> None:
         self._archiving = True
         await workflow.wait_condition(lambda: self._state.status not in ("running", "rescheduling"))
+        await self._threads.finish_all()
         try:
             await self._set_status("terminated", "session.status_terminated", archive=True)
         except SessionBroken as error:
@@ -511,6 +575,13 @@ class SessionWorkflow:
                     f"**queued inputs:** {len(state.queued) + len(state.held_input_ids)}",
                     f"**awaiting answers:** {[p.event_id for p in state.awaiting] or '-'}",
                     f"**last stop reason:** {state.last_stop_reason or '-'}",
+                    *(
+                        [
+                            f"**threads:** {len(state.threads)} · running: {len(self._threads.running())}"
+                        ]
+                        if state.threads
+                        else []
+                    ),
                     *filter(None, [self._outcome.describe()]),
                 ]
             )

@@ -1,0 +1,211 @@
+"""The session's side of multi-agent orchestration (issue 18): its coordinator's delegation tool
+uses start subagent threads (child `ThreadWorkflow`s), send them follow-ups and wait for them;
+their replies come back by signal and join the primary thread's inputs, each exactly once.
+
+The session's state carries the threads (ids and statuses) through continue-as-new. Children
+are started with `ABANDON` as their parent-close policy, since a session's run closes at every
+continue-as-new: the session talks to its threads by workflow id (signals), never by a run's
+handle, and ends them itself when it is archived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from temporalio import workflow
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from reverie.activities.delegation import DELEGATE, RECORD_WAIT_RESULT
+    from reverie.models.common import new_id
+    from reverie.models.thread_io import ThreadWorkflowInput
+    from reverie.models.threads import (
+        MAX_RUNNING_THREADS,
+        THREAD_PREFIX,
+        Delegation,
+        DelegationInput,
+        ThreadEntry,
+        ThreadRef,
+        ThreadReply,
+        WaitResultInput,
+        primary_thread_id,
+    )
+    from reverie.models.workflow_io import (
+        CarriedState,
+        InputRef,
+        SessionWorkflowInput,
+        ThreadState,
+        ToolUseRef,
+    )
+    from reverie.workflows.patches import MULTIAGENT
+    from reverie.workflows.recording import record
+    from reverie.workflows.thread import MESSAGE_TYPE, ThreadWorkflow
+
+# Reply ids a session remembers having taken (a reply is signalled once; this is a safety net).
+REPLIES_REMEMBERED = 200
+
+
+class ThreadHost:
+    def __init__(
+        self,
+        params: SessionWorkflowInput,
+        state: CarriedState,
+        interrupted: Callable[[], bool],
+        on_change: Callable[[], None],
+    ) -> None:
+        self._params = params
+        self._state = state
+        self._interrupted = interrupted
+        self._on_change = on_change
+        # One delegation is checked and carried out at a time (the running count stays exact
+        # when the model starts several threads in one answer); waiting holds no lock.
+        self._lock = asyncio.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._params.roster)
+
+    def running(self) -> list[ThreadEntry]:
+        return [t for t in self._state.threads if t.status in ("running", "rescheduling")]
+
+    def find(self, thread_id: str) -> ThreadEntry | None:
+        return next((t for t in self._state.threads if t.thread_id == thread_id), None)
+
+    # ---- the coordinator's delegation tools --------------------------------------------------
+
+    async def delegate(self, use: ToolUseRef) -> str:
+        """Carry out one delegation tool use; the id of its recorded result."""
+        result_id = new_id("sevt", workflow.uuid4())
+        async with self._lock:
+            workflow.patched(MULTIAGENT)
+            decision: Delegation = await record(
+                DELEGATE,  # type: ignore[arg-type]
+                DelegationInput(
+                    session_id=self._params.session_id,
+                    primary_thread_id=primary_thread_id(self._params.session_id),
+                    tool_use_event_id=use.event_id,
+                    result_event_id=result_id,
+                    new_thread_id=new_id(THREAD_PREFIX, workflow.uuid4()),
+                    message_event_id=new_id("sevt", workflow.uuid4()),
+                    sent_event_id=new_id("sevt", workflow.uuid4()),
+                    created_event_id=new_id("sevt", workflow.uuid4()),
+                    environment_id=self._params.environment_id,
+                    roster=self._params.roster,
+                    threads=self._state.threads,
+                    running=len(self.running()),
+                    max_running=MAX_RUNNING_THREADS,
+                ),
+                summary=f"delegate ({use.name})",
+                result_type=Delegation,
+            )
+            if decision.action == "start":
+                await self._start(decision)
+            elif decision.action == "message":
+                await self._message(decision)
+        if decision.action == "wait":
+            await self._wait(use, decision.wait_for, result_id)
+        self._on_change()
+        return result_id
+
+    async def _start(self, decision: Delegation) -> None:
+        assert decision.thread_id and decision.message_event_id
+        entry = ThreadEntry(
+            thread_id=decision.thread_id,
+            agent_name=decision.agent_name or "",
+            agent_id=decision.agent_id or "",
+            agent_version=decision.agent_version or 1,
+        )
+        self._state.threads.append(entry)
+        await workflow.start_child_workflow(
+            ThreadWorkflow.run,
+            ThreadWorkflowInput(
+                ref=ThreadRef(
+                    session_id=self._params.session_id,
+                    thread_id=entry.thread_id,
+                    agent_id=entry.agent_id,
+                    agent_version=entry.agent_version,
+                    environment_id=self._params.environment_id,
+                    agent_name=entry.agent_name,
+                ),
+                options=self._params.options,
+                carried=ThreadState(
+                    queued=[InputRef(id=decision.message_event_id, type=MESSAGE_TYPE)]
+                ),
+            ),
+            id=entry.thread_id,
+            parent_close_policy=ParentClosePolicy.ABANDON,
+            static_summary=f"thread {entry.agent_name} of {self._params.session_id}",
+        )
+
+    async def _message(self, decision: Delegation) -> None:
+        assert decision.thread_id and decision.message_event_id
+        entry = self.find(decision.thread_id)
+        assert entry is not None
+        entry.status = "running"
+        handle = workflow.get_external_workflow_handle(entry.thread_id)
+        await handle.signal(ThreadWorkflow.deliver, decision.message_event_id)
+
+    async def _wait(self, use: ToolUseRef, wait_for: list[str], result_id: str) -> None:
+        """Until each named thread ends its turn (or the coordinator is interrupted); the
+        replies join the primary thread's inputs, after this tool's result."""
+
+        def still() -> list[str]:
+            return [
+                t.thread_id
+                for t in self._state.threads
+                if t.thread_id in wait_for and t.status in ("running", "rescheduling")
+            ]
+
+        await workflow.wait_condition(lambda: not still() or self._interrupted())
+        running = still()
+        await record(
+            RECORD_WAIT_RESULT,  # type: ignore[arg-type]
+            WaitResultInput(
+                session_id=self._params.session_id,
+                tool_use_event_id=use.event_id,
+                result_event_id=result_id,
+                replied=[i for i in wait_for if i not in running],
+                still_running=running,
+                interrupted=bool(running) and self._interrupted(),
+            ),
+            summary="wait for threads",
+        )
+
+    # ---- from the threads --------------------------------------------------------------------
+
+    def take_reply(self, reply: ThreadReply) -> None:
+        """A thread ended a turn: its status, and its reply queued for the coordinator."""
+        entry = self.find(reply.thread_id)
+        if entry is None:
+            return
+        entry.status = reply.status
+        if not reply.event_id or reply.event_id in self._state.replies_taken:
+            return
+        entry.replies += 1
+        self._state.replies_taken = [*self._state.replies_taken, reply.event_id][
+            -REPLIES_REMEMBERED:
+        ]
+        self._state.queued.append(InputRef(id=reply.event_id, type=MESSAGE_TYPE))
+        self._on_change()
+
+    async def interrupt(self, thread_id: str | None) -> None:
+        """`user.interrupt` naming a thread stops that one; without a name, every running one."""
+        for entry in self._state.threads:
+            if entry.status == "terminated" or (thread_id and entry.thread_id != thread_id):
+                continue
+            if thread_id or entry.status in ("running", "rescheduling"):
+                handle = workflow.get_external_workflow_handle(entry.thread_id)
+                await handle.signal(ThreadWorkflow.interrupt)
+
+    async def finish_all(self) -> None:
+        """The session is archived: every thread ends (records its terminated status)."""
+        for entry in self._state.threads:
+            if entry.status == "terminated":
+                continue
+            handle = workflow.get_external_workflow_handle(entry.thread_id)
+            try:
+                await handle.signal(ThreadWorkflow.finish)
+            except Exception as error:  # ended already (its history is gone): nothing to stop
+                workflow.logger.warning("thread %s: %s", entry.thread_id, error)
+            entry.status = "terminated"
