@@ -16,6 +16,9 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Debian's PostgreSQL server: the multi-process test runs Reverie against it (issue 21).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 

@@ -1,0 +1,248 @@
+"""A small cluster on this machine, without containers: Debian's PostgreSQL server and a Temporal
+dev server that Reverie does not start, with Reverie's workers and API processes as processes of
+their own, run as unprivileged users (issue 21)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from reverie.starter.temporal_dev import free_port, temporal_binary, wait_for_frontend
+
+NAMESPACE = "reverie-ops"
+# Unprivileged users (no passwd entry needed) sharing one group: the workspace root's.
+SHARED_GID = 64100
+FIRST_UID = 64101
+REPO = Path(__file__).resolve().parent.parent
+
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server binaries (package `postgresql`), newest version."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+def why_not_runnable() -> str | None:
+    """Why this machine cannot run the cluster tests, or None."""
+    if os.geteuid() != 0:
+        return "needs root, to run workers as other users and PostgreSQL as `postgres`"
+    if shutil.which("setpriv") is None:
+        return "needs setpriv (util-linux)"
+    if postgres_bin() is None:
+        return "needs Debian's PostgreSQL server (deploy/system-packages.sh installs it)"
+    try:
+        import pwd
+
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "needs the `postgres` user that Debian's postgresql package creates"
+    probe = subprocess.run(
+        [*as_user(FIRST_UID), sys.executable, "-c", "import reverie.worker"],
+        capture_output=True,
+        cwd="/",
+    )
+    if probe.returncode != 0:
+        return f"an unprivileged user cannot run {sys.executable} with Reverie ({REPO})"
+    return None
+
+
+def as_user(uid: int | str, gid: int | str = SHARED_GID) -> list[str]:
+    if isinstance(uid, str):
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--"]
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+
+def private_dir(prefix: str) -> Path:
+    """Outside pytest's folders (0700 as root): other users must reach what is inside."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+class DebianPostgres:
+    """PostgreSQL's own server, initialised in a folder of its own and run as `postgres`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        self.bin = postgres_bin()
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(
+            [*as_user("postgres", "postgres"), *args],
+            check=True,
+            capture_output=True,
+            cwd="/",
+        )
+
+    def start(self) -> str:
+        shutil.chown(self.root, "postgres", "postgres")
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(self.data), "-U", "reverie", "-A", "trust"
+        )
+        options = (
+            f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
+        return f"postgresql://reverie@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._as_postgres(
+                str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"
+            )
+
+
+class OwnTemporal:
+    """`temporal server start-dev` as an operator would run it: its own namespace, none of
+    Reverie's search attributes (the first Reverie process adds them)."""
+
+    def __init__(self, log_file: Path) -> None:
+        self.port = free_port()
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    temporal_binary(),
+                    "server",
+                    "start-dev",
+                    "--headless",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--namespace",
+                    NAMESPACE,
+                    "--log-level",
+                    "error",
+                    "--dynamic-config-value",
+                    "history.transferProcessorMaxPollRPS=10000",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for_frontend(self.address, 60.0, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Cluster:
+    temporal_address: str
+    database_url: str
+    root: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """What a Reverie process on another host would be given: environment variables only."""
+        keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+        return {
+            **keep,
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": NAMESPACE,
+            "DATABASE_URL": self.database_url,
+            "REVERIE_SANDBOX": "none",
+            "PYTHONPATH": str(REPO),
+            **extra,
+        }
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[Cluster]:
+    root = private_dir("reverie-cluster-")
+    postgres = DebianPostgres(private_dir("reverie-cluster-pg-"))
+    temporal = OwnTemporal(root / "temporal.log")
+    try:
+        url = postgres.start()
+        temporal.start()
+        yield Cluster(temporal.address, url, root)
+    finally:
+        temporal.stop()
+        postgres.stop()
+        shutil.rmtree(postgres.root, ignore_errors=True)
+        if not os.environ.get("REVERIE_KEEP_CLUSTER"):  # to read its processes' logs
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def user_process(
+    uid: int, args: list[str], env: dict[str, str], home: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python ARGS` as user `uid` (group SHARED_GID, umask 002, so its workspace files are
+    its group's too), with its own home; stopped (SIGTERM, then SIGKILL) on the way out."""
+    home.mkdir(parents=True, exist_ok=True)
+    os.chown(home, uid, SHARED_GID)
+    home.chmod(0o700)
+    command = [*as_user(uid), sys.executable, *args]
+    log = (home.parent / f"{home.name}.log").open("ab")
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        env={**env, "HOME": str(home), "REVERIE_HOME": str(home)},
+        stdout=log,
+        stderr=log,
+        cwd="/",
+        umask=0o002,
+    )
+    try:
+        yield process
+    finally:
+        log.close()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def wait_healthy(base_url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(f"{base_url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{base_url} did not answer /healthz within {timeout}s")
+            await asyncio.sleep(0.1)
