@@ -120,7 +120,6 @@ async def test_errors_have_the_api_shape_and_status(api: Api) -> None:
         ("/v1/skills", "skills"),
         ("/v1/deployments", "deployments"),
         ("/v1/files", "files"),
-        ("/v1/sessions/sesn_x/threads", "threads"),
         ("/v1/vaults", "vaults"),
     ],
 )

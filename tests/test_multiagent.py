@@ -5,15 +5,13 @@ PostgreSQL and worker; only the model is faked, each agent on a model name of it
 from __future__ import annotations
 
 import json
-import json
 from typing import Any
 
+import anthropic
 import pytest
 
 from reverie.models.errors import InvalidRequestError, NotSupportedError
 from reverie.starter.client import ReverieClient
-from tests.fake_model import FakeModelServer, Reply
-from tests.helpers import all_events, assert_each_once, types_of
 from tests.fake_model import FakeModelServer, Reply
 from tests.helpers import all_events, assert_each_once, types_of
 
@@ -184,3 +182,71 @@ async def test_fan_out_runs_threads_in_parallel_and_each_reply_arrives_once(
     own = await thread_events(reverie, session.id, threads[1].id)
     assert types_of(own)[:2] == ["agent.thread_message_received", "session.thread_status_running"]
     assert types_of(own)[-1] == "session.thread_status_idle"
+
+
+async def test_threads_through_the_sdk(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str, sdk: Any
+) -> None:
+    lead, _ = await coordinator(reverie, model_name, ["scout"])
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("start_thread", {"agent": "scout", "task": "look around"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("done"),
+        ],
+    )
+    fake_model.script(f"{model_name}-scout", [Reply.text("seen it")])
+    session = await sdk.beta.sessions.create(agent=lead.id, environment_id="env_default")
+    assert [a.id for a in session.agent.multiagent.agents] == [
+        a["id"] for a in lead.multiagent["agents"]
+    ]
+    await sdk.beta.sessions.events.send(
+        session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]
+    )
+    await reverie.wait_until_settled(session.id, timeout=60)
+    threads = [t async for t in sdk.beta.sessions.threads.list(session.id)]
+    assert [t.parent_thread_id for t in threads] == [None, threads[0].id]
+    primary, scout = threads
+    assert scout.agent.name == "scout" and scout.status == "idle" and scout.usage.output_tokens
+    got = await sdk.beta.sessions.threads.retrieve(scout.id, session_id=session.id)
+    assert got.id == scout.id and got.session_id == session.id
+    listed = [
+        e async for e in sdk.beta.sessions.threads.events.list(scout.id, session_id=session.id)
+    ]
+    assert listed[0].type == "agent.thread_message_received"
+    assert "agent.message" in [e.type for e in listed]
+    on_primary = [
+        e async for e in sdk.beta.sessions.threads.events.list(primary.id, session_id=session.id)
+    ]
+    received = [e for e in on_primary if e.type == "agent.thread_message_received"]
+    assert [(e.from_session_thread_id, e.from_agent_name) for e in received] == [
+        (scout.id, "scout")
+    ]
+    assert received[0].content[0].text == "seen it"
+    created = next(e for e in on_primary if e.type == "session.thread_created")
+    assert created.session_thread_id == scout.id and created.agent_name == "scout"
+    # A thread of another session, or none at all, is not found.
+    other = await reverie.create_session({"agent": lead.id})
+    for session_id, thread_id in ((other.id, scout.id), (session.id, "sth_nope")):
+        with pytest.raises(anthropic.NotFoundError):
+            await sdk.beta.sessions.threads.retrieve(thread_id, session_id=session_id)
+    # The thread's stream: a follow-up's events arrive on it.
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("message_thread", {"thread_id": scout.id, "message": "again"}),
+            Reply.tool_use("wait_for_threads", {"thread_ids": [scout.id]}),
+            Reply.text("done again"),
+        ],
+    )
+    fake_model.script(f"{model_name}-scout", [Reply.text("seen it twice")])
+    stream = await sdk.beta.sessions.threads.events.stream(scout.id, session_id=session.id)
+    await reverie.send_message(session.id, "once more")
+    seen = []
+    async for event in stream:
+        seen.append(event.type)
+        if event.type == "session.thread_status_idle":
+            break
+    await stream.close()
+    assert seen[0] == "agent.thread_message_received" and "agent.message" in seen

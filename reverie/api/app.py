@@ -22,6 +22,7 @@ from reverie.api import (
     memory,
     sessions,
     state,
+    threads,
     unsupported,
     webhooks,
 )
@@ -74,7 +75,7 @@ def build_app(
     app[state.MAX_BODY_BYTES] = max_body_bytes
     app[state.KEEPALIVE_SECONDS] = keepalive_seconds
     app.on_response_prepare.append(_add_request_id)
-    for module in (agents, environments, sessions, events, memory, webhooks, dreams):
+    for module in (agents, environments, sessions, events, threads, memory, webhooks, dreams):
         app.router.add_routes(module.routes)
     unsupported.add_routes(app)
     app.router.add_get("/healthz", healthz)

@@ -9,7 +9,6 @@ from reverie.api.errors import error_response
 
 # (path prefix, what it is): the first match names the capability in the refusal.
 NOT_BUILT: tuple[tuple[str, str], ...] = (
-    ("/v1/sessions/{session_id}/threads", "session threads (multi-agent orchestration)"),
     ("/v1/environments/{environment_id}/work", "self-hosted environment work"),
     ("/v1/vaults", "vaults"),
     ("/v1/skills", "skills"),

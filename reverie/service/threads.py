@@ -150,6 +150,16 @@ class ThreadMethods:
         await self.get_thread(session_id, thread_id)
         return session_id if thread_id == primary_thread_id(session_id) else thread_id
 
+    async def event_position_in(self, log: str, event_id: str) -> int:
+        """Where `event_id` sits in a thread's log (a stream resumes after it)."""
+        position = await events.position_of(self.pool, log, check_id("event", event_id))
+        if position is None:
+            raise InvalidRequestError(f"thread {log} has no event {event_id!r}")
+        return position
+
+    async def last_log_position(self, log: str) -> int:
+        return await events.last_position(self.pool, log)
+
     async def thread_events_page(
         self, session_id: str, thread_id: str, *, limit: int = 20, page: str | None = None
     ) -> Page[Event]:
