@@ -56,6 +56,7 @@ from reverie.models.workflow_io import (
     ToolUseRef,
     UnrunToolUsesInput,
 )
+from reverie.observability.metrics import METRICS
 from reverie.settings import Settings
 from reverie.store import agents, events, sessions, transcript
 from reverie.store.pool import Pool
@@ -259,6 +260,12 @@ class ModelActivities:
             request["tools"] = [*request.get("tools", []), *delegation]
         try:
             message = await self._call_with_heartbeats(request)
+            METRICS.model_request(
+                agent.model.id,
+                ok=True,
+                input_tokens=prompt_tokens(message.usage),
+                output_tokens=message.usage.output_tokens or 0,
+            )
         except asyncio.CancelledError:
             # Interrupted by the workflow: close the span, so every start has its end. Any
             # other cancel (this attempt timed out or its worker is shutting down) leaves the
@@ -271,6 +278,7 @@ class ModelActivities:
                 )
             raise
         except Exception as error:
+            METRICS.model_request(agent.model.id, ok=False)
             raise await self._failure(params, agent, error) from error
         # The answer exists: record it even if a cancel lands now, and report it, so that every
         # recorded tool use reaches the workflow (which then refuses to run it, if interrupted).

@@ -26,6 +26,7 @@ from reverie.activities.tools import (
 )
 from reverie.egress import EgressPolicy
 from reverie.models.workflow_io import Activity, RunToolInput, ToolErrorInput
+from reverie.observability.metrics import METRICS
 from reverie.settings import Settings
 from reverie.store import agents, environments, events
 from reverie.store.pool import Pool
@@ -78,7 +79,9 @@ class ToolActivities:
                 f"no tool use event {params.tool_use_event_id}", non_retryable=True
             )
         use = found[0].payload
-        outcome = await self._run(params, use["name"], use.get("input") or {})
+        with METRICS.tool_timer(use["name"]) as measured:  # (issue 21) tool durations
+            outcome = await self._run(params, use["name"], use.get("input") or {})
+            measured["is_error"] = outcome.is_error
         await self._record(
             params.session_id, params.tool_use_event_id, params.result_event_id, outcome
         )

@@ -30,6 +30,7 @@ from reverie.api.auth import KeyChecker, auth_middleware
 from reverie.api.errors import Handler, error_middleware
 from reverie.api.feed import make_feed
 from reverie.api.tails import Tails
+from reverie.observability.tracing import observe_requests
 from reverie.service.client import ReverieClient
 
 log = logging.getLogger("reverie.api")
@@ -66,7 +67,9 @@ def build_app(
     max_streams = client.settings.api_max_streams if max_streams is None else max_streams
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        # observe_requests: a span and a duration per request (issue 21), outside the error
+        # middleware so that it sees the status actually sent.
+        middlewares=[request_id_middleware, observe_requests, error_middleware, auth_middleware],
     )
     app[state.CLIENT] = client
     app[state.KEY_CHECKER] = KeyChecker(client.pool)

@@ -19,6 +19,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from reverie.settings import Settings
 
 Attributes = Mapping[str, str | int | float | bool]
+# Distinct values one label keeps (tool names come from the model, model names from users):
+# past this, `other`, so that no one can grow the metrics without bound.
+MAX_LABEL_VALUES = 100
 
 
 class ReverieMetrics:
@@ -27,6 +30,17 @@ class ReverieMetrics:
     def __init__(self) -> None:
         self._meter: MetricMeter = MetricMeter.noop
         self._instruments: dict[str, Any] = {}
+        self._labels: dict[str, set[str]] = {}
+
+    def _label(self, kind: str, value: str) -> str:
+        seen = self._labels.setdefault(kind, set())
+        value = value[:100]
+        if value in seen:
+            return value
+        if len(seen) >= MAX_LABEL_VALUES:
+            return "other"
+        seen.add(value)
+        return value
 
     def bind(self, meter: MetricMeter) -> None:
         self._meter = meter
@@ -64,7 +78,7 @@ class ReverieMetrics:
         self, model: str, *, ok: bool, input_tokens: int = 0, output_tokens: int = 0
     ) -> None:
         """One request to the Messages API and the tokens it used."""
-        attributes = {"model": model}
+        attributes = {"model": self._label("model", model)}
         self._counter("reverie_model_requests", "Model requests, by model and outcome").add(
             1, {**attributes, "outcome": "ok" if ok else "error"}
         )
@@ -79,7 +93,7 @@ class ReverieMetrics:
 
     def tool(self, tool: str, seconds: float, *, is_error: bool) -> None:
         self._histogram("reverie_tool_duration", "Tool runs, by tool").record(
-            seconds, {"tool": tool, "is_error": str(is_error).lower()}
+            seconds, {"tool": self._label("tool", tool), "is_error": str(is_error).lower()}
         )
 
     @contextmanager
