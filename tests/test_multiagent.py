@@ -250,3 +250,104 @@ async def test_threads_through_the_sdk(
             break
     await stream.close()
     assert seen[0] == "agent.thread_message_received" and "agent.message" in seen
+
+
+def results_of(events: list[Any]) -> list[tuple[bool, str]]:
+    return [(e.payload["is_error"], texts(e)) for e in events if e.type == "agent.tool_result"]
+
+
+async def test_follow_ups_keep_history_and_the_model_cannot_reach_beyond_its_roster(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    alpha = await agent(reverie, "alpha", f"{model_name}-alpha")
+    lead = await agent(
+        reverie,
+        "lead",
+        model_name,
+        multiagent={"type": "coordinator", "agents": [alpha.id, {"type": "self"}]},
+    )
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("start_thread", {"agent": "alpha", "task": "remember the number 42"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("ok"),
+        ],
+    )
+    fake_model.script(f"{model_name}-alpha", [Reply.text("noted 42")])
+    first = await reverie.create_session(
+        {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
+    )
+    await reverie.wait_until_settled(first.id, timeout=60)
+    thread = (await reverie.list_threads(first.id)).data[1]
+    # A follow-up resumes the thread with its earlier turns.
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("message_thread", {"thread_id": thread.id, "message": "which number?"}),
+            Reply.tool_use("wait_for_threads", {"thread_ids": [thread.id]}),
+            Reply.text("fine"),
+        ],
+    )
+    fake_model.script(f"{model_name}-alpha", [Reply.text("it was 42")])
+    await reverie.send_message(first.id, "ask again")
+    await reverie.wait_until_settled(first.id, timeout=60)
+    second = json.dumps(fake_model.requests(f"{model_name}-alpha")[1]["messages"])
+    assert "remember the number 42" in second and "noted 42" in second
+    assert "which number?" in second
+    received = [
+        texts(e)
+        for e in await all_events(reverie, first.id)
+        if e.type == "agent.thread_message_received"
+    ]
+    assert received == ["noted 42", "it was 42"]
+    assert len((await reverie.list_threads(first.id)).data) == 2
+
+    # Another session of the coordinator: what its model asks for is checked, never trusted.
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses(
+                [
+                    ("start_thread", {"agent": "../alpha", "task": "x"}),
+                    ("start_thread", {"agent": "alpha", "task": "x" * 100_001}),
+                    ("start_thread", {"agent": "alpha"}),
+                    ("message_thread", {"thread_id": thread.id, "message": "hi"}),
+                    ("message_thread", {"thread_id": "sth_nope", "message": "hi"}),
+                    ("wait_for_threads", {"thread_ids": [thread.id]}),
+                    # The coordinator itself as a subagent: its thread may not delegate further.
+                    ("start_thread", {"agent": "lead", "task": "delegate again"}),
+                    ("wait_for_threads", {}),
+                ]
+            ),
+            Reply.tool_use("start_thread", {"agent": "alpha", "task": "recursion"}),
+            Reply.text("cannot delegate"),
+            Reply.text("done"),
+        ],
+    )
+    attacked = await reverie.create_session(
+        {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
+    )
+    await reverie.wait_until_settled(attacked.id, timeout=60)
+    events = await all_events(reverie, attacked.id)
+    results = results_of(events)
+    assert [error for error, _ in results] == [True] * 6 + [False, False]
+    messages = [text for _, text in results]
+    assert "no agent '../alpha' on the roster" in messages[0]
+    assert "100,000" in messages[1]
+    assert "task must be a non-empty string" in messages[2]
+    assert f"no thread '{thread.id}'" in messages[3]
+    assert "no thread 'sth_nope'" in messages[4]
+    assert thread.id in messages[5]
+    (created,) = [e for e in events if e.type == "session.thread_created"]
+    assert created.payload["agent_name"] == "lead"
+    own = await thread_events(reverie, attacked.id, created.payload["session_thread_id"])
+    (refused,) = [r for r in results_of(own)]
+    assert refused[0] and "not enabled" in refused[1]
+    (request,) = fake_model.requests(model_name)[-3:-2]
+    assert "start_thread" not in json.dumps(request.get("tools", []))
+    # Nothing reached the first session's thread.
+    assert len(fake_model.requests(f"{model_name}-alpha")) == 2
+    assert [t.id for t in (await reverie.list_threads(attacked.id)).data][1:] == [
+        created.payload["session_thread_id"]
+    ]
