@@ -16,8 +16,10 @@ Measured:
 - mount: materialising the whole store into a fresh session workspace (every memory fetched,
   written as a file, the mount's 10,000 bases recorded), several times;
 - sync of one changed file: after `write`/`edit` (the write-back looks at that one file), and
-  after `bash` (the write-back walks the mount and reads only files whose stat signature
-  changed); a `bash` write-back with nothing changed; a pull of one memory changed through the
+  after `bash`, two ways in the same run: a whole scan (the write-back walks the mount and reads
+  only files whose stat signature changed: how every such sync ran before the watches) and
+  watched (the mount's inotify watch names what changed, `activities/memory_watch.py`); a
+  `bash` write-back with nothing changed, both ways; a pull of one memory changed through the
   API (before the next tool run).
 
 Run with `make bench` or `.venv/bin/python bench/memory.py [--quick] [--memories N]`. Prints a
@@ -200,31 +202,45 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return SessionMemory(pool, settings, f"sesn_bench{uuid.uuid4().hex}", [resource])
 
         mounts = []
+        sessions = []
         for _ in range(args.mounts):
             mounted = session()
             mounts.append(await timed(mounted.prepare))
+            sessions.append(mounted)
         files = sum(1 for p in mounted.host_dir(resource).rglob("*") if p.is_file())
 
+        # Before (a scan of the whole mount, stat signatures against the cache) and after (the
+        # mount's inotify watch names what changed), in the same run, on two mounts of the
+        # store: `scanned` never uses its watch.
+        scanned = SessionMemory(pool, settings, sessions[-2].session_id, [resource], watch=False)
+        scanned_folder = scanned.host_dir(resource)
         folder = mounted.host_dir(resource)
-        await mounted.write_back({store.id: None})  # settles the signatures of the newest files
+        for each in (mounted, scanned):
+            await each.write_back({store.id: None})  # settles the signatures of the newest files
         await asyncio.sleep(0.3)
         targeted, whole, idle_scans, pulls = [], [], [], []
+        watched, idle_watched = [], []
         for round_ in range(args.syncs):
             rel = paths[rng.randrange(n)][1:]
             (folder / rel).write_text(f"edited by the file tools, round {round_}\n")
             targeted.append(await timed(lambda r=rel: mounted.write_back({store.id: [r]})))
             rel = paths[rng.randrange(n)][1:]
+            (scanned_folder / rel).write_text(f"edited by bash, round {round_}\n")
+            whole.append(await timed(lambda: scanned.write_back({store.id: None})))
+            rel = paths[rng.randrange(n)][1:]
             (folder / rel).write_text(f"edited by bash, round {round_}\n")
-            whole.append(await timed(lambda: mounted.write_back({store.id: None})))
+            watched.append(await timed(lambda: mounted.write_back({store.id: None})))
             await asyncio.sleep(0.25)  # past the racy window, as between two tool calls
-            idle_scans.append(await timed(lambda: mounted.write_back({store.id: None})))
+            idle_scans.append(await timed(lambda: scanned.write_back({store.id: None})))
+            idle_watched.append(await timed(lambda: mounted.write_back({store.id: None})))
             await update(rng.choice(ids))
             pulls.append(await timed(mounted.prepare))
-        versions = await pool.fetchval(
-            "SELECT count(*) FROM memory_versions WHERE session_id = $1", mounted.session_id
-        )
-        if versions != 2 * args.syncs:
-            raise RuntimeError(f"expected {2 * args.syncs} versions from the syncs, got {versions}")
+        for each, expected in ((mounted, 2 * args.syncs), (scanned, args.syncs)):
+            versions = await pool.fetchval(
+                "SELECT count(*) FROM memory_versions WHERE session_id = $1", each.session_id
+            )
+            if versions != expected:
+                raise RuntimeError(f"expected {expected} versions from the syncs, got {versions}")
 
         return {
             "started_at": datetime.now(UTC).isoformat(),
@@ -252,6 +268,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "sync_one_file_after_write_or_edit": summary(targeted),
             "sync_one_file_after_bash_whole_mount": summary(whole),
             "sync_nothing_changed_after_bash": summary(idle_scans),
+            "sync_one_file_after_bash_watched": summary(watched),
+            "sync_nothing_changed_after_bash_watched": summary(idle_watched),
             "pull_one_remote_change": summary(pulls),
         }
 
@@ -272,8 +290,10 @@ def render(report: dict[str, Any]) -> str:
         ("list a folder of 100 (full, 5 pages)", "list_folder_of_100_full_5_pages"),
         ("mount the whole store in a session", "mount_whole_store"),
         ("sync 1 changed file after write/edit", "sync_one_file_after_write_or_edit"),
-        ("sync 1 changed file after bash", "sync_one_file_after_bash_whole_mount"),
-        ("sync after bash, nothing changed", "sync_nothing_changed_after_bash"),
+        ("sync 1 file after bash: whole scan (before)", "sync_one_file_after_bash_whole_mount"),
+        ("sync after bash, nothing: whole scan (before)", "sync_nothing_changed_after_bash"),
+        ("sync 1 file after bash: watched (after)", "sync_one_file_after_bash_watched"),
+        ("sync after bash, nothing: watched (after)", "sync_nothing_changed_after_bash_watched"),
         ("pull 1 change made through the API", "pull_one_remote_change"),
     ]
     width = max(len(label) for label, _ in rows)

@@ -181,3 +181,52 @@ def test_a_pull_never_replaces_a_file_changed_since_it_was_checked(tmp_path: Pat
     assert memory_files.replace_file(tmp_path, "new", "y", None) is None
     assert memory_files.replace_file(tmp_path, "gone", "y", digest("x")) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "new"]
+
+
+async def test_a_write_through_a_file_held_open_while_a_sync_replaces_it_is_never_lost_unseen(
+    reverie: ReverieClient,
+) -> None:
+    """A tool (a background process of a parallel bash run) holds files open; a pull replaces
+    one and removes another, a settled conflict replaces a third; the tool then writes through
+    all three. Those writes reach no file the mount shows: each is reported, once per write,
+    until the tool lets go of the file."""
+    store, memory, folder = await mounted(
+        reverie, {"/pulled.md": "base", "/deleted.md": "base", "/clash.md": "base"}
+    )
+    ids = {m.path: m.id for m in await reverie.all_memories(store)}
+    held = {name: open(folder / name, "r+") for name in ("pulled.md", "deleted.md", "clash.md")}  # noqa: SIM115
+    try:
+        await reverie.update_memory(store, ids["/pulled.md"], {"content": "api"})
+        await reverie.delete_memory(store, ids["/deleted.md"])
+        await memory.prepare()  # the pull
+        assert (folder / "pulled.md").read_text() == "api"
+        assert not (folder / "deleted.md").exists()
+        # The agent changes clash.md while the API changes it too: the store's version wins.
+        held["clash.md"].write("agent")
+        held["clash.md"].flush()
+        await reverie.update_memory(store, ids["/clash.md"], {"content": "api"})
+        notes = await memory.write_back({store: ["clash.md"]})
+        assert len(notes) == 1 and "NOT saved" in notes[0]
+        assert (folder / "clash.md").read_text() == "api"
+        assert await memory.write_back({store: None}) == []  # nothing written through them yet
+
+        for name, handle in held.items():
+            handle.seek(0)
+            handle.write(f"the tool's own write to {name}")
+            handle.flush()
+        notes = await memory.write_back({store: None})
+        assert sorted(n.split(":")[0] for n in notes) == [
+            f"/mnt/memory/sync/{name}" for name in ("clash.md", "deleted.md", "pulled.md")
+        ], notes
+        assert all("NOT saved" in n for n in notes)
+        assert await memory.write_back({store: None}) == []  # each write reported once
+        held["pulled.md"].write(" and more")
+        held["pulled.md"].flush()
+        notes = await memory.write_back({store: ["pulled.md"]})
+        assert len(notes) == 1 and notes[0].startswith("/mnt/memory/sync/pulled.md:")
+    finally:
+        for handle in held.values():
+            handle.close()
+    assert await memory.write_back({store: None}) == []
+    assert not any((memory.base / "state" / "displaced" / store).iterdir())
+    assert await contents(reverie, store) == {"/pulled.md": "api", "/clash.md": "api"}

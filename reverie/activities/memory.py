@@ -195,6 +195,11 @@ class SessionMemory:
     def _cache_file(self, resource: MemoryStoreResource) -> Path:
         return self._state_dir() / f"{resource.memory_store_id}.sigs"
 
+    def _displaced(self, resource: MemoryStoreResource) -> Path:
+        """Files a sync took out of the mount, kept while a tool may still write through them
+        (`memory_files.collect_displaced`)."""
+        return self._state_dir() / "displaced" / resource.memory_store_id
+
     def _marker(self, result_event_id: str) -> Path:
         return self._state_dir() / "pending" / result_event_id
 
@@ -285,10 +290,23 @@ class SessionMemory:
                 continue
             rels = None if plan is None else plan[resource.memory_store_id]
             async with self._locked(resource) as conn:
+                notes += await self._lost_writes(resource)
                 notes += await self._write_back(conn, resource, rels, whole=plan is None)
         if len(notes) > MAX_NOTES:
             notes = [*notes[:MAX_NOTES], f"... and {len(notes) - MAX_NOTES} more"]
         return notes
+
+    async def _lost_writes(self, resource: MemoryStoreResource) -> list[str]:
+        """Writes made through files a pull or a settled conflict took out of the mount while
+        a tool held them open: not saved (the store's version had won), and the agent told."""
+        written = await asyncio.to_thread(mf.collect_displaced, self._displaced(resource))
+        return [
+            f"{self._virtual(resource, '/' + rel)}: a write made through this file while a "
+            "sync replaced or removed it (the memory was changed elsewhere) was NOT saved: "
+            "the file holds the store's current version (or is gone): read it again, then "
+            "redo your change."
+            for rel in sorted(set(written))
+        ]
 
     async def write_back_guarded(self, plan: Plan | None = None) -> list[str]:
         """`write_back`, except that a failure that is not the database being unreachable
@@ -482,7 +500,7 @@ class SessionMemory:
         folder = self.host_dir(resource)
         started = time.time_ns()
         removed, upserted, changed = await asyncio.to_thread(
-            _apply_remote, folder, ids, known, heads, at_paths
+            _apply_remote, folder, ids, known, heads, at_paths, self._displaced(resource)
         )
         async with conn.transaction():
             after = await memory_mounts.apply(
@@ -870,6 +888,7 @@ class SessionMemory:
             [h.path for h in heads.values()] + [c.also_remove for c in conflicts if c.also_remove],
         )
         folder = self.host_dir(resource)
+        displaced = self._displaced(resource)
 
         def settle() -> tuple[list[str], list[tuple[str, Entry]], dict[str, mf.Sig | None]]:
             removed: list[str] = []
@@ -878,17 +897,17 @@ class SessionMemory:
             for conflict in conflicts:
                 for extra in filter(None, (conflict.also_remove,)):
                     if extra not in known:
-                        _remove(folder, extra, changed)
+                        _remove(folder, extra, changed, displaced)
                 head = heads.get(conflict.memory_id) if conflict.memory_id else None
                 if head is None or head.path != conflict.path:
-                    _remove(folder, conflict.path, changed)
+                    _remove(folder, conflict.path, changed, displaced)
                     removed.append(conflict.path)
                 if head is not None:
                     holder = known.get(head.path)
                     if holder is None or holder.memory_id == head.memory_id:
                         try:
                             changed[head.path[1:]] = mf.write_file(
-                                folder, head.path[1:], head.content or ""
+                                folder, head.path[1:], head.content or "", displaced
                             )
                         except OSError as error:
                             log.warning("memory mount: cannot write %s: %s", head.path, error)
@@ -1005,9 +1024,15 @@ def _local_sha(folder: Path, rel: str) -> str | bool | None:
     return None if got is None else got.sha256
 
 
-def _remove(folder: Path, path: str, changed: dict[str, mf.Sig | None]) -> None:
+def _remove(
+    folder: Path,
+    path: str,
+    changed: dict[str, mf.Sig | None],
+    displaced: Path,
+    expected: str | None = None,
+) -> None:
     try:
-        mf.remove_file(folder, path[1:])
+        mf.remove_file(folder, path[1:], displaced, expected)
     except OSError as error:
         log.warning("memory mount: cannot remove %s: %s", path, error)
         return
@@ -1020,9 +1045,11 @@ def _apply_remote(
     known: dict[str, tuple[str, Entry]],
     heads: dict[str, memory.Head],
     at_paths: dict[str, Entry],
+    displaced: Path,
 ) -> tuple[list[str], list[tuple[str, Entry]], dict[str, mf.Sig | None]]:
     """Bring files in step with memories changed in the store (a pull). A file the agent
-    changed and has not saved is left alone, with its base: its write-back settles it."""
+    changed and has not saved is left alone, with its base: its write-back settles it. Files
+    replaced or removed go to `displaced`, where a write through them is still seen."""
     removed: list[str] = []
     upserted: list[tuple[str, Entry]] = []
     changed: dict[str, mf.Sig | None] = {}
@@ -1038,7 +1065,7 @@ def _apply_remote(
         local = _local_sha(folder, old_path[1:])
         if local is None or local == entry.content_sha256:
             if local is not None:
-                _remove(folder, old_path, changed)
+                _remove(folder, old_path, changed, displaced, entry.content_sha256)
             removed.append(old_path)
         else:
             dirty.add(memory_id)
@@ -1069,7 +1096,7 @@ def _apply_remote(
             expected = None
         try:
             # Only over the file as it was checked (a tool running meanwhile may change it).
-            sig = mf.replace_file(folder, head.path[1:], head.content or "", expected)
+            sig = mf.replace_file(folder, head.path[1:], head.content or "", expected, displaced)
         except OSError as error:
             log.warning("memory mount: %s cannot be a file here: %s", head.path, error)
             continue
