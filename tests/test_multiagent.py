@@ -351,3 +351,62 @@ async def test_follow_ups_keep_history_and_the_model_cannot_reach_beyond_its_ros
     assert [t.id for t in (await reverie.list_threads(attacked.id)).data][1:] == [
         created.payload["session_thread_id"]
     ]
+
+
+async def test_interrupting_one_thread_then_all(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    lead, _ = await coordinator(reverie, model_name, ["slow", "quick"])
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses([start("slow", "take ages"), start("quick", "be quick")]),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("carried on without slow"),
+        ],
+    )
+    fake_model.script(f"{model_name}-slow", [Reply.text("never sent", delay=30)])
+    fake_model.script(f"{model_name}-quick", [Reply.text("quick result", delay=1)])
+    session = await reverie.create_session(
+        {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
+    )
+    await fake_model.wait_for_requests(f"{model_name}-slow", 1, timeout=30)
+    slow = next(
+        t for t in (await reverie.list_threads(session.id)).data if t.agent["name"] == "slow"
+    )
+    with pytest.raises(InvalidRequestError, match="no thread 'sth_other'"):
+        await reverie.send_events(
+            session.id, [{"type": "user.interrupt", "session_thread_id": "sth_other"}]
+        )
+    await reverie.send_events(
+        session.id, [{"type": "user.interrupt", "session_thread_id": slow.id}]
+    )
+    await reverie.wait_until_settled(session.id, timeout=60)
+    events = await all_events(reverie, session.id)
+    received = sorted(texts(e) for e in events if e.type == "agent.thread_message_received")
+    assert received == ["[The thread ended its turn without a message.]", "quick result"]
+    # The coordinator itself was not interrupted: it carried on to its answer.
+    assert texts([e for e in events if e.type == "agent.message"][-1]) == "carried on without slow"
+    own = await thread_events(reverie, session.id, slow.id)
+    assert types_of(own)[-1] == "session.thread_status_idle" and "agent.message" not in types_of(
+        own
+    )
+
+    # Without a thread named, an interrupt stops the coordinator and every thread.
+    fake_model.script(
+        model_name,
+        [Reply.tool_uses([start("slow", "again, slowly"), ("wait_for_threads", {})])],
+    )
+    fake_model.script(f"{model_name}-slow", [Reply.text("never sent either", delay=30)])
+    requests = len(fake_model.requests(model_name))
+    await reverie.send_message(session.id, "once more")
+    await fake_model.wait_for_requests(f"{model_name}-slow", 2, timeout=30)
+    await reverie.interrupt(session.id)
+    settled = await reverie.wait_until_settled(session.id, timeout=60)
+    assert settled.status == "idle"
+    assert {t.status for t in (await reverie.list_threads(session.id)).data} == {"idle"}
+    events = await all_events(reverie, session.id)
+    assert results_of(events)[-1] == (True, "The wait was interrupted.")
+    # The stopped thread's reply waits for the coordinator's next turn instead of starting one.
+    assert len(fake_model.requests(model_name)) == requests + 1
+    assert events[-1].type == "session.status_idle"

@@ -206,8 +206,11 @@ class SessionWorkflow:
         outcome = await self._outcome.run(step)
         if outcome.end != TurnEnd.REQUIRES_ACTION:
             self._state.turns += 1
-        if outcome.end == TurnEnd.END_TURN and self._threads.running():
-            # (issue 18) The session aggregates its threads: running while any runs.
+        if outcome.end in (TurnEnd.END_TURN, TurnEnd.INTERRUPTED) and self._threads.running():
+            # (issue 18) The session aggregates its threads: running while any runs (an
+            # interrupted one until it has stopped).
+            if outcome.end == TurnEnd.INTERRUPTED:
+                await self._loop.adopt_held()
             self._still_running = True
             self._show()
             return
@@ -300,6 +303,7 @@ class SessionWorkflow:
                 if ref.session_thread_id in (None, primary_thread_id(self._params.session_id)):
                     self._interrupt()
             elif ref.type in ("user.message", "user.define_outcome"):
+                self._threads.hold_replies = False
                 self._state.queued.append(ref)
             else:
                 pending = self._pending(ref.tool_use_id or ref.custom_tool_use_id)

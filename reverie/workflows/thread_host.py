@@ -61,6 +61,9 @@ class ThreadHost:
         # One delegation is checked and carried out at a time (the running count stays exact
         # when the model starts several threads in one answer); waiting holds no lock.
         self._lock = asyncio.Lock()
+        # After an interrupt of the whole session, replies of the stopped threads wait for the
+        # coordinator's next turn instead of starting one (until a user message comes).
+        self.hold_replies = False
 
     @property
     def enabled(self) -> bool:
@@ -186,11 +189,16 @@ class ThreadHost:
         self._state.replies_taken = [*self._state.replies_taken, reply.event_id][
             -REPLIES_REMEMBERED:
         ]
-        self._state.queued.append(InputRef(id=reply.event_id, type=MESSAGE_TYPE))
+        if self.hold_replies:
+            self._state.held_input_ids.append(reply.event_id)
+        else:
+            self._state.queued.append(InputRef(id=reply.event_id, type=MESSAGE_TYPE))
         self._on_change()
 
     async def interrupt(self, thread_id: str | None) -> None:
         """`user.interrupt` naming a thread stops that one; without a name, every running one."""
+        if thread_id is None:
+            self.hold_replies = True
         for entry in self._state.threads:
             if entry.status == "terminated" or (thread_id and entry.thread_id != thread_id):
                 continue
