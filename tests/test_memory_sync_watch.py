@@ -139,6 +139,30 @@ async def test_a_watch_that_cannot_vouch_falls_back_to_a_whole_scan(
     assert (await contents(reverie, store))["/f1.md"] == "3"
 
 
+async def test_a_mount_with_more_folders_than_its_share_of_watches_is_scanned(
+    reverie: ReverieClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memory_watch, "MAX_DIRS_PER_MOUNT", 3)
+    store, memory, folder = await mounted(reverie, {"/a/x.md": "x"})
+    bash = {store: None}
+    key = (memory.session_id, store)
+    assert await memory.write_back(bash) == []
+    for name in ("b", "c", "d"):
+        (folder / name).mkdir()
+        (folder / name / "y.md").write_text(name)
+    assert await memory.write_back(bash) == []  # the walk of the new folders breaks the watch
+    watch = WATCHES.current(key)
+    assert watch is not None and watch.broken and not watch.dirs  # its watches given back
+    (folder / "a" / "x.md").write_text("x2")
+    assert await memory.write_back(bash) == []
+    assert await contents(reverie, store) == {
+        "/a/x.md": "x2",
+        "/b/y.md": "b",
+        "/c/y.md": "c",
+        "/d/y.md": "d",
+    }
+
+
 async def test_links_and_special_files_in_a_new_folder_are_skipped_with_a_note(
     reverie: ReverieClient, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

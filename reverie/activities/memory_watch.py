@@ -11,6 +11,9 @@ again, which sets up a new watch:
 - the kernel's queue overflowed (16,384 events by default), or a watch could not be added;
 - the mount's folder itself was removed, moved or rebuilt;
 - more names collected than a whole scan would cost to look at (`MAX_PENDING`);
+- more folders than its share of the kernel's watches (`MAX_DIRS_PER_MOUNT`, and a quarter of
+  the user's quota for all mounts: an agent making folders by the thousand must not use up a
+  quota shared with the worker user's other programs); a broken watch gives its back at once;
 - a write-back that used it failed (what it had collected is not lost: the scan sees it).
 
 Only processes write files the kernel tells about; writes through a shared mapping are seen
@@ -72,6 +75,20 @@ _EVENT = struct.Struct("iIII")
 # Names one mount collects before a whole scan is cheaper than looking at each.
 MAX_PENDING = 5_000
 MAX_MOUNTS = 512
+# Kernel watches are a per-user quota shared with every other program of the worker's user (root
+# here): an agent making folders by the thousand must not use it up. Beyond these, a mount is
+# scanned whole instead.
+MAX_DIRS_PER_MOUNT = 4_096
+
+
+def _max_dirs_total() -> int:
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as quota:
+            return max(1_000, min(65_536, int(quota.read()) // 4))
+    except (OSError, ValueError):
+        return 8_192
+
+
 Key = tuple[str, str]  # (session id, memory store id)
 
 
@@ -108,6 +125,7 @@ class MountWatches:
         self._mounts: OrderedDict[Key, _Mount] = OrderedDict()
         self._by_wd: dict[int, _Mount] = {}
         self._max_mounts = max_mounts
+        self._max_dirs = _max_dirs_total()
         self._libc = ctypes.CDLL(None, use_errno=True)
 
     # ---- set up ----------------------------------------------------------------------------
@@ -146,17 +164,21 @@ class MountWatches:
             fd = self._fd
             if fd is None or self._mounts.get(mount.key) is not mount:
                 return
+            if len(mount.dirs) >= MAX_DIRS_PER_MOUNT or len(self._by_wd) >= self._max_dirs:
+                self._break(mount)
+                return
             wd = self._libc.inotify_add_watch(fd, f"/proc/self/fd/{dir_fd}".encode(), MASK)
             if wd < 0:
                 code = ctypes.get_errno()
                 if code != errno.ENOENT:
                     log.info("memory mount watch not set (%s): whole scans", os.strerror(code))
-                mount.broken = True
+                self._break(mount)
                 return
             other = self._by_wd.get(wd)
             if other is not None and other is not mount:
                 # The same folder watched for another mount: cannot be told apart.
-                mount.broken = other.broken = True
+                self._break(mount)
+                self._break(other)
                 return
             mount.dirs[wd] = rel
             self._by_wd[wd] = mount
@@ -178,15 +200,8 @@ class MountWatches:
 
     def _drop(self, key: Key) -> None:
         mount = self._mounts.pop(key, None)
-        if mount is None:
-            return
-        for wd in mount.dirs:
-            if self._by_wd.get(wd) is mount:
-                del self._by_wd[wd]
-                if self._fd is not None:
-                    self._libc.inotify_rm_watch(self._fd, wd)
-        mount.dirs.clear()
-        mount.broken = True
+        if mount is not None:
+            self._break(mount)
 
     # ---- use -------------------------------------------------------------------------------
 
@@ -205,7 +220,18 @@ class MountWatches:
     def fail(self, mount: _Mount) -> None:
         """A write-back using the watch failed: the next one scans the whole mount."""
         with self._lock:
-            mount.broken = True
+            self._break(mount)
+
+    def _break(self, mount: _Mount) -> None:
+        """The mount's watch can no longer vouch: its kernel watches are given back now."""
+        mount.broken = True
+        mount.pending = Changes()
+        for wd in mount.dirs:
+            if self._by_wd.get(wd) is mount:
+                del self._by_wd[wd]
+                if self._fd is not None:
+                    self._libc.inotify_rm_watch(self._fd, wd)
+        mount.dirs.clear()
 
     def drain(self) -> None:
         with self._lock:
@@ -236,7 +262,7 @@ class MountWatches:
 
     def _broken_all(self) -> None:
         for mount in self._mounts.values():
-            mount.broken = True
+            self._break(mount)
 
     def _event(self, wd: int, mask: int, name: str) -> None:
         if mask & IN_Q_OVERFLOW:
@@ -250,12 +276,12 @@ class MountWatches:
             mount.dirs.pop(wd, None)
             del self._by_wd[wd]
             if rel == "":
-                mount.broken = True
+                self._break(mount)
             return
         if rel is None or mount.broken:
             return
         if mask & IN_UNMOUNT or (rel == "" and mask & (IN_DELETE_SELF | IN_MOVE_SELF)):
-            mount.broken = True
+            self._break(mount)
             return
         if not name:
             return  # the folder's own events: its parent reports what matters
@@ -271,8 +297,7 @@ class MountWatches:
         else:
             pending.files.add(path)
         if pending.size() > MAX_PENDING:
-            mount.broken = True
-            mount.pending = Changes()
+            self._break(mount)
 
 
 WATCHES = MountWatches()
