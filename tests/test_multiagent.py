@@ -11,9 +11,10 @@ import anthropic
 import pytest
 
 from reverie.models.errors import InvalidRequestError, NotSupportedError
+from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
-from tests.helpers import all_events, assert_each_once, types_of
+from tests.helpers import all_events, assert_each_once, kill, types_of, worker_process
 
 
 async def agent(reverie: ReverieClient, name: str, model: str, **extra: Any) -> Any:
@@ -410,3 +411,69 @@ async def test_interrupting_one_thread_then_all(
     # The stopped thread's reply waits for the coordinator's next turn instead of starting one.
     assert len(fake_model.requests(model_name)) == requests + 1
     assert events[-1].type == "session.status_idle"
+
+
+async def test_at_most_25_threads_run_at_once(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    lead, _ = await coordinator(reverie, model_name, ["worker"])
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses([start("worker", f"part {n}") for n in range(26)]),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("collected"),
+        ],
+    )
+    fake_model.script(f"{model_name}-worker", [Reply.text("part done", delay=2)] * 25)
+    session = await reverie.create_session(
+        {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
+    )
+    await reverie.wait_until_settled(session.id, timeout=90)
+    events = await all_events(reverie, session.id)
+    results = results_of(events)[:26]
+    assert [error for error, _ in results] == [False] * 25 + [True]
+    assert "25 threads are running already and at most 25" in results[-1][1]
+    assert types_of(events).count("session.thread_created") == 25
+    assert types_of(events).count("agent.thread_message_received") == 25
+    assert texts([e for e in events if e.type == "agent.message"][-1]) == "collected"
+
+
+async def test_worker_killed_while_threads_run(
+    own_queue: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    lead, _ = await coordinator(own_queue, model_name, ["alpha", "beta"])
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses([start("alpha", "a"), start("beta", "b"), ("wait_for_threads", {})]),
+            Reply.text("both in"),
+        ],
+    )
+    for name in ("alpha", "beta"):
+        fake_model.script(
+            f"{model_name}-{name}",
+            [Reply.text("lost with the worker", delay=30), Reply.text(f"{name} survived")],
+        )
+    async with worker_process(own_queue.settings) as first:
+        session = await own_queue.create_session(
+            {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]},
+            options=SessionOptions(heartbeat_timeout_seconds=3),
+        )
+        for name in ("alpha", "beta"):
+            await fake_model.wait_for_requests(f"{model_name}-{name}", 1, timeout=30)
+        await kill(first)
+    async with worker_process(own_queue.settings):
+        settled = await own_queue.wait_until_settled(session.id, timeout=90)
+    assert settled.status == "idle"
+    events = await all_events(own_queue, session.id)
+    assert_each_once(events)
+    received = sorted(texts(e) for e in events if e.type == "agent.thread_message_received")
+    assert received == ["alpha survived", "beta survived"]
+    assert types_of(events).count("session.thread_created") == 2
+    assert texts([e for e in events if e.type == "agent.message"][-1]) == "both in"
+    for thread in (await own_queue.list_threads(session.id)).data[1:]:
+        own = await thread_events(own_queue, session.id, thread.id)
+        assert_each_once(own)
+        assert types_of(own).count("agent.message") == 1
+        assert types_of(own).count("session.thread_status_idle") == 1
