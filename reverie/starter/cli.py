@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from reverie.models.errors import InvalidRequestError, ReverieError
 from reverie.settings import Settings, load_settings
 from reverie.starter.api_cli import add_api_commands
+from reverie.starter.dream_cli import add_dream_commands
 from reverie.starter.memory_cli import add_memory_commands
 from reverie.starter.render import (
     agent_rows,
@@ -492,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_api_commands(commands, command)
     add_memory_commands(commands, command)
     add_webhook_commands(commands, command)
+    add_dream_commands(commands, command)
     return parser
 
 
