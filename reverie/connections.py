@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 from reverie.observability.metrics import metrics_runtime
+from reverie.observability.queue_depth import start_reporting
 from reverie.observability.tracing import configure_tracing, temporal_interceptors
 from reverie.payload_codec import data_converter
 from reverie.settings import Settings
@@ -43,7 +44,12 @@ def _profile(settings: Settings) -> dict[str, Any]:
     from temporalio.envconfig import ClientConfigProfile
 
     # The profile alone: Reverie's settings (read from the same variables) apply on top.
-    profile = ClientConfigProfile.load(profile=settings.temporal_profile, disable_env=True)
+    source = settings.temporal_config_file
+    profile = ClientConfigProfile.load(
+        profile=settings.temporal_profile,
+        config_source=source.expanduser() if source else None,
+        disable_env=True,
+    )
     return dict(profile.to_client_connect_config())
 
 
@@ -98,12 +104,15 @@ async def connect_temporal(
     """A client with Reverie's converter; `interceptors` replaces the configured ones."""
     runtime = metrics_runtime(settings)
     configure_tracing(settings)
-    return await Client.connect(
+    client = await Client.connect(
         **temporal_connect_options(settings),
         data_converter=data_converter(settings.payload_keys),
         interceptors=list(temporal_interceptors() if interceptors is None else interceptors),
         **({"runtime": runtime} if runtime is not None else {}),
     )
+    if runtime is not None:
+        start_reporting(client, settings.task_queue)
+    return client
 
 
 def database_url(settings: Settings) -> str:

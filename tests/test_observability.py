@@ -1,0 +1,159 @@
+"""What operators watch (issue 21): Prometheus metrics after a turn, OpenTelemetry spans from the
+HTTP API through the workflow to its activities, JSON logs naming their session."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from reverie.api.app import start_api
+from reverie.connections import connect_temporal
+from reverie.observability import tracing
+from reverie.observability.logs import JsonFormatter, log_context
+from reverie.service.client import ReverieClient
+from reverie.settings import Settings
+from reverie.starter.temporal_dev import free_port
+from reverie.store import keys
+from reverie.store.pool import connect
+from reverie.worker import build_worker
+from tests.fake_model import FakeModelServer, Reply
+
+TOOLSET = {"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}
+
+
+@dataclass
+class Observed:
+    client: ReverieClient
+    spans: InMemorySpanExporter
+    metrics_url: str
+    base_url: str
+    key: str
+
+
+@pytest.fixture(scope="module")
+async def observed(settings: Settings) -> AsyncIterator[Observed]:
+    """A worker and an API process of their own, with metrics on a port and traces kept in
+    memory (set up as REVERIE_METRICS_PORT and OTEL_EXPORTER_OTLP_ENDPOINT would)."""
+    port = free_port()
+    own = settings.model_copy(
+        update={"task_queue": f"observed-{uuid.uuid4().hex[:6]}", "metrics_port": port}
+    )
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.use_provider(provider)
+    try:
+        temporal = await connect_temporal(own)
+    finally:
+        tracing.use_provider(None)  # other tests' clients stay untraced
+    pool = await connect(own.database_url or "")
+    client = ReverieClient(temporal, pool, own)
+    tracing.use_provider(provider)  # the API's request spans
+    runner, base_url = await start_api(client, "127.0.0.1", 0)
+    key = (await keys.create(pool, "observability", "tests")).key
+    try:
+        async with build_worker(temporal, pool, own):
+            yield Observed(client, spans, f"http://127.0.0.1:{port}/metrics", base_url, key)
+    finally:
+        tracing.use_provider(None)
+        await runner.cleanup()
+        await client.close()
+
+
+async def _turn(observed: Observed, model: str) -> str:
+    """A session through the HTTP API: one bash tool use, then the answer."""
+    headers = {"x-api-key": observed.key}
+    async with aiohttp.ClientSession(observed.base_url, headers=headers) as http:
+        agent = {"name": "o", "model": model, "tools": [TOOLSET]}
+        async with http.post("/v1/agents", json=agent) as response:
+            agent_id = (await response.json())["id"]
+        body = {"agent": agent_id, "environment_id": "env_default"}
+        async with http.post("/v1/sessions", json=body) as response:
+            session_id = (await response.json())["id"]
+        message = {"type": "user.message", "content": [{"type": "text", "text": "hi"}]}
+        async with http.post(
+            f"/v1/sessions/{session_id}/events", json={"events": [message]}
+        ) as response:
+            assert response.status == 200, await response.text()
+    await observed.client.wait_until_settled(session_id, timeout=30)
+    return session_id
+
+
+async def test_metrics_appear_on_the_endpoint_after_a_turn(
+    observed: Observed, fake_model: FakeModelServer, model_name: str
+) -> None:
+    fake_model.script(model_name, [Reply.tool_use("bash", {"command": "echo hi"})])
+    await _turn(observed, model_name)
+    async with aiohttp.ClientSession() as http, http.get(observed.metrics_url) as response:
+        text = await response.text()
+    lines = text.splitlines()
+
+    def value(name: str, *labels: str) -> float:
+        found = [
+            float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith(name) and all(label in line for label in labels)
+        ]
+        assert found, f"no {name} with {labels} in:\n{text[:3000]}"
+        return sum(found)
+
+    model = f'model="{model_name}"'
+    assert value("reverie_model_requests", model, 'outcome="ok"') == 2
+    assert value("reverie_model_input_tokens", model) > 0
+    assert value("reverie_model_output_tokens", model) > 0
+    assert value("reverie_tool_duration_count", 'tool="bash"', 'is_error="false"') >= 1
+    assert value("reverie_turns", 'stop_reason="end_turn"') >= 1
+    assert value("reverie_activity_duration_count", 'activity="model_step"') >= 2
+    assert value("reverie_api_request_duration_count", 'route="/v1/sessions"') >= 1
+    assert value("reverie_task_queue_backlog", 'kind="workflow"') >= 0
+    # And the Temporal SDK's own, on the same endpoint.
+    assert value("temporal_workflow_task_execution_latency_count") > 0
+
+
+async def test_spans_run_from_the_api_through_workflow_to_activities(
+    observed: Observed, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """The request that creates a session starts the trace its workflow and activities join;
+    the request that sends a message traces its update."""
+    observed.spans.clear()
+    await _turn(observed, model_name)
+    spans = observed.spans.get_finished_spans()
+
+    def trace_of(name: str) -> set[str]:
+        (root,) = [s for s in spans if s.name == name]
+        return {s.name for s in spans if s.context.trace_id == root.context.trace_id}
+
+    created = trace_of("POST /v1/sessions")
+    assert {
+        "StartWorkflow:SessionWorkflow",
+        "RunWorkflow:SessionWorkflow",
+        "RunActivity:model_step",
+    } <= created, created
+    sent = trace_of("POST /v1/sessions/{session_id}/events")
+    assert "StartWorkflowUpdate:send_events" in sent, sent
+    server = next(s for s in spans if s.name == "POST /v1/sessions")
+    assert server.attributes["http.response.status_code"] == 200
+
+
+def test_json_logs_name_their_session_and_thread() -> None:
+    formatter = JsonFormatter()
+    record = logging.LogRecord("reverie.x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+    record.temporal_activity = {"workflow_id": "sesn_abc", "activity_type": "model_step"}
+    line = json.loads(formatter.format(record))
+    assert line["message"] == "hello you"
+    assert line["session_id"] == "sesn_abc"
+    assert line["activity"] == "model_step"
+    plain = logging.LogRecord("reverie.x", logging.WARNING, __file__, 1, "x", (), None)
+    with log_context(session_id="sesn_1", thread_id="sthr_2"):
+        line = json.loads(formatter.format(plain))
+    assert (line["session_id"], line["thread_id"], line["level"]) == ("sesn_1", "sthr_2", "warning")
+    assert "session_id" not in json.loads(formatter.format(plain))
