@@ -604,3 +604,57 @@ async def test_record_outcomes(
     results = [o.result for o in (await reverie.get_session(session.id)).outcome_evaluations]
     assert results == ["satisfied", "interrupted", "max_iterations_reached"], results
     await _save(temporal_client, "outcomes", session.id)
+
+
+# ---- multi-agent (issue 18): a coordinator's session and one of its threads ----------------------
+
+
+async def test_record_multiagent(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A coordinator fans out to two subagent threads and waits for them, then sends one a
+    follow-up; saves the session's history (patch `multiagent`) and the thread's
+    (`multiagent_thread`, a `ThreadWorkflow`)."""
+    members = [
+        await reverie.create_agent({"name": name, "model": f"{model_name}-{name}"})
+        for name in ("alpha", "beta")
+    ]
+    lead = await reverie.create_agent(
+        {
+            "name": "lead",
+            "model": model_name,
+            "multiagent": {"type": "coordinator", "agents": [m.id for m in members]},
+        }
+    )
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses(
+                [
+                    ("start_thread", {"agent": "alpha", "task": "first part"}),
+                    ("start_thread", {"agent": "beta", "task": "second part"}),
+                ]
+            ),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("both parts in"),
+        ],
+    )
+    fake_model.script(f"{model_name}-alpha", [Reply.text("alpha's part", delay=0.5)])
+    fake_model.script(f"{model_name}-beta", [Reply.text("beta's part")])
+    session = await reverie.create_session({"agent": lead.id, "title": model_name})
+    await reverie.send_message(session.id, "split the work")
+    await reverie.wait_until_settled(session.id)
+    alpha = (await reverie.list_threads(session.id)).data[1]
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("message_thread", {"thread_id": alpha.id, "message": "more"}),
+            Reply.tool_use("wait_for_threads", {"thread_ids": [alpha.id]}),
+            Reply.text("done"),
+        ],
+    )
+    fake_model.script(f"{model_name}-alpha", [Reply.text("more of alpha")])
+    await reverie.send_message(session.id, "ask alpha again")
+    await reverie.wait_until_settled(session.id)
+    await _save(temporal_client, "multiagent", session.id)
+    await _save(temporal_client, "multiagent_thread", alpha.id)

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from reverie.workflows.session import SessionWorkflow
+from reverie.workflows.thread import ThreadWorkflow
 from reverie.workflows.webhooks import WORKFLOWS as WEBHOOK_WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -45,6 +46,9 @@ def test_histories_are_saved() -> None:
         "created_running",
         # after the patch `outcomes` (issue 16)
         "outcomes",
+        # after the patch `multiagent` (issue 18): a coordinator's session and its thread
+        "multiagent",
+        "multiagent_thread",
     }
 
 
@@ -52,7 +56,8 @@ def test_histories_are_saved() -> None:
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=[SessionWorkflow, *WEBHOOK_WORKFLOWS], data_converter=pydantic_data_converter
+        workflows=[SessionWorkflow, ThreadWorkflow, *WEBHOOK_WORKFLOWS],
+        data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.stem}: {result.replay_failure!r}"
