@@ -16,6 +16,7 @@ from aiohttp import web
 
 from reverie.api import (
     agents,
+    codec,
     dreams,
     environments,
     events,
@@ -27,6 +28,7 @@ from reverie.api import (
     webhooks,
 )
 from reverie.api.auth import KeyChecker, auth_middleware
+from reverie.api.codec import codec_cors_middleware
 from reverie.api.errors import Handler, error_middleware
 from reverie.api.feed import make_feed
 from reverie.api.tails import Tails
@@ -69,7 +71,14 @@ def build_app(
         client_max_size=max_body_bytes,
         # observe_requests: a span and a duration per request (issue 21), outside the error
         # middleware so that it sees the status actually sent.
-        middlewares=[request_id_middleware, observe_requests, error_middleware, auth_middleware],
+        # codec_cors_middleware: the codec server's CORS preflight, answered before auth.
+        middlewares=[
+            request_id_middleware,
+            observe_requests,
+            codec_cors_middleware,
+            error_middleware,
+            auth_middleware,
+        ],
     )
     app[state.CLIENT] = client
     app[state.KEY_CHECKER] = KeyChecker(client.pool)
@@ -80,6 +89,7 @@ def build_app(
     app.on_response_prepare.append(_add_request_id)
     for module in (agents, environments, sessions, events, threads, memory, webhooks, dreams):
         app.router.add_routes(module.routes)
+    app.router.add_routes(codec.routes)  # the Web UI's codec server (issue 21)
     unsupported.add_routes(app)
     app.router.add_get("/healthz", healthz)
 
