@@ -148,6 +148,17 @@ class Settings(BaseSettings):
     # Attempts in flight to one endpoint at once.
     webhook_max_in_flight: int = Field(default=32, alias="REVERIE_WEBHOOK_MAX_IN_FLIGHT", ge=1)
 
+    @field_validator("payload_keys")
+    @classmethod
+    def _payload_keys(cls, value: str | None) -> str | None:
+        """Refused at start (never echoing a key), not at the first payload."""
+        if value is None or not value.strip():
+            return None
+        from reverie.payload_codec import parse_keys
+
+        parse_keys(value)
+        return value
+
     @field_validator("compaction_model_thresholds")
     @classmethod
     def _model_thresholds(cls, value: str) -> str:
