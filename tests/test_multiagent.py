@@ -4,6 +4,7 @@ PostgreSQL and worker; only the model is faked, each agent on a model name of it
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -15,6 +16,7 @@ from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
 from tests.helpers import all_events, assert_each_once, kill, types_of, worker_process
+from tests.test_cli import cli_env, run_cli
 
 
 async def agent(reverie: ReverieClient, name: str, model: str, **extra: Any) -> Any:
@@ -303,6 +305,17 @@ async def test_follow_ups_keep_history_and_the_model_cannot_reach_beyond_its_ros
     ]
     assert received == ["noted 42", "it was 42"]
     assert len((await reverie.list_threads(first.id)).data) == 2
+    # The command line: the threads, one thread's own events, an interrupt naming a thread.
+    env = cli_env(reverie.settings)
+    listed, own, refused = await asyncio.gather(
+        run_cli(env, "session", "threads", first.id, "--json"),
+        run_cli(env, "session", "events", first.id, "--thread", thread.id, "--json"),
+        run_cli(env, "session", "interrupt", first.id, "--thread", "sth_nope"),
+    )
+    assert [t["id"] for t in listed.json()["data"]][1:] == [thread.id]
+    lines = [json.loads(line) for line in own.out.splitlines()]
+    assert [e["type"] for e in lines].count("agent.thread_message_received") == 2
+    assert refused.code != 0 and "no thread 'sth_nope'" in refused.err
 
     # Another session of the coordinator: what its model asks for is checked, never trusted.
     fake_model.script(

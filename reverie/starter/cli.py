@@ -35,6 +35,7 @@ from reverie.starter.render import (
     safe,
     session_rows,
 )
+from reverie.starter.threads_cli import session_threads, thread_events, thread_interrupt
 from reverie.starter.up import up_command, worker_command
 from reverie.starter.webhook_cli import add_webhook_commands
 
@@ -222,6 +223,9 @@ async def session_send(client: ReverieClient, args: argparse.Namespace) -> None:
 
 async def session_events(client: ReverieClient, args: argparse.Namespace) -> None:
     """Past events, or with --follow each one as it is recorded until the session settles."""
+    if args.thread:  # one subagent thread's own events (issue 18)
+        await thread_events(client, args)
+        return
     if not args.follow:
         found = await client.list_events(
             args.id,
@@ -259,6 +263,9 @@ async def session_list(client: ReverieClient, args: argparse.Namespace) -> None:
 
 
 async def session_interrupt(client: ReverieClient, args: argparse.Namespace) -> None:
+    if args.thread:  # stop that thread only (issue 18)
+        await thread_interrupt(client, args)
+        return
     emit(args, await client.interrupt(args.id), event_line)
 
 
@@ -465,6 +472,7 @@ def add_session_commands(commands: Any) -> None:
     events.add_argument("--limit", type=int, help="at most N events (default 100 without -f)")
     events.add_argument("--type", action="extend", nargs="+", help="only these event types")
     events.add_argument("--order", choices=["asc", "desc"], default="asc")
+    events.add_argument("--thread", help="a subagent thread's own events (sth_...)")
     events.add_argument(
         "--since", type=datetime.fromisoformat, help="only events at or after this ISO time"
     )
@@ -472,7 +480,10 @@ def add_session_commands(commands: Any) -> None:
     listing = command(group, "list", session_list, "list sessions, newest first")
     listing.add_argument("--agent", help="only sessions of this agent")
     paging(listing)
-    command(group, "interrupt", session_interrupt, "stop what it is doing").add_argument("id")
+    interrupt = command(group, "interrupt", session_interrupt, "stop what it is doing")
+    interrupt.add_argument("id")
+    interrupt.add_argument("--thread", help="stop only this subagent thread (sth_...)")
+    command(group, "threads", session_threads, "list a session's threads").add_argument("id")
     command(group, "archive", session_archive, "archive a session").add_argument("id")
 
 
