@@ -658,3 +658,66 @@ async def test_record_multiagent(
     await reverie.wait_until_settled(session.id)
     await _save(temporal_client, "multiagent", session.id)
     await _save(temporal_client, "multiagent_thread", alpha.id)
+
+
+# ---- dreams (issue 20): a dream, and a scheduled run that starts one -----------------------------
+
+
+async def test_record_dream(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A dream over two sessions: start, two reads in parallel, plan, one topic, finish."""
+    from tests.dream_support import findings, operations, session_with, store_with
+
+    agent = await new_agent(reverie, model_name)
+    store = await store_with(reverie, "Recorded", {"/notes/a.md": "old"})
+    sessions = sorted([await session_with(reverie, agent, store, f"s{n}") for n in range(2)])
+    fake_model.script(
+        model_name,
+        [findings(("notes", "new"))] * 2
+        + [operations({"op": "update", "path": "/notes/a.md", "content": "new",
+                       "supporting_sessions": sessions})],
+    )  # fmt: skip
+    dream = await reverie.create_dream(
+        {
+            "inputs": [
+                {"type": "memory_store", "memory_store_id": store},
+                {"type": "sessions", "session_ids": sessions},
+            ],
+            "model": model_name,
+        }
+    )
+    assert (await reverie.wait_for_dream(dream.id)).status == "completed"
+    await _save(temporal_client, "dream", dream.id)
+
+
+async def test_record_scheduled_dream(
+    reverie: ReverieClient,
+    temporal_client: Client,
+    settings: Settings,
+    fake_model: FakeModelServer,
+    model_name: str,
+) -> None:
+    """A scheduled run: it picks one new session and runs its dream as a child workflow."""
+    from datetime import UTC, datetime
+
+    from reverie.models.dreams import ScheduledDreamInput
+    from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
+    from tests.dream_support import findings, session_with, store_with
+
+    agent = await new_agent(reverie, model_name)
+    store = await store_with(reverie, "Recorded schedule", {})
+    await session_with(reverie, agent, store, "one")
+    schedule = await reverie.create_dream_schedule(
+        {"memory_store_id": store, "agent_id": agent, "cron": "0 3 * * *"}
+    )
+    fake_model.script(model_name, [findings(("notes", "one"))])
+    run_id = f"{schedule.id}-recorded"
+    await temporal_client.execute_workflow(
+        ScheduledDreamWorkflow.run,
+        ScheduledDreamInput(schedule_id=schedule.id, scheduled_time=datetime.now(UTC)),
+        id=run_id,
+        task_queue=settings.task_queue,
+    )
+    await _save(temporal_client, "scheduled_dream", run_id)
+    await reverie.delete_dream_schedule(schedule.id)

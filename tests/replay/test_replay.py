@@ -13,6 +13,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from reverie.workflows.dream import DreamWorkflow
+from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from reverie.workflows.session import SessionWorkflow
 from reverie.workflows.thread import ThreadWorkflow
 from reverie.workflows.webhooks import WORKFLOWS as WEBHOOK_WORKFLOWS
@@ -49,6 +51,9 @@ def test_histories_are_saved() -> None:
         # after the patch `multiagent` (issue 18): a coordinator's session and its thread
         "multiagent",
         "multiagent_thread",
+        # dreams (issue 20): a dream, a scheduled run with its child dream
+        "dream",
+        "scheduled_dream",
     }
 
 
@@ -56,7 +61,13 @@ def test_histories_are_saved() -> None:
 async def test_replay(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
-        workflows=[SessionWorkflow, ThreadWorkflow, *WEBHOOK_WORKFLOWS],
+        workflows=[
+            SessionWorkflow,
+            ThreadWorkflow,
+            *WEBHOOK_WORKFLOWS,
+            DreamWorkflow,
+            ScheduledDreamWorkflow,
+        ],
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
