@@ -53,6 +53,7 @@ bench: system venv ## Measure turns, tool round trips, the sandbox's price, the 
 	$(PY) bench/api_throughput.py
 	$(PY) bench/memory.py
 	$(PY) bench/webhooks.py
+	$(PY) bench/dreams.py
 	$(PY) bench/multiagent.py
 
 storm: system venv ## Durability storm: 30 sessions while workers are SIGKILLed (STORM_ARGS=--sessions 90)
