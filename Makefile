@@ -45,7 +45,7 @@ lint: venv ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: system venv ## Measure turns, tool round trips, the sandbox's price, the event feed, the HTTP API, webhooks
+bench: system venv ## Measure turns, tool round trips, the sandbox's price, the event feed, the HTTP API, webhooks, scale
 	$(PY) bench/session_overhead.py
 	$(PY) bench/tool_roundtrip.py
 	$(PY) bench/sandbox_price.py
@@ -53,6 +53,7 @@ bench: system venv ## Measure turns, tool round trips, the sandbox's price, the 
 	$(PY) bench/api_throughput.py
 	$(PY) bench/memory.py
 	$(PY) bench/webhooks.py
+	$(PY) bench/scale.py
 	$(PY) bench/dreams.py
 	$(PY) bench/multiagent.py
 
