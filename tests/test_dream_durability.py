@@ -99,12 +99,22 @@ async def test_cancel_model_errors_partial_output_and_webhooks(
     assert await contents(reverie, store) == {"/alpha/a.md": "old alpha"}
     assert fake_model.remaining(model_name) == 0
 
-    # Announced once each: failed (not the canceled one).
+    # A dream with nothing to remember completes (one call, no topic).
+    fake_model.script(model_name, [findings()])
+    quiet = await reverie.wait_for_dream(
+        (await reverie.create_dream(dream_body(store, [session], model_name))).id
+    )
+    assert quiet.status == "completed" and (await reverie.dream_diff(quiet.id)).entries == []
+
+    # Announced once each, with the final status: failed and completed (not the canceled one).
     rows = await reverie.pool.fetch(
         "SELECT event_type, data ->> 'id' AS id FROM webhook_deliveries WHERE endpoint_id = $1",
         hook.id,
     )
-    assert sorted((r["event_type"], r["id"]) for r in rows) == [("dream.failed", failed.id)]
+    assert sorted((r["event_type"], r["id"]) for r in rows) == [
+        ("dream.completed", quiet.id),
+        ("dream.failed", failed.id),
+    ]
     await webhooks.delete_endpoint(reverie.pool, hook.id)
 
 

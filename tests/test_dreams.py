@@ -11,6 +11,7 @@ import anthropic
 import pytest
 from anthropic.types.beta import BetaDream
 
+from reverie.models.dreams import DreamDiff, ReviewResult
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.service.client import ReverieClient
 from tests.api_support import Api
@@ -113,8 +114,15 @@ async def test_a_dream_over_sessions_makes_a_new_store_with_provenance_and_revie
     assert "Run the tests with unittest." in consolidation and "must stay" not in consolidation
     assert [t["name"] for t in requests[3]["tools"]] == ["propose_operations"]
 
-    # The diff: per path, with provenance; what was dropped, with why.
-    diff = await reverie.dream_diff(dream.id)
+    # Its progress, as the Web UI's workflow shows it.
+    progress = await reverie.temporal.get_workflow_handle(dream.id).query("progress")
+    assert progress["phase"] == "completed" and progress["sessions_read"] == 3
+    assert progress["topics_consolidated"] == 1 and progress["memories_written"] == 2
+
+    # The diff (through Reverie's own HTTP route): per path, with provenance; what was dropped.
+    diff = DreamDiff.model_validate(
+        await sdk.get(f"/v1/reverie/dreams/{dream.id}/diff", cast_to=object)
+    )
     by_path = {e.path: e for e in diff.entries}
     assert set(by_path) == {"/testing/runner.md", "/testing/flags.md"}
     assert by_path["/testing/runner.md"].change == "modified"
@@ -149,8 +157,10 @@ async def test_a_dream_over_sessions_makes_a_new_store_with_provenance_and_revie
     assert (await contents(reverie, store))["/testing/flags.md"] == "-x stops at the first failure."
     with pytest.raises(InvalidRequestError, match="applied already"):
         await reverie.apply_dream(dream.id)
-    # Revert: back to exactly what the store held before the apply.
-    reverted = await reverie.revert_dream(dream.id)
+    # Revert (through HTTP): back to exactly what the store held before the apply.
+    reverted = ReviewResult.model_validate(
+        await sdk.post(f"/v1/reverie/dreams/{dream.id}/revert", cast_to=object)
+    )
     assert reverted.written == ["/testing/flags.md"] and not reverted.conflicts
     assert await contents(reverie, store) == before_apply
     # Discard archives the output store.
@@ -319,6 +329,21 @@ async def test_bad_dream_requests_are_refused_and_write_nothing(
             {"type": "sessions", "session_ids": [session]}]))  # fmt: skip
     with pytest.raises(anthropic.NotFoundError):
         await sdk.beta.dreams.retrieve("drm_missing")
+    # Schedules: a bad cron, an unknown time zone, no model; nothing is kept of them.
+    for schedule, named in (
+        ({"cron": "not a cron", "model": model_name}, "Temporal refused"),
+        ({"cron": "0 3 * * *", "timezone": "Mars/Olympus", "model": model_name}, "time zone"),
+        ({"cron": "0 3 * * *"}, "needs a model"),
+        ({"cron": "0 3 * * *", "model": model_name, "mode": "sometimes"}, "mode"),
+    ):
+        with pytest.raises(anthropic.BadRequestError, match=named):
+            await sdk.post(
+                "/v1/reverie/dream_schedules",
+                body={"memory_store_id": store, **schedule},
+                cast_to=object,
+            )
+    assert await reverie.pool.fetchval("SELECT count(*) FROM dream_schedules WHERE "
+                                       "memory_store_id = $1", store) == 0  # fmt: skip
     await reverie.archive_memory_store(store)
     with pytest.raises(InvalidRequestError, match="archived"):
         await reverie.create_dream(body())

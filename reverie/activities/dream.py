@@ -217,7 +217,8 @@ class DreamActivities:
         """The topics to consolidate: those with findings, the most widely supported first,
         at most `MAX_TOPICS` (the rest are reported, not consolidated); in name order."""
         support: dict[str, set[str]] = {}
-        for session_id, findings in (await dreams.all_findings(self._pool, dream_id)).items():
+        kept = await dreams.all_findings(self._pool, dream_id)
+        for session_id, findings in kept.items():
             for finding in findings:
                 support.setdefault(finding["topic"], set()).add(session_id)
         ranked = sorted(support, key=lambda t: (-len(support[t]), t))
@@ -227,10 +228,8 @@ class DreamActivities:
             dream_id,
             {
                 "topics_left_out": left_out,
-                "sessions_read": len(await dreams.all_findings(self._pool, dream_id)),
-                "findings": sum(
-                    len(f) for f in (await dreams.all_findings(self._pool, dream_id)).values()
-                ),
+                "sessions_read": len(kept),
+                "findings": sum(len(f) for f in kept.values()),
             },
         )
         return sorted(ranked[:MAX_TOPICS])
