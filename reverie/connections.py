@@ -124,5 +124,7 @@ def database_url(settings: Settings) -> str:
     return url
 
 
-async def connect_database(settings: Settings, *, max_size: int = 10) -> Pool:
-    return await connect(database_url(settings), max_size=max_size)
+async def connect_database(settings: Settings, *, max_size: int | None = None) -> Pool:
+    """The process's pool: REVERIE_DATABASE_POOL_SIZE connections at most, unless told."""
+    size = settings.database_pool_size if max_size is None else max_size
+    return await connect(database_url(settings), min_size=1, max_size=size)

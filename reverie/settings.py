@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     temporal_tls_server_name: str | None = Field(default=None, alias="TEMPORAL_TLS_SERVER_NAME")
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    # (issue 21) Connections each process's pool holds at most (plus one LISTEN connection for
+    # event streams or webhooks): size PostgreSQL's max_connections for all processes.
+    database_pool_size: int = Field(default=10, alias="REVERIE_DATABASE_POOL_SIZE", ge=1)
     # (issue 21) Observability. Prometheus metrics (the Temporal SDK's and Reverie's own) on
     # this port of REVERIE_METRICS_HOST; 0: none.
     metrics_port: int = Field(default=0, alias="REVERIE_METRICS_PORT", ge=0, le=65535)
