@@ -490,3 +490,57 @@ async def test_worker_killed_while_threads_run(
         assert_each_once(own)
         assert types_of(own).count("agent.message") == 1
         assert types_of(own).count("session.thread_status_idle") == 1
+
+
+async def test_a_thread_shares_the_workspace_retries_model_errors_and_continues_as_new(
+    reverie: ReverieClient, temporal_client: Any, fake_model: FakeModelServer, model_name: str
+) -> None:
+    toolset = [
+        {"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}
+    ]
+    scribe = await agent(reverie, "scribe", f"{model_name}-scribe", tools=toolset)
+    lead = await agent(
+        reverie,
+        "lead",
+        model_name,
+        tools=toolset,
+        multiagent={"type": "coordinator", "agents": [scribe.id]},
+    )
+    steps = 22
+    fake_model.script(
+        f"{model_name}-scribe",
+        [
+            Reply.error(529),
+            Reply.tool_use("write", {"file_path": "shared.txt", "content": "from the scribe"}),
+            *[Reply.tool_use("read", {"file_path": "shared.txt"}) for _ in range(steps)],
+            Reply.text("wrote it"),
+        ],
+    )
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("start_thread", {"agent": "scribe", "task": "write shared.txt"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.tool_use("read", {"file_path": "shared.txt"}),
+            Reply.text("read it"),
+        ],
+    )
+    session = await reverie.create_session(
+        {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
+    )
+    await fake_model.wait_for_requests(f"{model_name}-scribe", 1, timeout=30)
+    thread = (await reverie.list_threads(session.id)).data[1]
+    handle = temporal_client.get_workflow_handle(thread.id)
+    first_run = (await handle.describe()).run_id
+    await reverie.wait_until_settled(session.id, timeout=120)
+    assert (await handle.describe()).run_id != first_run, "the thread never continued as new"
+    events = await all_events(reverie, session.id)
+    # The coordinator read what its subagent wrote: one workspace.
+    assert "from the scribe" in results_of(events)[-1][1]
+    assert [texts(e) for e in events if e.type == "agent.thread_message_received"] == ["wrote it"]
+    own = await all_events(reverie, thread.id)
+    assert_each_once(own)
+    kinds = types_of(own)
+    assert "session.thread_status_rescheduled" in kinds and "session.error" in kinds
+    assert kinds.count("agent.tool_result") == steps + 1
+    assert kinds.count("agent.message") == 1 and kinds[-1] == "session.thread_status_idle"
