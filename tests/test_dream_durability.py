@@ -105,6 +105,13 @@ async def test_cancel_model_errors_partial_output_and_webhooks(
         (await reverie.create_dream(dream_body(store, [session], model_name))).id
     )
     assert quiet.status == "completed" and (await reverie.dream_diff(quiet.id)).entries == []
+    # Its output store deleted: nothing to show, and nothing (least of all "remove everything")
+    # to apply.
+    await reverie.delete_memory_store(quiet.outputs[0].memory_store_id)
+    assert (await reverie.dream_diff(quiet.id)).entries == []
+    with pytest.raises(InvalidRequestError, match="no longer exists"):
+        await reverie.apply_dream(quiet.id)
+    assert await contents(reverie, store) == {"/alpha/a.md": "old alpha"}
 
     # Announced once each, with the final status: failed and completed (not the canceled one).
     rows = await reverie.pool.fetch(

@@ -33,11 +33,13 @@ from reverie.models.common import Page, PageRequest, derived_id, new_id
 from reverie.models.dreams import (
     DREAM_STATUSES,
     FINAL_STATUSES,
+    INTERNAL_ERROR,
     Conflict,
     DiffEntry,
     Dream,
     DreamCreate,
     DreamDiff,
+    DreamError,
     DreamSchedule,
     DreamScheduleCreate,
     DreamWorkflowInput,
@@ -65,6 +67,14 @@ if TYPE_CHECKING:
     from reverie.store.pool import Connection, Pool
 
 SCHEDULE_RUN_PREFIX = "dream-schedule-run"
+# What a path of apply or revert may meet (changed meanwhile, the store archived or full): it is
+# reported for that path, and the others go on.
+REVIEW_REFUSALS = (
+    MemoryPathConflictError,
+    MemoryPreconditionFailedError,
+    NotFoundError,
+    InvalidRequestError,
+)
 
 
 def _unified(path: str, before: str | None, after: str | None) -> str:
@@ -133,14 +143,22 @@ class DreamMethods:
                         "it to stop before starting another update_existing dream on it"
                     )
             dream = await dreams.create(conn, dream_id, params)
-        await self.temporal.start_workflow(
-            DreamWorkflow.run,
-            self._workflow_input(dream_id),
-            id=dream_id,
-            task_queue=self.settings.task_queue,
-            static_summary=f"dream over {len(params.session_ids)} session(s) of {store.name}"[:200],
-            static_details=f"memory store {store.id}, {params.output_behavior.type}",
-        )
+        summary = f"dream over {len(params.session_ids)} session(s) of {store.name}"
+        try:
+            await self.temporal.start_workflow(
+                DreamWorkflow.run,
+                self._workflow_input(dream_id),
+                id=dream_id,
+                task_queue=self.settings.task_queue,
+                static_summary=summary[:200],
+                static_details=f"memory store {store.id}, {params.output_behavior.type}",
+            )
+        except BaseException as error:
+            # Never left pending for ever: a dream whose workflow did not start has failed.
+            failure = DreamError(type=INTERNAL_ERROR, message=f"could not start: {error}")
+            async with self.pool.acquire() as conn, conn.transaction():
+                await dreams.finish(conn, dream_id, "failed", failure)
+            raise
         return dream
 
     async def get_dream(self, dream_id: str) -> Dream:
@@ -210,7 +228,12 @@ class DreamMethods:
         if behavior == "create_new":
             base = await dreams.base(self.pool, dream_id)
             now: dict[str, Any] = {}
-            if row["output_store_id"]:
+            output = row["output_store_id"]
+            if output is None or not await self.pool.fetchval(
+                "SELECT 1 FROM memory_stores WHERE id = $1", output
+            ):
+                base = {}  # no output (or it was deleted): nothing to compare, nothing to apply
+            else:
                 rows = await self.pool.fetch(
                     "SELECT path, content, content_sha256 FROM memories WHERE memory_store_id = $1",
                     row["output_store_id"],
@@ -287,6 +310,12 @@ class DreamMethods:
             raise InvalidRequestError(f"dream {dream_id} was applied already")
         if row["discarded_at"] is not None:
             raise InvalidRequestError(f"dream {dream_id} was discarded")
+        if not await self.pool.fetchval(
+            "SELECT 1 FROM memory_stores WHERE id = $1", row["output_store_id"]
+        ):
+            raise InvalidRequestError(
+                f"dream {dream_id}'s output store {row['output_store_id']} no longer exists"
+            )
         diff = await self.dream_diff(dream_id)
         base = await dreams.base(self.pool, dream_id)
         store_id = row["memory_store_id"]
@@ -300,8 +329,8 @@ class DreamMethods:
                     reason = await self._apply_one(
                         conn, store_id, entry, base.get(entry.path), current, actor, version_id
                     )
-            except (MemoryPathConflictError, MemoryPreconditionFailedError, NotFoundError) as err:
-                reason = f"changed meanwhile: {err.message}"
+            except REVIEW_REFUSALS as err:
+                reason = f"not written: {err.message}"
             if reason:
                 result.conflicts.append(Conflict(path=entry.path, reason=reason))
             else:
@@ -405,8 +434,8 @@ class DreamMethods:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     reason = await self._revert_one(conn, store_id, change, actor, version_id)
-            except (MemoryPathConflictError, MemoryPreconditionFailedError, NotFoundError) as err:
-                reason = f"changed meanwhile: {err.message}"
+            except REVIEW_REFUSALS as err:
+                reason = f"not written: {err.message}"
             path = change["before_path"] or change["path"]
             if reason:
                 result.conflicts.append(Conflict(path=path, reason=reason))
