@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 from temporalio.client import Client, ScheduleOverlapPolicy
 
-from reverie.models.dreams import ScheduledDreamInput, SchedulePicked
+from reverie.models.dreams import DreamSchedule, ScheduledDreamInput, SchedulePicked
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
+from reverie.store import dreams
 from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from tests.dream_support import contents, findings, operations, session_with, store_with
 from tests.fake_model import FakeModelServer
@@ -132,3 +133,18 @@ async def test_a_schedule_dreams_over_new_sessions_once(
     assert schedule_id not in [s.id for s in await reverie.list_dream_schedules()]
     gone = await run_cli(env, "dream", "schedule", "describe", schedule_id)
     assert gone.code == 1 and "not_found_error" in gone.err
+
+    # More sessions than a dream takes are split (batches of 2 here, of 100 in a run), in
+    # creation order, and the cursor moves past all of them.
+    other = DreamSchedule(
+        id=f"dsch_split_{model_name[-6:]}", memory_store_id=store, cron="0 3 * * *",
+        timezone="UTC", mode="auto", model=model_name, created_at=datetime.now(UTC),
+    )  # fmt: skip
+    await dreams.create_schedule(reverie.pool, other)
+    every = [*first, later, newest]
+    async with reverie.pool.acquire() as conn, conn.transaction():
+        batches, new = await dreams.pick_sessions(conn, other.id, datetime.now(UTC), batch=2)
+    assert new and [len(b) for b in batches] == [2, 2]
+    assert sorted(s for b in batches for s in b) == sorted(every)
+    async with reverie.pool.acquire() as conn, conn.transaction():
+        assert await dreams.pick_sessions(conn, other.id, datetime.now(UTC), batch=2) == ([], True)
