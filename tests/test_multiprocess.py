@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -171,6 +172,7 @@ async def test_sessions_survive_a_worker_and_an_api_process_killed(
         ANTHROPIC_API_KEY="test-key",
         ANTHROPIC_BASE_URL=fake_model.base_url,
         REVERIE_WORKER_STICKY_TIMEOUT_SECONDS="1",
+        REVERIE_LOG_FORMAT="json",
     )
     pool = await connect_database(Settings(**env), max_size=2)
     key = (await keys.create(pool, "cluster test", "tests")).key
@@ -239,6 +241,14 @@ async def test_sessions_survive_a_worker_and_an_api_process_killed(
             assert written.stat().st_uid in (FIRST_UID + 1, FIRST_UID + 2)
             # The lost call, the retry that asked for the tool, the answer after it.
             assert len(fake_model.requests(models[i])) == 3
+    # The workers that took over logged JSON lines naming the sessions they worked for.
+    logged = [
+        json.loads(line)
+        for n in (1, 2)
+        for line in (ops.root / f"w{n}.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert set(sessions) <= {line.get("session_id") for line in logged}
 
 
 async def _polling(home: Path, timeout: float = 30.0) -> None:

@@ -1,5 +1,6 @@
-"""A worker interceptor that measures every activity and reads the metrics its results carry
-(turns ended, webhook deliveries), so that activity code does not have to."""
+"""A worker interceptor that measures every activity, reads the metrics its results carry
+(turns ended, webhook deliveries), and names the activity's session and thread in its logs, so
+that activity code does not have to."""
 
 from __future__ import annotations
 
@@ -13,7 +14,22 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from reverie.observability.logs import log_context
 from reverie.observability.metrics import METRICS
+
+
+def _ids(input: ExecuteActivityInput) -> tuple[str | None, str | None]:
+    """The session and thread an activity works for: from its input (a thread's activities
+    name their session), else from its workflow's id (a session's is its session id)."""
+    workflow_id = activity.info().workflow_id or ""
+    session_id = next(
+        (s for s in (getattr(a, "session_id", None) for a in input.args) if isinstance(s, str)),
+        None,
+    )
+    if session_id is None and workflow_id.startswith("sesn_"):
+        session_id = workflow_id
+    thread_id = workflow_id if workflow_id.startswith("sthr_") else None
+    return session_id, thread_id
 
 
 class _MeasuredActivity(ActivityInboundInterceptor):
@@ -21,8 +37,11 @@ class _MeasuredActivity(ActivityInboundInterceptor):
         name = activity.info().activity_type
         started = time.monotonic()
         ok = False
+        session_id, thread_id = _ids(input)
         try:
-            result = await super().execute_activity(input)
+            # Every log line of the activity (its HTTP client's too) names them.
+            with log_context(session_id, thread_id):
+                result = await super().execute_activity(input)
             ok = True
         finally:
             METRICS.activity(name, time.monotonic() - started, ok=ok)
