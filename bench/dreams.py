@@ -64,7 +64,7 @@ async def one_dream(
         for n in range(sessions)
     ]
     replies = [
-        _delayed(findings((TOPICS[n % 3], f"Rule {n} about {TOPICS[n % 3]}")), delay)
+        _delayed(findings((TOPICS[n % 3], f"Rule {n} about {TOPICS[n % 3]}", "we prefer")), delay)
         for n in range(sessions)
     ]
     replies += [

@@ -40,13 +40,14 @@ async def session_with(client: ReverieClient, agent_id: str, store_id: str, said
     return session.id
 
 
-def findings(*items: tuple[str, str]) -> Reply:
-    """An extraction answer: (topic, statement) findings."""
+def findings(*items: tuple[str, str, str]) -> Reply:
+    """An extraction answer: (topic, statement, evidence quoted from the session) findings."""
     return Reply.tool_use(
         "record_findings",
         {
             "findings": [
-                {"topic": t, "kind": "preference", "statement": s, "evidence": s} for t, s in items
+                {"topic": t, "kind": "preference", "statement": s, "evidence": e}
+                for t, s, e in items
             ]
         },
     )

@@ -79,7 +79,7 @@ async def test_cancel_model_errors_partial_output_and_webhooks(
         model_name,
         [
             Reply.error(429, retry_after=0),
-            findings(("alpha", "Alpha is new"), ("beta", "Beta too")),
+            findings(("alpha", "Alpha is new", "alpha"), ("beta", "Beta too", "beta")),
             operations(
                 {"op": "update", "path": "/alpha/a.md", "content": "new alpha",
                  "supporting_sessions": [session]}
@@ -150,7 +150,9 @@ async def test_input_errors_and_a_worker_killed_mid_dream(
         "UPDATE memory_stores SET memory_count = 2001 WHERE id = $1", big_store
     )
     store = await store_with(client, "Killed", {})
-    sessions = sorted([await session_with(client, agent, store, f"s{n}") for n in range(3)])
+    sessions = sorted(
+        [await session_with(client, agent, store, f"keep this, {n}") for n in range(3)]
+    )
 
     pending = await client.create_dream(dream_body(gone_store, [lonely], model_name))
     assert pending.status == "pending" and pending.outputs == []
@@ -160,10 +162,10 @@ async def test_input_errors_and_a_worker_killed_mid_dream(
     await reverie.delete_session(lost)
     fake_model.script(
         model_name,
-        [findings(("k", "keep this"))] * 2
+        [findings(("k", "keep this", "keep this"))] * 2
         + [Reply.tool_use("record_findings", {"findings": [{"topic": "k", "statement": "keep this",
-                                                           "evidence": "s"}]}, delay=60)]
-        + [findings(("k", "keep this"))]
+                                                           "evidence": "keep this"}]}, delay=60)]
+        + [findings(("k", "keep this", "keep this"))]
         + [operations({"op": "create", "path": "/k/x.md", "content": "keep this",
                        "supporting_sessions": sessions})],
     )  # fmt: skip

@@ -69,7 +69,7 @@ async def test_a_schedule_dreams_over_new_sessions_once(
     # The first run: the two sessions, one review (create_new) dream.
     fake_model.script(
         model_name,
-        [findings(("habits", "Works at night"))] * 2
+        [findings(("habits", "Works at night", "day one"))] * 2
         + [operations({"op": "create", "path": "/habits/night.md", "content": "Works at night.",
                        "supporting_sessions": first})],
     )  # fmt: skip
@@ -95,14 +95,14 @@ async def test_a_schedule_dreams_over_new_sessions_once(
 
     # A new session: only it is read.
     later = await session_with(reverie, agent, store, "day two")
-    fake_model.script(model_name, [findings(("habits", "Still at night"))])
+    fake_model.script(model_name, [findings(("habits", "Still at night", "day two"))])
     (second,) = await run_once(reverie, temporal_client, schedule_id, 3)
     assert (await reverie.wait_for_dream(second)).inputs[1]["session_ids"] == [later]
     assert len(fake_model.requests(model_name)) == requests + 2
 
     # The same scheduled time twice: the second run finds the first's dream, reads nothing.
     newest = await session_with(reverie, agent, store, "day three")
-    fake_model.script(model_name, [findings(("habits", "Night owl"))])
+    fake_model.script(model_name, [findings(("habits", "Night owl", "day three"))])
     when = datetime.now(UTC)
     runs = []
     for n in range(2):

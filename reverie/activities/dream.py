@@ -204,7 +204,7 @@ class DreamActivities:
                 }
             )
             usage = usage_of(message.usage)
-            findings, _ = parse_findings(tool_input(message, FINDINGS_TOOL))
+            findings, _ = parse_findings(tool_input(message, FINDINGS_TOOL), text)
         async with self._pool.acquire() as conn, conn.transaction():
             await dreams.add_findings(conn, params.dream_id, params.session_id, findings, usage)
             await dreams.refresh_usage(conn, params.dream_id)
@@ -220,7 +220,8 @@ class DreamActivities:
         kept = await dreams.all_findings(self._pool, dream_id)
         for session_id, findings in kept.items():
             for finding in findings:
-                support.setdefault(finding["topic"], set()).add(session_id)
+                if finding.get("grounded", True):
+                    support.setdefault(finding["topic"], set()).add(session_id)
         ranked = sorted(support, key=lambda t: (-len(support[t]), t))
         left_out = ranked[MAX_TOPICS:]
         await dreams.set_report(
@@ -230,6 +231,9 @@ class DreamActivities:
                 "topics_left_out": left_out,
                 "sessions_read": len(kept),
                 "findings": sum(len(f) for f in kept.values()),
+                "findings_ungrounded": sum(
+                    not x.get("grounded", True) for f in kept.values() for x in f
+                ),
             },
         )
         return sorted(ranked[:MAX_TOPICS])
@@ -283,7 +287,7 @@ class DreamActivities:
             (session_id, f)
             for session_id, items in (await dreams.all_findings(self._pool, dream_id)).items()
             for f in items
-            if f["topic"] == topic
+            if f["topic"] == topic and f.get("grounded", True)
         ]
         candidates = await self._pool.fetch(
             """SELECT path, content, content_sha256 FROM memories

@@ -227,12 +227,21 @@ def tool_input(message: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
-def parse_findings(raw: dict[str, Any] | None) -> tuple[list[dict[str, Any]], int]:
-    """(the valid findings, at most `MAX_FINDINGS_PER_SESSION`; how many were refused)."""
+def _normal(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def parse_findings(raw: dict[str, Any] | None, transcript: str) -> tuple[list[dict[str, Any]], int]:
+    """(the valid findings, at most `MAX_FINDINGS_PER_SESSION`; how many were refused).
+
+    Each finding is marked `grounded` when its evidence is a quote of the session (case and
+    runs of spaces aside): only grounded findings are consolidated, so a finding the model
+    made up, with nothing in the session to show for it, changes no memory."""
     items = raw.get("findings") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         return [], 0 if raw is None else 1
     kept, refused = [], 0
+    seen = _normal(transcript)
     for item in items:
         try:
             finding = Finding.model_validate(item)
@@ -242,7 +251,8 @@ def parse_findings(raw: dict[str, Any] | None) -> tuple[list[dict[str, Any]], in
         if len(kept) >= MAX_FINDINGS_PER_SESSION:
             refused += 1
             continue
-        kept.append(finding.model_dump())
+        evidence = _normal(finding.evidence)
+        kept.append({**finding.model_dump(), "grounded": bool(evidence) and evidence in seen})
     return kept, refused
 
 

@@ -312,6 +312,8 @@ class DreamDiff(BaseModel):
     dropped: list[Dropped] = []
     sessions_read: int = 0
     findings: int = 0
+    # Findings whose evidence is not a quote of their session: kept, never consolidated.
+    findings_ungrounded: int = 0
     applied_at: datetime | None = None
     reverted_at: datetime | None = None
 

@@ -270,6 +270,7 @@ class DreamMethods:
             ],
             sessions_read=int(report.get("sessions_read", 0)),
             findings=int(report.get("findings", 0)),
+            findings_ungrounded=int(report.get("findings_ungrounded", 0)),
             applied_at=row["applied_at"],
             reverted_at=row["reverted_at"],
         )

@@ -37,7 +37,8 @@ def diff_text(diff: DreamDiff) -> str:
     """Per path: the change, its provenance and the content diff; then what was dropped."""
     head = (
         f"dream {diff.dream_id} ({diff.status}, {diff.output_behavior}): "
-        f"{diff.sessions_read} sessions read, {diff.findings} findings, "
+        f"{diff.sessions_read} sessions read, {diff.findings} findings "
+        f"({diff.findings_ungrounded} without evidence in their session, left out), "
         f"{len(diff.entries)} paths changed"
     )
     out = [head]

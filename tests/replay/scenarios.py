@@ -674,7 +674,7 @@ async def test_record_dream(
     sessions = sorted([await session_with(reverie, agent, store, f"s{n}") for n in range(2)])
     fake_model.script(
         model_name,
-        [findings(("notes", "new"))] * 2
+        [findings(("notes", "new", "s"))] * 2
         + [operations({"op": "update", "path": "/notes/a.md", "content": "new",
                        "supporting_sessions": sessions})],
     )  # fmt: skip
@@ -711,7 +711,7 @@ async def test_record_scheduled_dream(
     schedule = await reverie.create_dream_schedule(
         {"memory_store_id": store, "agent_id": agent, "cron": "0 3 * * *"}
     )
-    fake_model.script(model_name, [findings(("notes", "one"))])
+    fake_model.script(model_name, [findings(("notes", "one", "one"))])
     run_id = f"{schedule.id}-recorded"
     await temporal_client.execute_workflow(
         ScheduledDreamWorkflow.run,
