@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -246,3 +247,106 @@ async def wait_healthy(base_url: str, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{base_url} did not answer /healthz within {timeout}s")
             await asyncio.sleep(0.1)
+
+
+@dataclass
+class Certificates:
+    """A throwaway CA, a server certificate for `temporal.test` and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certificates(folder: Path) -> Certificates:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(name: str, issuer: Any = None) -> tuple[Any, Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer[1].subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
+        )
+        if issuer is not None:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name)]), False
+            )
+        return key, builder.sign(issuer[0] if issuer else key, hashes.SHA256())
+
+    ca = issue("reverie test ca")
+    paths = {}
+    for name, (key, cert) in (
+        ("ca", ca),
+        ("server", issue("temporal.test", ca)),
+        ("client", issue("reverie-worker", ca)),
+    ):
+        paths[f"{name}_cert"] = folder / f"{name}.pem"
+        paths[f"{name}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        paths[f"{name}_key"] = folder / f"{name}.key"
+        paths[f"{name}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return Certificates(
+        ca=paths["ca_cert"],
+        server_cert=paths["server_cert"],
+        server_key=paths["server_key"],
+        client_cert=paths["client_cert"],
+        client_key=paths["client_key"],
+    )
+
+
+@contextlib.asynccontextmanager
+async def tls_front(target: str, certs: Certificates, *, mutual: bool) -> AsyncIterator[str]:
+    """TLS (HTTP/2 by ALPN, as gRPC wants) in front of a plaintext Temporal frontend, as a
+    TLS cluster or a load balancer would terminate it; `mutual` demands a client certificate
+    from the test CA. Answers the address to connect to."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    context.set_alpn_protocols(["h2"])
+    if mutual:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(certs.ca)
+    host, _, port = target.rpartition(":")
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()

@@ -33,6 +33,8 @@ from tests.cluster_support import (
     SHARED_GID,
     Cluster,
     cluster,
+    make_certificates,
+    tls_front,
     user_process,
     wait_healthy,
     why_not_runnable,
@@ -112,6 +114,37 @@ async def test_connection_by_envconfig_profile_and_tls_settings(
     assert (
         temporal_connect_options(cloud.model_copy(update={"temporal_tls": False}))["tls"] is False
     )
+
+
+async def test_connection_over_tls_and_mutual_tls(ops: Cluster, tmp_path: Path) -> None:
+    """TLS settings reach a real TLS endpoint: the server's CA and name verify it; without
+    them the connection is refused; with mTLS, only with the client certificate."""
+    certs = make_certificates(tmp_path)
+    async with tls_front(ops.temporal_address, certs, mutual=False) as address:
+        verified = Settings(
+            TEMPORAL_ADDRESS=address,
+            TEMPORAL_NAMESPACE=NAMESPACE,
+            TEMPORAL_TLS_SERVER_CA_CERT_PATH=certs.ca,
+            TEMPORAL_TLS_SERVER_NAME="temporal.test",
+        )
+        client = await connect_temporal(verified)
+        assert await client.workflow_service.get_system_info(_system_info())
+        with pytest.raises(RuntimeError, match="connect"):
+            await connect_temporal(verified.model_copy(update={"temporal_tls": False}))
+        with pytest.raises(RuntimeError, match="connect"):  # TLS, but the CA is not trusted
+            await connect_temporal(Settings(TEMPORAL_ADDRESS=address, TEMPORAL_TLS="true"))
+    async with tls_front(ops.temporal_address, certs, mutual=True) as address:
+        mutual = verified.model_copy(update={"temporal_address": address})
+        with pytest.raises(RuntimeError, match="connect"):
+            await connect_temporal(mutual)
+        with_client_cert = mutual.model_copy(
+            update={
+                "temporal_tls_client_cert_path": certs.client_cert,
+                "temporal_tls_client_key_path": certs.client_key,
+            }
+        )
+        client = await connect_temporal(with_client_cert)
+        assert await client.workflow_service.get_system_info(_system_info())
 
 
 def _system_info() -> Any:
