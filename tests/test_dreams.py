@@ -68,6 +68,8 @@ async def test_a_dream_over_sessions_makes_a_new_store_with_provenance_and_revie
                 },
                 # Each of these is dropped, with its reason.
                 {"op": "create", "path": "/bad//path", "content": "x", "supporting_sessions": sessions},
+                {"op": "create", "path": "/testing/../../etc/passwd", "content": "x",
+                 "supporting_sessions": sessions},
                 {"op": "create", "path": "/testing/big.md", "content": "x" * 200_000,
                  "supporting_sessions": sessions},
                 {"op": "delete", "path": "/misc/keep.md", "supporting_sessions": sessions},
@@ -138,8 +140,8 @@ async def test_a_dream_over_sessions_makes_a_new_store_with_provenance_and_revie
     assert by_path["/testing/flags.md"].change == "added"
     assert by_path["/testing/flags.md"].supporting_sessions == [sessions[0]]
     reasons = " | ".join(f"{d.path}: {d.reason}" for d in diff.dropped)
-    assert len(diff.dropped) == 5, reasons
-    for expected in ("/bad//path: not a valid memory path", "/testing/big.md: content is",
+    assert len(diff.dropped) == 6, reasons
+    for expected in ("/bad//path: not a valid memory path", "passwd: not a valid memory path", "/testing/big.md: content is",
                      "/misc/keep.md: delete of a memory this topic was not shown",
                      "/testing/nobody.md: names no supporting session", "malformed"):  # fmt: skip
         assert expected in reasons
@@ -287,7 +289,11 @@ async def test_update_existing_writes_versions_and_reverts_exactly_and_injection
 
 
 async def test_bad_dream_requests_are_refused_and_write_nothing(
-    reverie: ReverieClient, api: Api, sdk: anthropic.AsyncAnthropic, model_name: str
+    reverie: ReverieClient,
+    api: Api,
+    sdk: anthropic.AsyncAnthropic,
+    fake_model: FakeModelServer,
+    model_name: str,
 ) -> None:
     agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
     store = await store_with(reverie, "Bad input", {"/a.md": "a"})
@@ -336,6 +342,18 @@ async def test_bad_dream_requests_are_refused_and_write_nothing(
             {"type": "sessions", "session_ids": [session]}]))  # fmt: skip
     with pytest.raises(anthropic.NotFoundError):
         await sdk.beta.dreams.retrieve("drm_missing")
+    # A huge session is read within its budget: its start and its end, the cut marked.
+    huge = await session_with(reverie, agent, store, "start " + "x" * 1_000_000 + " end")
+    fake_model.script(model_name, [findings()])
+    read = await reverie.wait_for_dream((await reverie.create_dream(body(inputs=[
+        {"type": "memory_store", "memory_store_id": store},
+        {"type": "sessions", "session_ids": [huge]}]))).id)  # fmt: skip
+    assert read.status == "completed"
+    prompt = user_text(fake_model.requests(model_name)[-1])
+    assert len(prompt) < 70_000 and "characters left out" in prompt
+    assert "user: start xxx" in prompt and "x end" in prompt
+    count += 1
+
     # Schedules: a bad cron, an unknown time zone, no model; nothing is kept of them.
     for schedule, named in (
         ({"cron": "not a cron", "model": model_name}, "Temporal refused"),
