@@ -175,6 +175,12 @@ async def test_a_dream_over_sessions_makes_a_new_store_with_provenance_and_revie
     # Discard archives the output store.
     await reverie.discard_dream(dream.id)
     assert (await reverie.get_memory_store(output)).archived_at is not None
+    # Listed by status (the SDK sends `statuses[]`); a finished dream cannot be canceled.
+    completed = [d.id async for d in sdk.beta.dreams.list(statuses=["completed"], limit=100)]
+    assert dream.id in completed
+    assert dream.id not in [d.id async for d in sdk.beta.dreams.list(statuses=["failed"])]
+    with pytest.raises(anthropic.BadRequestError, match="only a pending or running"):
+        await sdk.beta.dreams.cancel(dream.id)
     # Archive the dream; listed only with include_archived.
     archived = await sdk.beta.dreams.archive(dream.id)
     assert archived.archived_at is not None
