@@ -3,6 +3,7 @@ HTTP API through the workflow to its activities, JSON logs naming their session.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -142,6 +144,32 @@ async def test_spans_run_from_the_api_through_workflow_to_activities(
     assert "StartWorkflowUpdate:send_events" in sent, sent
     server = next(s for s in spans if s.name == "POST /v1/sessions")
     assert server.attributes["http.response.status_code"] == 200
+
+
+async def test_spans_are_exported_by_otlp_when_an_endpoint_is_set() -> None:
+    """What OTEL_EXPORTER_OTLP_ENDPOINT sets up: spans posted as OTLP/HTTP protobuf."""
+    received: list[bytes] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=200, content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        provider = tracing.otlp_provider(f"http://127.0.0.1:{port}")
+        with provider.get_tracer("test").start_as_current_span("reverie-otlp-probe"):
+            pass
+        await asyncio.to_thread(provider.force_flush)
+        provider.shutdown()
+    finally:
+        await runner.cleanup()
+    assert received and b"reverie-otlp-probe" in b"".join(received)
 
 
 def test_json_logs_name_their_session_and_thread() -> None:

@@ -35,18 +35,22 @@ def tracer() -> trace.Tracer | None:
     return _tracer
 
 
-def configure_tracing(settings: Settings) -> None:
-    """An OTLP exporter for this process when an endpoint is configured (once)."""
-    if _tracer is not None or not settings.otlp_endpoint:
-        return
+def otlp_provider(endpoint: str) -> TracerProvider:
+    """A provider exporting in batches by OTLP/HTTP to `endpoint` (its /v1/traces)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     service = os.environ.get("OTEL_SERVICE_NAME") or "reverie"
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    endpoint = settings.otlp_endpoint.rstrip("/")
-    if not os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        endpoint += "/v1/traces"
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def configure_tracing(settings: Settings) -> None:
+    """An OTLP exporter for this process when an endpoint is configured (once)."""
+    if _tracer is not None or not settings.otlp_endpoint:
+        return
+    provider = otlp_provider(settings.otlp_endpoint)
     trace.set_tracer_provider(provider)
     use_provider(provider)
 
