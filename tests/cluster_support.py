@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import os
 import shutil
@@ -36,6 +37,7 @@ def postgres_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+@functools.cache
 def why_not_runnable() -> str | None:
     """Why this machine cannot run the cluster tests, or None."""
     if os.geteuid() != 0:
@@ -56,7 +58,10 @@ def why_not_runnable() -> str | None:
         cwd="/",
     )
     if probe.returncode != 0:
-        return f"an unprivileged user cannot run {sys.executable} with Reverie ({REPO})"
+        return (
+            f"an unprivileged user cannot run {sys.executable} with Reverie from {REPO} "
+            "(the checkout and its .venv must be readable by other users)"
+        )
     return None
 
 
