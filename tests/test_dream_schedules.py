@@ -124,6 +124,19 @@ async def test_a_schedule_dreams_over_new_sessions_once(
         == 1
     )
 
+    # A dream on request from the command line, waited for, then listed by status.
+    fake_model.script(model_name, [findings()])
+    made = await run_cli(
+        env, "dream", "create", "--memory-store", store, "--session", newest, later,
+        "--model", model_name, "--update-existing", "--wait", "60", "--json",
+    )  # fmt: skip
+    asked = made.json()
+    assert asked["status"] == "completed"
+    assert asked["output_behavior"] == {"type": "update_existing", "memory_store_id": store}
+    assert asked["inputs"][1]["session_ids"] == sorted([newest, later])
+    listed_out = await run_cli(env, "dream", "list", "--status", "completed", "--limit", "100")
+    assert asked["id"] in listed_out.out
+
     # Pause, resume, delete.
     paused = await run_cli(env, "dream", "schedule", "pause", schedule_id, "--json")
     assert paused.json()["paused"] is True
