@@ -21,6 +21,7 @@ from reverie.api.app import start_api
 from reverie.connections import connect_temporal
 from reverie.observability import tracing
 from reverie.observability.logs import JsonFormatter, log_context
+from reverie.observability.queue_depth import stop_reporting
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
 from reverie.starter.temporal_dev import free_port
@@ -67,6 +68,7 @@ async def observed(settings: Settings) -> AsyncIterator[Observed]:
             yield Observed(client, spans, f"http://127.0.0.1:{port}/metrics", base_url, key)
     finally:
         tracing.use_provider(None)
+        stop_reporting()
         await runner.cleanup()
         await client.close()
 

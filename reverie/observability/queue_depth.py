@@ -55,3 +55,10 @@ def start_reporting(client: Client, task_queue: str) -> None:
         return
     with contextlib.suppress(RuntimeError):  # no running loop: nothing to report from
         _reporters[key] = asyncio.get_running_loop().create_task(_report(client, task_queue))
+
+
+def stop_reporting() -> None:
+    """Stop every reporter of this process (tests, and processes shutting down cleanly)."""
+    for task in _reporters.values():
+        task.cancel()
+    _reporters.clear()
