@@ -130,6 +130,8 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
             delegation.record_wait_result,
             delegation.record_thread_status,
             delegation.report_thread_reply,
+            delegation.cross_post_tool_uses,
+            delegation.route_answer,
             grader.grade_outcome,
             grader.record_outcome,
             grader.settle_outcome_evaluation,

@@ -11,11 +11,19 @@ from typing import Any
 import anthropic
 import pytest
 
+from reverie.activities.tools import Workspace
 from reverie.models.errors import InvalidRequestError, NotSupportedError
 from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
-from tests.helpers import all_events, assert_each_once, kill, types_of, worker_process
+from tests.helpers import (
+    all_events,
+    assert_each_once,
+    kill,
+    types_of,
+    wait_for_event,
+    worker_process,
+)
 from tests.test_cli import cli_env, run_cli
 
 
@@ -68,6 +76,7 @@ async def test_roster_is_validated_and_pinned(reverie: ReverieClient, model_name
     for multiagent, error, match in bad:
         with pytest.raises(error, match=match):
             await agent(reverie, "x", model_name, multiagent=multiagent)
+    # Subagents may ask for confirmations: they are cross-posted to the primary thread.
     asker = await agent(
         reverie,
         "asker",
@@ -79,16 +88,14 @@ async def test_roster_is_validated_and_pinned(reverie: ReverieClient, model_name
             }
         ],
     )
-    with pytest.raises(NotSupportedError, match="always_ask"):
-        await agent(
-            reverie, "x", model_name, multiagent={"type": "coordinator", "agents": [asker.id]}
-        )
+    asking = {"type": "coordinator", "agents": [asker.id]}
+    assert (await agent(reverie, "asks", model_name, multiagent=asking)).multiagent is not None
     twin = await agent(reverie, "alpha", f"{model_name}-t")
     with pytest.raises(InvalidRequestError, match="distinct names"):
         await agent(
             reverie, "x", model_name, multiagent={"type": "coordinator", "agents": [a.id, twin.id]}
         )
-    assert await reverie.pool.fetchval("SELECT count(*) FROM agents") == before + 2
+    assert await reverie.pool.fetchval("SELECT count(*) FROM agents") == before + 3
     # An update pins too: `self` is the version it makes.
     updated = await reverie.update_agent(
         lead.id, {"multiagent": {"type": "coordinator", "agents": [b.id, {"type": "self"}]}}
@@ -433,23 +440,27 @@ async def test_at_most_25_threads_run_at_once(
     fake_model.script(
         model_name,
         [
-            Reply.tool_uses([start("worker", f"part {n}") for n in range(26)]),
-            Reply.tool_use("wait_for_threads", {}),
-            Reply.text("collected"),
+            Reply.tool_uses(
+                [*[start("worker", f"part {n}") for n in range(26)], ("wait_for_threads", {})]
+            )
         ],
     )
-    fake_model.script(f"{model_name}-worker", [Reply.text("part done", delay=2)] * 25)
+    # The subagents stay busy until the interrupt below: all 25 run when the 26th is asked for.
+    fake_model.script(f"{model_name}-worker", [Reply.text("never", delay=120)] * 25)
     session = await reverie.create_session(
         {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
     )
-    await reverie.wait_until_settled(session.id, timeout=90)
-    events = await all_events(reverie, session.id)
-    results = results_of(events)[:26]
+    await fake_model.wait_for_requests(f"{model_name}-worker", 25, timeout=60)
+    while len(results := results_of(await all_events(reverie, session.id))) < 26:
+        await asyncio.sleep(0.05)
     assert [error for error, _ in results] == [False] * 25 + [True]
     assert "25 threads are running already and at most 25" in results[-1][1]
+    await reverie.interrupt(session.id)
+    assert (await reverie.wait_until_settled(session.id, timeout=60)).status == "idle"
+    events = await all_events(reverie, session.id)
     assert types_of(events).count("session.thread_created") == 25
-    assert types_of(events).count("agent.thread_message_received") == 25
-    assert texts([e for e in events if e.type == "agent.message"][-1]) == "collected"
+    assert results_of(events)[-1] == (True, "The wait was interrupted.")
+    assert {t.status for t in (await reverie.list_threads(session.id)).data} == {"idle"}
 
 
 async def test_worker_killed_while_threads_run(
@@ -544,3 +555,128 @@ async def test_a_thread_shares_the_workspace_retries_model_errors_and_continues_
     assert "session.thread_status_rescheduled" in kinds and "session.error" in kinds
     assert kinds.count("agent.tool_result") == steps + 1
     assert kinds.count("agent.message") == 1 and kinds[-1] == "session.thread_status_idle"
+
+
+async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_routed_back(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    asker = await agent(
+        reverie,
+        "asker",
+        f"{model_name}-asker",
+        tools=[
+            {
+                "type": "agent_toolset_20260401",
+                "default_config": {"permission_policy": {"type": "always_ask"}},
+            },
+            {"type": "custom", "name": "lookup", "input_schema": {"type": "object"}},
+        ],
+    )
+    lead = await agent(
+        reverie, "lead", model_name, multiagent={"type": "coordinator", "agents": [asker.id]}
+    )
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("start_thread", {"agent": "asker", "task": "write, then look up"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("done"),
+        ],
+    )
+    fake_model.script(
+        f"{model_name}-asker",
+        [
+            Reply.tool_uses(
+                [
+                    ("write", {"file_path": "asked.txt", "content": "allowed"}),
+                    ("lookup", {"key": "k"}),
+                ]
+            ),
+            Reply.text("asker finished"),
+        ],
+    )
+    session = await reverie.create_session(
+        {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
+    )
+    idle = await wait_for_event(reverie, session.id, "session.thread_status_idle")
+    assert idle.payload["stop_reason"]["type"] == "requires_action"
+    events = await all_events(reverie, session.id)
+    (use,) = [e for e in events if e.type == "agent.tool_use" and "session_thread_id" in e.payload]
+    (custom,) = [e for e in events if e.type == "agent.custom_tool_use"]
+    thread_id = idle.payload["session_thread_id"]
+    assert use.payload["session_thread_id"] == custom.payload["session_thread_id"] == thread_id
+    assert idle.payload["stop_reason"]["event_ids"] == [use.id, custom.id]
+    assert (await reverie.get_session(session.id)).status == "running"
+    # Answers are checked as a primary thread's are: kind, existence, once.
+    with pytest.raises(InvalidRequestError, match="awaiting a custom tool result"):
+        await reverie.send_events(
+            session.id, [{"type": "user.custom_tool_result", "custom_tool_use_id": use.id}]
+        )
+    with pytest.raises(InvalidRequestError, match="no tool use 'sevt_nope'"):
+        await reverie.send_events(
+            session.id,
+            [{"type": "user.tool_confirmation", "tool_use_id": "sevt_nope", "result": "allow"}],
+        )
+    await reverie.send_events(
+        session.id, [{"type": "user.tool_confirmation", "tool_use_id": use.id, "result": "allow"}]
+    )
+    with pytest.raises(InvalidRequestError, match="already been answered"):
+        await reverie.send_events(
+            session.id,
+            [{"type": "user.tool_confirmation", "tool_use_id": use.id, "result": "deny"}],
+        )
+    await reverie.send_events(
+        session.id,
+        [{"type": "user.custom_tool_result", "custom_tool_use_id": custom.id, "content": "v7"}],
+    )
+    await reverie.wait_until_settled(session.id, timeout=60)
+    events = await all_events(reverie, session.id)
+    assert [texts(e) for e in events if e.type == "agent.thread_message_received"] == [
+        "asker finished"
+    ]
+    assert texts([e for e in events if e.type == "agent.message"][-1]) == "done"
+    # The thread's model got the confirmed tool's result and the client's custom result.
+    second = json.dumps(fake_model.requests(f"{model_name}-asker")[1]["messages"])
+    assert "v7" in second
+    own = await all_events(reverie, thread_id)
+    assert [r for r in results_of(own) if not r[0]]  # the write ran, allowed
+    written = Workspace.for_session(reverie.settings.workspaces, session.id).work_dir / "asked.txt"
+    assert written.read_text() == "allowed"  # in the session's workspace
+    # An interrupt naming the thread while its tool use waits: the tool use gets an error result,
+    # the thread ends its turn, and the answer is no longer taken.
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("message_thread", {"thread_id": thread_id, "message": "once more"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("stopped"),
+        ],
+    )
+    fake_model.script(
+        f"{model_name}-asker",
+        [Reply.tool_use("write", {"file_path": "asked.txt", "content": "never"})],
+    )
+    await reverie.send_message(session.id, "again")
+    while True:
+        idles = [
+            e
+            for e in await all_events(reverie, session.id)
+            if e.type == "session.thread_status_idle"
+        ]
+        if len(idles) == 3:  # requires_action, end_turn, requires_action
+            break
+        await asyncio.sleep(0.05)
+    (waiting,) = idles[-1].payload["stop_reason"]["event_ids"]
+    await reverie.send_events(
+        session.id, [{"type": "user.interrupt", "session_thread_id": thread_id}]
+    )
+    await reverie.wait_until_settled(session.id, timeout=60)
+    with pytest.raises(InvalidRequestError, match="no tool use"):
+        await reverie.send_events(
+            session.id,
+            [{"type": "user.tool_confirmation", "tool_use_id": waiting, "result": "allow"}],
+        )
+    assert written.read_text() == "allowed"
+    assert results_of(await all_events(reverie, thread_id))[-1][0] is True
+    events = await all_events(reverie, session.id)
+    assert texts([e for e in events if e.type == "agent.message"][-1]) == "stopped"

@@ -19,15 +19,18 @@ from typing import Any
 from temporalio import activity
 
 from reverie.activities.events import refusals_are_final
+from reverie.models.errors import InvalidRequestError
 from reverie.models.threads import (
     MAX_TASK_CHARS,
     MAX_THREADS_PER_SESSION,
     MESSAGE_THREAD,
     START_THREAD,
     WAIT_FOR_THREADS,
+    CrossPostInput,
     Delegation,
     DelegationInput,
     RosterMember,
+    RouteAnswerInput,
     ThreadReplyInput,
     ThreadStatusInput,
     WaitResultInput,
@@ -39,6 +42,8 @@ from reverie.store.pool import Pool
 
 DELEGATE = "delegate"
 RECORD_WAIT_RESULT = "record_wait_result"
+CROSS_POST_TOOL_USES = "cross_post_tool_uses"
+ROUTE_ANSWER = "route_answer"
 RECORD_THREAD_STATUS = "record_thread_status"
 REPORT_THREAD_REPLY = "report_thread_reply"
 # What of a reply the coordinator sees at most: the rest stays in the thread's own log.
@@ -292,6 +297,7 @@ class DelegationActivities:
             "agent_name": params.agent_name,
             **params.payload,
         }
+        cross = {**body, **(params.cross_payload or {})}
         # Two transactions (the thread's, then the session's): none locks the session's row
         # and then a thread's. A retry writes what is missing.
         with refusals_are_final(f"record {params.event_type} of thread {params.thread_id}"):
@@ -301,7 +307,43 @@ class DelegationActivities:
                 )
                 await sessions.set_status(conn, params.thread_id, params.status, turns=params.turns)
             await events.append(
-                self._pool, params.session_id, [(params.cross_id, params.event_type, body, now)]
+                self._pool, params.session_id, [(params.cross_id, params.event_type, cross, now)]
+            )
+
+    @activity.defn(name=CROSS_POST_TOOL_USES)
+    async def cross_post_tool_uses(self, params: CrossPostInput) -> None:
+        """A thread's tool uses that wait for the client, on the primary thread's stream (with
+        `session_thread_id`), so a client watching the session sees and answers them."""
+        with refusals_are_final(f"cross-post tool uses of thread {params.thread_id}"):
+            found = await events.get_many(self._pool, list(params.uses))
+            now = datetime.now(UTC)
+            rows = [
+                (
+                    params.uses[e.id],
+                    e.type,
+                    {**e.payload, "session_thread_id": params.thread_id},
+                    now,
+                )
+                for e in found
+            ]
+            await events.append(self._pool, params.session_id, rows)
+
+    @activity.defn(name=ROUTE_ANSWER)
+    async def route_answer(self, params: RouteAnswerInput) -> None:
+        """The client's answer, recorded on the primary thread, copied to the thread's log under
+        the thread's own tool use id (its transcript pairs the tool use with it)."""
+        with refusals_are_final(f"route answer {params.answer_event_id}"):
+            found = await events.get_many(self._pool, [params.answer_event_id])
+            if not found:
+                raise InvalidRequestError(f"no answer event {params.answer_event_id}")
+            answer = found[0]
+            payload = dict(answer.payload)
+            key = "tool_use_id" if answer.type == "user.tool_confirmation" else "custom_tool_use_id"
+            payload[key] = params.tool_use_event_id
+            await events.append(
+                self._pool,
+                params.thread_id,
+                [(params.copy_event_id, answer.type, payload, datetime.now(UTC))],
             )
 
     @activity.defn(name=REPORT_THREAD_REPLY)

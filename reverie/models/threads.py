@@ -105,6 +105,17 @@ class ThreadRef(BaseModel):
 ThreadStatus = Literal["running", "idle", "rescheduling", "terminated"]
 
 
+class AwaitedUse(BaseModel):
+    """A subagent's tool use that waits for the client (an `always_ask` confirmation or a custom
+    tool's result), cross-posted to the primary thread under `cross_id`. The client answers on
+    the session by either id; the answer is routed to the thread."""
+
+    cross_id: str
+    event_id: str
+    kind: Literal["builtin", "custom"]
+    answered: bool = False
+
+
 class ThreadEntry(BaseModel):
     """A subagent thread as its session's workflow keeps it: ids and a status."""
 
@@ -115,6 +126,8 @@ class ThreadEntry(BaseModel):
     status: ThreadStatus = "running"
     # Turns the thread finished (each one's reply reached the coordinator).
     replies: int = 0
+    # Its tool uses waiting for the client, cross-posted to the primary thread.
+    awaiting: list[AwaitedUse] = []
 
 
 class ThreadReply(BaseModel):
@@ -124,6 +137,8 @@ class ThreadReply(BaseModel):
     event_id: str
     turn: int
     status: ThreadStatus = "idle"
+    # Set (and no reply) when the thread's turn waits for the client's answers.
+    awaiting: list[AwaitedUse] = []
 
 
 class DelegationInput(BaseModel):
@@ -190,7 +205,37 @@ class ThreadStatusInput(BaseModel):
     event_id: str
     cross_id: str
     payload: dict[str, Any] = {}
+    # The primary thread's copy, when it differs (ids of cross-posted events).
+    cross_payload: dict[str, Any] | None = None
     turns: int | None = None
+
+
+class CrossPostInput(BaseModel):
+    """A thread's tool uses that wait for the client, copied to the primary thread."""
+
+    session_id: str
+    thread_id: str
+    # the thread's tool use event id -> the primary thread's copy
+    uses: dict[str, str]
+
+
+class RouteAnswerInput(BaseModel):
+    """The client's answer (recorded on the primary thread) copied to the thread it is for,
+    naming the thread's own tool use."""
+
+    session_id: str
+    thread_id: str
+    answer_event_id: str
+    copy_event_id: str
+    tool_use_event_id: str
+
+
+class RoutedAnswer(BaseModel):
+    """Signalled to a thread: its tool use's answer, on its own log."""
+
+    tool_use_event_id: str
+    answer_event_id: str
+    result: Literal["allow", "deny"] | None = None
 
 
 class SessionThread(BaseModel):

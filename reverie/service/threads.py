@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from reverie.models.agents import Agent, AgentConfig, AgentToolset, CustomTool, SessionAgent
+from reverie.models.agents import Agent, AgentConfig, SessionAgent
 from reverie.models.common import Page, PageRequest
-from reverie.models.errors import InvalidRequestError, NotFoundError, NotSupportedError
+from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.events import Event
 from reverie.models.threads import (
     MAX_ROSTER,
@@ -60,7 +60,6 @@ async def resolve_roster(
                 f"multiagent.agents: agent {agent.id} has a multiagent roster of its own; "
                 "roster agents may not delegate further (one level only)"
             )
-        refuse_unsupported_subagent(agent)
         pinned.append((agent.id, agent.version))
         names.append(agent.name)
     ids = [agent_id for agent_id, _ in pinned]
@@ -75,22 +74,6 @@ async def resolve_roster(
         "type": "coordinator",
         "agents": [{"type": "agent", "id": i, "version": v} for i, v in pinned],
     }
-
-
-def refuse_unsupported_subagent(agent: AgentConfig) -> None:
-    """Cross-posting a subagent's confirmations and custom tool uses to the primary thread is
-    not built yet: a roster agent that would need it is refused up front."""
-    for tool in agent.tools:
-        if isinstance(tool, CustomTool):
-            raise NotSupportedError(
-                f"multiagent roster agent {agent.name!r} has custom tools: custom tools of "
-                "subagents are not supported yet"
-            )
-        if isinstance(tool, AgentToolset) and "always_ask" in tool.policies():
-            raise NotSupportedError(
-                f"multiagent roster agent {agent.name!r} has always_ask tools: confirmations "
-                "of subagents are not supported yet"
-            )
 
 
 async def session_roster(pool: Pool, agent: Agent) -> list[RosterMember]:

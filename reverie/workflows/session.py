@@ -307,6 +307,11 @@ class SessionWorkflow:
                 self._state.queued.append(ref)
             else:
                 pending = self._pending(ref.tool_use_id or ref.custom_tool_use_id)
+                if pending is None and self._state.threads:
+                    # (issue 18) A subagent thread's tool use, cross-posted: route the answer.
+                    await self._threads.route_answer(
+                        ref.id, ref.tool_use_id or ref.custom_tool_use_id, ref.result
+                    )
                 # None: an interrupt abandoned the tool use while this answer was being recorded.
                 if pending is not None and pending.answer_event_id is None:
                     pending.answer_event_id = ref.id
@@ -437,6 +442,15 @@ class SessionWorkflow:
         """An answer must name a tool use that waits for exactly this kind of answer, once."""
         what = "a confirmation" if kind == "builtin" else "a custom tool result"
         pending = self._pending(event_id)
+        routed = self._threads.find_awaited(event_id) if pending is None else None
+        if routed is not None:
+            # (issue 18) A subagent thread's tool use, cross-posted to this thread.
+            if routed[1].kind != kind:
+                raise ValueError(f"no tool use {event_id!r} is awaiting {what} in this session")
+            if routed[1].answered or event_id in answered | self._answering:
+                raise ValueError(f"tool use {event_id!r} has already been answered")
+            answered.add(event_id or "")
+            return
         if pending is None or pending.kind != kind:
             raise ValueError(f"no tool use {event_id!r} is awaiting {what} in this session")
         if pending.answer_event_id is not None or event_id in answered | self._answering:

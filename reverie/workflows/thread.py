@@ -20,11 +20,22 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from reverie.activities.delegation import RECORD_THREAD_STATUS, REPORT_THREAD_REPLY
-    from reverie.models.common import new_id
+    from reverie.activities.delegation import (
+        CROSS_POST_TOOL_USES,
+        RECORD_THREAD_STATUS,
+        REPORT_THREAD_REPLY,
+    )
+    from reverie.models.common import derived_id, new_id
     from reverie.models.sessions import SessionStatus
     from reverie.models.thread_io import ThreadWorkflowInput
-    from reverie.models.threads import ThreadReply, ThreadReplyInput, ThreadStatusInput
+    from reverie.models.threads import (
+        AwaitedUse,
+        CrossPostInput,
+        RoutedAnswer,
+        ThreadReply,
+        ThreadReplyInput,
+        ThreadStatusInput,
+    )
     from reverie.models.workflow_io import InputRef, ThreadState
     from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
     from reverie.workflows.recording import SessionBroken, record
@@ -43,6 +54,8 @@ class ThreadWorkflow:
         self._state = (params.carried or ThreadState()).model_copy(deep=True)
         self._replies = params.replies
         self._finished = False
+        # An interrupt while tool uses wait for the client: they get error results.
+        self._abandon = False
         self._record_lock = asyncio.Lock()
         # The running status event of the turn under way: its reply is what follows it.
         self._turn_start: str | None = None
@@ -65,7 +78,9 @@ class ThreadWorkflow:
                 await workflow.wait_condition(
                     lambda: (
                         self._finished
-                        or bool(self._state.queued)
+                        or self._abandon
+                        or self._loop.awaiting_all_answered()
+                        or (bool(self._state.queued) and not self._state.awaiting)
                         or workflow.info().is_continue_as_new_suggested()
                     )
                 )
@@ -73,7 +88,14 @@ class ThreadWorkflow:
                     await self._set_status("terminated", "session.thread_status_terminated")
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     return self._state
-                if self._state.queued:
+                if self._abandon:
+                    self._abandon = False
+                    await self._loop.abandon_awaiting()
+                    await self._loop.adopt_held()
+                    await self._end_turn(TurnOutcome(TurnEnd.INTERRUPTED))
+                elif self._loop.awaiting_all_answered():
+                    await self._turn(self._loop.resume_turn)
+                elif self._state.queued and not self._state.awaiting:
                     await self._turn(self._loop.start_turn)
                 else:
                     await workflow.wait_condition(workflow.all_handlers_finished)
@@ -90,6 +112,43 @@ class ThreadWorkflow:
         if announce:
             await self._set_status("running", "session.thread_status_running")
         outcome: TurnOutcome = await step()
+        if outcome.end == TurnEnd.REQUIRES_ACTION:
+            await self._requires_action(outcome.event_ids)
+            return
+        await self._end_turn(outcome)
+
+    async def _requires_action(self, event_ids: list[str]) -> None:
+        """Tool uses wait for the client: cross-posted to the primary thread (under ids made
+        from theirs), the thread idles with `requires_action`, and the session learns which
+        answers to route here. The turn goes on once every one is answered."""
+        cross = {i: derived_id("sevt", self._ref.log_id, "cross", i) for i in event_ids}
+        await record(
+            CROSS_POST_TOOL_USES,  # type: ignore[arg-type]
+            CrossPostInput(session_id=self._ref.session_id, thread_id=self._ref.log_id, uses=cross),
+            summary="cross-post tool uses",
+        )
+        stop = {"type": "requires_action", "event_ids": event_ids}
+        cross_stop = {"type": "requires_action", "event_ids": [cross[i] for i in event_ids]}
+        await self._set_status(
+            "idle",
+            "session.thread_status_idle",
+            {"stop_reason": stop},
+            cross_payload={"stop_reason": cross_stop},
+        )
+        kinds = {p.event_id: p.kind for p in self._state.awaiting}
+        awaiting = [AwaitedUse(cross_id=cross[i], event_id=i, kind=kinds[i]) for i in event_ids]
+        await self._signal(
+            ThreadReply(
+                thread_id=self._ref.log_id,
+                event_id="",
+                turn=self._replies,
+                status="running",
+                awaiting=awaiting,
+            )
+        )
+
+    async def _end_turn(self, outcome: TurnOutcome) -> None:
+        """The turn is over: its status, then its reply to the coordinator (once)."""
         self._state.turns += 1
         error = outcome.error
         if outcome.end == TurnEnd.TERMINATED:
@@ -130,18 +189,20 @@ class ThreadWorkflow:
         await self._signal_reply(reply_id, self._state.status)
 
     async def _signal_reply(self, event_id: str, status: str, *, sent: bool = True) -> None:
+        await self._signal(
+            ThreadReply(
+                thread_id=self._ref.log_id,
+                event_id=event_id if sent else "",
+                turn=self._replies,
+                status=status,  # type: ignore[arg-type]
+            )
+        )
+
+    async def _signal(self, reply: ThreadReply) -> None:
         """Tell the session (its current run, whichever it is): once, from this history."""
         handle = workflow.get_external_workflow_handle(self._ref.session_id)
         try:
-            await handle.signal(
-                THREAD_REPLIED,
-                ThreadReply(
-                    thread_id=self._ref.log_id,
-                    event_id=event_id if sent else "",
-                    turn=self._replies,
-                    status=status,  # type: ignore[arg-type]
-                ),
-            )
+            await handle.signal(THREAD_REPLIED, reply)
         except Exception as error:  # the session ended meanwhile: no one is left to tell
             workflow.logger.warning("thread %s: no session to reply to: %s", self._ref, error)
 
@@ -158,6 +219,7 @@ class ThreadWorkflow:
         payload: dict[str, Any] | None = None,
         *,
         leading: list[tuple[str, dict[str, Any]]] | None = None,
+        cross_payload: dict[str, Any] | None = None,
     ) -> None:
         """The loop's status changes, as the thread's own (`session.status_rescheduled` from
         the loop's model retries becomes `session.thread_status_rescheduled`)."""
@@ -198,6 +260,7 @@ class ThreadWorkflow:
                     event_id=event_id,
                     cross_id=new_id("sevt", workflow.uuid4()),
                     payload=payload or {},
+                    cross_payload=cross_payload,
                     turns=self._state.turns,
                 ),
                 summary=event_type,
@@ -220,12 +283,24 @@ class ThreadWorkflow:
             self._state.queued.append(InputRef(id=event_id, type=MESSAGE_TYPE))
 
     @workflow.signal
+    def answer(self, answer: RoutedAnswer) -> None:
+        """The client's answer to one of this thread's waiting tool uses (routed by the
+        session, which checked it), as an event on this thread's log."""
+        for pending in self._state.awaiting:
+            if pending.event_id == answer.tool_use_event_id and pending.answer_event_id is None:
+                pending.answer_event_id = answer.answer_event_id
+                pending.result = answer.result
+
+    @workflow.signal
     def interrupt(self) -> None:
-        """Stop the running step; messages queued so far wait for the next turn."""
+        """Stop the running step (messages queued so far wait for the next turn), or give the
+        tool uses waiting for the client error results."""
         if self._state.status in ("running", "rescheduling"):
             self._state.held_input_ids.extend(ref.id for ref in self._state.queued)
             self._state.queued.clear()
             self._loop.interrupt()
+        elif self._state.awaiting and not self._loop.awaiting_all_answered():
+            self._abandon = True
 
     @workflow.signal
     def finish(self) -> None:

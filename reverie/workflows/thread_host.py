@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from reverie.activities.delegation import DELEGATE, RECORD_WAIT_RESULT
+    from reverie.activities.delegation import DELEGATE, RECORD_WAIT_RESULT, ROUTE_ANSWER
     from reverie.models.common import new_id
     from reverie.models.thread_io import ThreadWorkflowInput
     from reverie.models.threads import (
         MAX_RUNNING_THREADS,
         THREAD_PREFIX,
+        AwaitedUse,
         Delegation,
         DelegationInput,
+        RouteAnswerInput,
+        RoutedAnswer,
         ThreadEntry,
         ThreadRef,
         ThreadReply,
@@ -183,6 +187,11 @@ class ThreadHost:
         if entry is None:
             return
         entry.status = reply.status
+        entry.awaiting = reply.awaiting
+        if reply.awaiting:
+            # Not a reply: the thread's turn waits for the client's answers (cross-posted).
+            self._on_change()
+            return
         if not reply.event_id or reply.event_id in self._state.replies_taken:
             return
         entry.replies += 1
@@ -202,9 +211,50 @@ class ThreadHost:
         for entry in self._state.threads:
             if entry.status == "terminated" or (thread_id and entry.thread_id != thread_id):
                 continue
+            entry.awaiting = []  # the thread gives its waiting tool uses error results
             if thread_id or entry.status in ("running", "rescheduling"):
                 handle = workflow.get_external_workflow_handle(entry.thread_id)
                 await handle.signal(ThreadWorkflow.interrupt)
+
+    # ---- answers for the threads' tool uses --------------------------------------------------
+
+    def find_awaited(self, tool_use_id: str | None) -> tuple[ThreadEntry, AwaitedUse] | None:
+        """The thread tool use a client's answer names, by the primary thread's copy's id or
+        the thread's own."""
+        for entry in self._state.threads:
+            for use in entry.awaiting:
+                if tool_use_id in (use.cross_id, use.event_id):
+                    return entry, use
+        return None
+
+    async def route_answer(
+        self, answer_event_id: str, tool_use_id: str | None, result: Any
+    ) -> None:
+        """Copy the recorded answer to its thread's log and hand it to the thread."""
+        found = self.find_awaited(tool_use_id)
+        if found is None or found[1].answered:
+            return
+        entry, use = found
+        use.answered = True
+        copy_id = new_id("sevt", workflow.uuid4())
+        await record(
+            ROUTE_ANSWER,  # type: ignore[arg-type]
+            RouteAnswerInput(
+                session_id=self._params.session_id,
+                thread_id=entry.thread_id,
+                answer_event_id=answer_event_id,
+                copy_event_id=copy_id,
+                tool_use_event_id=use.event_id,
+            ),
+            summary="route an answer to its thread",
+        )
+        if all(u.answered for u in entry.awaiting):
+            entry.awaiting = []
+        handle = workflow.get_external_workflow_handle(entry.thread_id)
+        await handle.signal(
+            ThreadWorkflow.answer,
+            RoutedAnswer(tool_use_event_id=use.event_id, answer_event_id=copy_id, result=result),
+        )
 
     async def finish_all(self) -> None:
         """The session is archived: every thread ends (records its terminated status)."""
