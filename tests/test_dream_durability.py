@@ -124,6 +124,34 @@ async def test_cancel_model_errors_partial_output_and_webhooks(
     ]
     await webhooks.delete_endpoint(reverie.pool, hook.id)
 
+    # A memory deleted by someone while the dream consolidates: its update is dropped, and the
+    # memory is not brought back.
+    fake_model.script(
+        model_name,
+        [
+            findings(("alpha", "Alpha v2", "alpha")),
+            Reply.tool_use("propose_operations", {"operations": [
+                {"op": "update", "path": "/alpha/a.md", "content": "alpha v2",
+                 "supporting_sessions": [session]}]}, delay=2),
+        ],
+    )  # fmt: skip
+    seen = len(fake_model.requests(model_name))
+    racing = await reverie.create_dream(
+        {
+            **dream_body(store, [session], model_name),
+            "output_behavior": {"type": "update_existing", "memory_store_id": store},
+        }
+    )
+    await fake_model.wait_for_requests(model_name, seen + 2)
+    alpha = await reverie.get_memory_by_path(store, "/alpha/a.md")
+    await reverie.delete_memory(store, alpha.id)
+    assert (await reverie.wait_for_dream(racing.id)).status == "completed"
+    assert await contents(reverie, store) == {}
+    dropped = (await reverie.dream_diff(racing.id)).dropped
+    assert [(d.path, "deleted since it was shown" in d.reason) for d in dropped] == [
+        ("/alpha/a.md", True)
+    ]
+
 
 async def test_input_errors_and_a_worker_killed_mid_dream(
     own_queue: ReverieClient,

@@ -390,6 +390,12 @@ class DreamActivities:
             assert op.content is not None
             version_id, memory_id = ids(op.path)
             before = await _memory_at(conn, store_id, op.path)
+            if (
+                before is None
+                and op.path in digests
+                and await memory._replayed(conn, version_id) is None
+            ):
+                raise NotFoundError(f"the memory at {op.path} was deleted since it was shown")
             if before is None:
                 done = await memory.create_memory(
                     conn,

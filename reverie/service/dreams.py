@@ -34,6 +34,7 @@ from reverie.models.dreams import (
     DREAM_STATUSES,
     FINAL_STATUSES,
     INTERNAL_ERROR,
+    MAX_TOPICS,
     Conflict,
     DiffEntry,
     Dream,
@@ -267,6 +268,10 @@ class DreamMethods:
             entries=entries,
             dropped=[
                 Dropped.model_validate(d) for d in await dreams.all_dropped(self.pool, dream_id)
+            ]
+            + [
+                Dropped(topic=topic, reason=f"not consolidated: more than {MAX_TOPICS} topics")
+                for topic in report.get("topics_left_out", [])
             ],
             sessions_read=int(report.get("sessions_read", 0)),
             findings=int(report.get("findings", 0)),
