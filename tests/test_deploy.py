@@ -116,11 +116,11 @@ def test_dockerfile_sets_settings_reverie_reads_and_runs_its_commands() -> None:
 
 def test_grafana_dashboard_plots_metrics_reverie_makes() -> None:
     dashboard = json.loads((DEPLOY / "grafana/dashboards/reverie.json").read_text())
-    made = set(
-        re.findall(
-            r'"(reverie_[a-z_]+)"', (DEPLOY.parent / "reverie/observability/metrics.py").read_text()
-        )
-    )
+    made = {
+        name
+        for path in (DEPLOY.parent / "reverie/observability").glob("*.py")
+        for name in re.findall(r'"(reverie_[a-z_]+)"', path.read_text())
+    }
     plotted = {
         re.sub(r"_(bucket|count|sum)$", "", name)
         for panel in dashboard["panels"]

@@ -19,7 +19,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from reverie.api.app import start_api
 from reverie.connections import connect_temporal
+from reverie.models.webhooks import DeliverDueResult
 from reverie.observability import tracing
+from reverie.observability.interceptor import _read_result
 from reverie.observability.logs import JsonFormatter, log_context
 from reverie.observability.queue_depth import stop_reporting
 from reverie.service.client import ReverieClient
@@ -28,6 +30,7 @@ from reverie.starter.temporal_dev import free_port
 from reverie.store import keys
 from reverie.store.pool import connect
 from reverie.worker import build_worker
+from tests.dream_support import findings, operations, session_with, store_with
 from tests.fake_model import FakeModelServer, Reply
 
 TOOLSET = {"type": "agent_toolset_20260401", "configs": [{"name": "web_search", "enabled": False}]}
@@ -121,6 +124,51 @@ async def test_metrics_appear_on_the_endpoint_after_a_turn(
     assert value("reverie_task_queue_backlog", 'kind="workflow"') >= 0
     # And the Temporal SDK's own, on the same endpoint.
     assert value("temporal_workflow_task_execution_latency_count") > 0
+
+
+async def _scrape(observed: Observed) -> str:
+    async with aiohttp.ClientSession() as http, http.get(observed.metrics_url) as response:
+        return await response.text()
+
+
+def _sum(text: str, name: str, *labels: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and all(label in line for label in labels)
+    )
+
+
+async def test_dream_durations_and_webhook_outcomes_are_counted(
+    observed: Observed, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A dream's run lands in reverie_dream_duration (recorded in workflow time); a delivery
+    activity's result in reverie_webhook_deliveries."""
+    client = observed.client
+    agent = (await client.create_agent({"name": "d", "model": model_name})).id
+    store = await store_with(client, "Team", {"/a.md": "Use pytest."})
+    session = await session_with(client, agent, store, "We use pytest -x.")
+    fake_model.script(model_name, [findings(), operations()])
+    before = _sum(await _scrape(observed), "reverie_dream_duration_count", 'outcome="ok"')
+    created = await client.create_dream(
+        {
+            "inputs": [
+                {"type": "memory_store", "memory_store_id": store},
+                {"type": "sessions", "session_ids": [session]},
+            ],
+            "model": model_name,
+        }
+    )
+    dream = await client.wait_for_dream(created.id)
+    assert dream.status == "completed", dream
+    after = await _scrape(observed)
+    assert _sum(after, "reverie_dream_duration_count", 'outcome="ok"') == before + 1
+    assert _sum(after, "reverie_dream_duration_sum", 'workflow_type="DreamWorkflow"') > 0
+
+    _read_result(DeliverDueResult(active=True, delivered=2, failed=1, retrying=3))
+    text = await _scrape(observed)
+    for outcome, count in (("delivered", 2), ("failed", 1), ("retry", 3)):
+        assert _sum(text, "reverie_webhook_deliveries", f'outcome="{outcome}"') >= count
 
 
 async def test_spans_run_from_the_api_through_workflow_to_activities(

@@ -7,11 +7,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
+    ExecuteWorkflowInput,
     Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
 )
 
 from reverie.observability.logs import log_context
@@ -59,6 +62,37 @@ def _read_result(result: Any) -> None:
         METRICS.webhook(delivered=result.delivered, failed=result.failed, retrying=result.retrying)
 
 
+# Workflows whose whole run is measured (in workflow time, so replays agree), by type name.
+MEASURED_WORKFLOWS = {"DreamWorkflow": "reverie_dream_duration"}
+
+
+class _MeasuredWorkflow(WorkflowInboundInterceptor):
+    """A dream's duration, from its start to its end in workflow time. Recorded through the
+    workflow's own meter, which records nothing while a history is replayed; it adds no
+    command, so histories replay as before."""
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        metric = MEASURED_WORKFLOWS.get(workflow.info().workflow_type)
+        if metric is None:
+            return await super().execute_workflow(input)
+        started = workflow.now()
+        outcome = "error"
+        try:
+            result = await super().execute_workflow(input)
+            outcome = "ok"
+            return result
+        finally:
+            seconds = (workflow.now() - started).total_seconds()
+            workflow.metric_meter().create_histogram_float(metric, "Dream runs", "s").record(
+                seconds, {"outcome": outcome}
+            )
+
+
 class MetricsInterceptor(Interceptor):
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _MeasuredActivity(next)
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        return _MeasuredWorkflow

@@ -3,7 +3,8 @@
 The Temporal SDK's runtime serves Prometheus (REVERIE_METRICS_HOST:REVERIE_METRICS_PORT) and
 gives a meter for custom metrics; Reverie's go through that meter, so one scrape sees both.
 Any code records through `METRICS` (`METRICS.turn(...)`, `METRICS.tool(...)`, ...): no-ops until
-a process turns metrics on.
+a process turns metrics on. Dream durations (`reverie_dream_duration`) are recorded by the
+worker's interceptor, in workflow time (observability/interceptor.py).
 """
 
 from __future__ import annotations
@@ -114,11 +115,6 @@ class ReverieMetrics:
         for outcome, count in (("delivered", delivered), ("failed", failed), ("retry", retrying)):
             if count:
                 counter.add(count, {"outcome": outcome})
-
-    def dream(self, seconds: float, *, ok: bool = True) -> None:
-        self._histogram("reverie_dream_duration", "Dream runs").record(
-            seconds, {"outcome": "ok" if ok else "error"}
-        )
 
     def activity(self, name: str, seconds: float, *, ok: bool) -> None:
         self._histogram("reverie_activity_duration", "Activity runs, by activity").record(
