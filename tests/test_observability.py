@@ -235,3 +235,38 @@ def test_json_logs_name_their_session_and_thread() -> None:
         line = json.loads(formatter.format(plain))
     assert (line["session_id"], line["thread_id"], line["level"]) == ("sesn_1", "sthr_2", "warning")
     assert "session_id" not in json.loads(formatter.format(plain))
+
+
+async def test_saved_histories_replay_with_the_observability_interceptors() -> None:
+    """The metrics interceptor and Temporal's tracing interceptor add no workflow command: every
+    saved history replays with both on, as workers run with them."""
+    from temporalio.client import WorkflowHistory
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from reverie.observability.interceptor import MetricsInterceptor
+    from reverie.workflows.dream import DreamWorkflow
+    from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
+    from reverie.workflows.session import SessionWorkflow
+    from reverie.workflows.thread import ThreadWorkflow
+    from reverie.workflows.webhooks import WORKFLOWS as WEBHOOK_WORKFLOWS
+    from tests.replay.test_replay import HISTORIES
+
+    provider = TracerProvider()
+    replayer = Replayer(
+        workflows=[
+            SessionWorkflow,
+            ThreadWorkflow,
+            *WEBHOOK_WORKFLOWS,
+            DreamWorkflow,
+            ScheduledDreamWorkflow,
+        ],
+        data_converter=pydantic_data_converter,
+        interceptors=[MetricsInterceptor(), TracingInterceptor(provider.get_tracer("replay"))],
+    )
+    assert len(HISTORIES) >= 20
+    for path in HISTORIES:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{path.stem}: {result.replay_failure!r}"
