@@ -99,7 +99,8 @@ class EncryptionCodec(PayloadCodec):
     def open(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
             return payload  # written before encryption was turned on
-        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
+        # As the payload says (so possibly anything): cut short for error messages.
+        key_id = payload.metadata.get(KEY_ID, b"")[:64].decode(errors="replace")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise PayloadKeyError(

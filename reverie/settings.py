@@ -15,7 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Read from the environment; unset values fall back to the embedded stack's defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused value may be a secret (a payload key, a database URL
+    # with its password); the error names the variable and the reason only.
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     temporal_address: str | None = Field(default=None, alias="TEMPORAL_ADDRESS")
     temporal_namespace: str | None = Field(default=None, alias="TEMPORAL_NAMESPACE")
