@@ -721,3 +721,28 @@ async def test_record_scheduled_dream(
     )
     await _save(temporal_client, "scheduled_dream", run_id)
     await reverie.delete_dream_schedule(schedule.id)
+
+
+async def test_record_dream_canceled(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A dream canceled while it reads a session: the read is cancelled, the dream ends."""
+    from tests.dream_support import session_with, store_with
+
+    agent = await new_agent(reverie, model_name)
+    store = await store_with(reverie, "Recorded cancel", {})
+    session = await session_with(reverie, agent, store, "slow")
+    fake_model.script(model_name, [Reply.tool_use("record_findings", {"findings": []}, delay=30)])
+    dream = await reverie.create_dream(
+        {
+            "inputs": [
+                {"type": "memory_store", "memory_store_id": store},
+                {"type": "sessions", "session_ids": [session]},
+            ],
+            "model": model_name,
+        }
+    )
+    await fake_model.wait_for_requests(model_name, 1)
+    await reverie.cancel_dream(dream.id)
+    assert (await reverie.wait_for_dream(dream.id)).status == "canceled"
+    await _save(temporal_client, "dream_canceled", dream.id)

@@ -54,6 +54,7 @@ def test_histories_are_saved() -> None:
         # dreams (issue 20): a dream, a scheduled run with its child dream
         "dream",
         "scheduled_dream",
+        "dream_canceled",
     }
 
 
