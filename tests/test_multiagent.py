@@ -10,6 +10,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
 from reverie.activities.tools import Workspace
 from reverie.models.errors import InvalidRequestError, NotSupportedError
@@ -323,6 +324,13 @@ async def test_follow_ups_keep_history_and_the_model_cannot_reach_beyond_its_ros
     lines = [json.loads(line) for line in own.out.splitlines()]
     assert [e["type"] for e in lines].count("agent.thread_message_received") == 2
     assert refused.code != 0 and "no thread 'sth_nope'" in refused.err
+    # Deleting the session removes its threads, rows and workflows.
+    await reverie.delete_session(first.id)
+    assert not await reverie.pool.fetchval(
+        "SELECT count(*) FROM sessions WHERE parent_session_id = $1", first.id
+    )
+    described = await reverie.temporal.get_workflow_handle(thread.id).describe()
+    assert described.status != WorkflowExecutionStatus.RUNNING
 
     # Another session of the coordinator: what its model asks for is checked, never trusted.
     fake_model.script(

@@ -494,6 +494,7 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
         except RPCError as error:
             if error.status != RPCStatusCode.NOT_FOUND:
                 raise
+        await self.end_thread_workflows(session_id)  # its subagent threads (issue 18)
         await sessions.delete(self.pool, session_id)
         await asyncio.to_thread(
             memory_files.remove_session_folder, self.settings.workspaces, session_id

@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from reverie.models.agents import Agent, AgentConfig, SessionAgent
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from reverie.models.agents import Agent, AgentConfig
 from reverie.models.common import Page, PageRequest
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.events import Event
@@ -89,25 +92,27 @@ async def session_roster(pool: Pool, agent: Agent) -> list[RosterMember]:
     return members
 
 
-async def session_multiagent(pool: Pool, agent: Agent) -> dict[str, Any] | None:
-    """`BetaManagedAgentsSessionMultiagentCoordinator`: the roster's full definitions."""
-    if not agent.multiagent:
-        return None
-    shown = []
-    for entry in agent.multiagent.get("agents") or []:
-        member = await agents.get(pool, entry["id"], entry["version"])
-        shown.append(
-            SessionAgent.of(member).model_dump(mode="json", exclude={"multiagent"})
-            | {"type": "agent"}
-        )
-    return {"type": "coordinator", "agents": shown}
-
-
 class ThreadMethods:
-    """Threads of a session (`ReverieClient` provides `pool` and `feed`)."""
+    """Threads of a session (`ReverieClient` provides `pool`, `feed` and `temporal`)."""
 
     pool: Pool
     feed: EventFeed
+    temporal: Client
+
+    async def end_thread_workflows(self, session_id: str) -> None:
+        """Before a session's rows go: its threads' workflows end (an archived session's
+        threads are ending already; none may write to rows being deleted)."""
+        rows = await self.pool.fetch(
+            "SELECT id FROM sessions WHERE parent_session_id = $1", session_id
+        )
+        for row in rows:
+            try:
+                await self.temporal.get_workflow_handle(row["id"]).terminate(
+                    reason="session deleted"
+                )
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
 
     async def list_threads(
         self, session_id: str, *, limit: int = 100, page: str | None = None
