@@ -7,6 +7,7 @@ API process without a gap."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 from reverie.connections import connect_database, connect_temporal, temporal_connect_options
@@ -193,7 +195,8 @@ async def test_sessions_survive_a_worker_and_an_api_process_killed(
     """Six sessions with a tool use each. The first worker alone takes their first model steps;
     two more workers join, then the first worker and the API process serving every stream are
     SIGKILLed mid-call. The steps move to the other workers (as other users, in the shared
-    workspace root), the streams to the other API process, and every turn ends once, whole."""
+    workspace root), the streams to the other API process, and every turn ends once, whole.
+    All of it with payload encryption on and JSON logs."""
     queue = f"ops-{uuid.uuid4().hex[:6]}"
     workspaces = ops.root / "workspaces"
     workspaces.mkdir()
@@ -206,6 +209,8 @@ async def test_sessions_survive_a_worker_and_an_api_process_killed(
         ANTHROPIC_BASE_URL=fake_model.base_url,
         REVERIE_WORKER_STICKY_TIMEOUT_SECONDS="1",
         REVERIE_LOG_FORMAT="json",
+        # Every process seals what it puts in Temporal, with the same keys.
+        REVERIE_PAYLOAD_KEYS=f"k1:{base64.b64encode(os.urandom(32)).decode()}",
     )
     pool = await connect_database(Settings(**env), max_size=2)
     key = (await keys.create(pool, "cluster test", "tests")).key
@@ -274,6 +279,11 @@ async def test_sessions_survive_a_worker_and_an_api_process_killed(
             assert written.stat().st_uid in (FIRST_UID + 1, FIRST_UID + 2)
             # The lost call, the retry that asked for the tool, the answer after it.
             assert len(fake_model.requests(models[i])) == 3
+    # Temporal holds only ciphertext of what the sessions said.
+    plain = await Client.connect(ops.temporal_address, namespace=NAMESPACE)
+    history = await plain.get_workflow_handle(sessions[0]).fetch_history()
+    raw = b"".join(event.SerializeToString() for event in history.events)
+    assert b"binary/encrypted" in raw and b"go 0" not in raw and b"ran-0" not in raw
     # The workers that took over logged JSON lines naming the sessions they worked for.
     logged = [
         json.loads(line)
