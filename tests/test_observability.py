@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -220,6 +222,27 @@ async def test_spans_are_exported_by_otlp_when_an_endpoint_is_set() -> None:
     finally:
         await runner.cleanup()
     assert received and b"reverie-otlp-probe" in b"".join(received)
+
+
+def test_a_taken_metrics_port_leaves_the_process_without_metrics(observed: Observed) -> None:
+    """A second process on the same host and port (a one-shot command beside a running
+    server) runs on, without metrics, instead of failing."""
+    taken = int(observed.metrics_url.rsplit(":", 1)[1].split("/")[0])
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from reverie.settings import Settings; "
+            "from reverie.observability.metrics import metrics_runtime; "
+            f"print(metrics_runtime(Settings(REVERIE_METRICS_PORT={taken})))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "None"
+    assert "no metrics from this process" in probe.stderr
 
 
 def test_json_logs_name_their_session_and_thread() -> None:

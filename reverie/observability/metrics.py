@@ -9,6 +9,7 @@ worker's interceptor, in workflow time (observability/interceptor.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -133,7 +134,8 @@ class ReverieMetrics:
 
 
 METRICS = ReverieMetrics()
-_runtimes: dict[str, Runtime] = {}
+_runtimes: dict[str, Runtime | None] = {}
+log = logging.getLogger("reverie.observability")
 
 
 def metrics_address(settings: Settings) -> str | None:
@@ -149,10 +151,17 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     address = metrics_address(settings)
     if address is None:
         return None
-    runtime = _runtimes.get(address)
-    if runtime is None:
-        prometheus = PrometheusConfig(bind_address=address, durations_as_seconds=True)
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=prometheus))
-        _runtimes[address] = runtime
+    if address in _runtimes:
+        return _runtimes[address]
+    prometheus = PrometheusConfig(bind_address=address, durations_as_seconds=True)
+    try:
+        runtime: Runtime | None = Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+    except ValueError as error:
+        # Another process on this host serves that port (a one-shot `reverie key create`
+        # beside a running `reverie api`, say): this one runs without metrics.
+        log.warning("no metrics from this process: %s on %s", error, address)
+        runtime = None
+    _runtimes[address] = runtime
+    if runtime is not None:
         METRICS.bind(runtime.metric_meter)
     return runtime
