@@ -9,11 +9,13 @@ next change's precondition); beside the workspace (never visible to the agent), 
 files' stat signatures, so that a write-back reads and hashes only files whose signature
 changed, and a marker per tool run that may have changed files until its write-back is done.
 
-- **Write-back** (after `bash`: the whole mount; after `write`/`edit`: that one file): every
-  new, changed or removed file becomes a create, an update or a delete with the file's base
-  digest as precondition, in transactions that also move the bases and count the write-back
-  (`syncs`), so a write-back committed is never made again and one cut short is made whole
-  by the next. Version ids derive from (session, store, write-back number, path): a retried
+- **What changed**: after `write`/`edit`, that one file; after `bash`, what the mount's
+  inotify watch (`memory_watch.py`) saw change; where the watch cannot vouch, a walk of the
+  whole mount comparing stat signatures with the cache. The write-back costs what changed.
+- **Write-back**: every new, changed or removed file becomes a create, an update or a delete
+  with the file's base digest as precondition, in transactions that also move the bases and
+  count the write-back (`syncs`), so a write-back committed is never made again and one cut
+  short is made whole by the next (a run whose worker died: by a walk of the whole mount). Version ids derive from (session, store, write-back number, path): a retried
   write-back writes the same ids, and an id already written is not written again.
 - **Conflicts**: a change made meanwhile elsewhere is never overwritten. If the precondition
   fails (or the path was taken, or the memory deleted), the store's version wins: it is put in
@@ -21,6 +23,9 @@ changed, and a marker per tool run that may have changed files until its write-b
 - **Pulls**: changes others made after the folder's `seq` (versions with a larger `seq`) are
   written into the folder, except over a file the agent changed and has not yet saved (the
   write-back then settles it as a conflict).
+- **Files a tool holds open**: a file a pull or a settled conflict takes out of the mount is
+  kept aside (`memory_files.collect_displaced`); a write made through it afterwards is told to
+  the agent as a conflict at the next write-back, never lost unseen.
 - **Read-only** mounts are bound read-only into bash's sandbox and refused by the file tools;
   should a file still change, it is put back from the store.
 - **A worker killed** between a tool run and its write-back leaves the run's marker: the
