@@ -75,7 +75,13 @@ class SessionWorkflow:
         self._threads = ThreadHost(
             params, self._state, lambda: self._loop.interrupted, on_change=self._show
         )
-        self._still_running = False
+        # Carried through continue-as-new as the state says it: running between turns, with
+        # threads (a run that continued mid-turn carries `resume_inputs` instead).
+        self._still_running = (
+            bool(self._state.threads)
+            and self._state.status in ("running", "rescheduling")
+            and self._state.resume_inputs is None
+        )
         self._loop = AgentLoop(
             ThreadRef(
                 session_id=params.session_id,
