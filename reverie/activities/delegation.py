@@ -139,9 +139,9 @@ class DelegationActivities:
                 f"{params.max_running} may run at once: wait for some to finish "
                 f"({WAIT_FOR_THREADS}), then start more"
             )
-        if len(params.threads) >= MAX_THREADS_PER_SESSION:
+        if params.thread_count >= MAX_THREADS_PER_SESSION:
             raise _Refused(
-                f"this session has {len(params.threads)} threads, the most it may have; "
+                f"this session has {params.thread_count} threads, the most it may have; "
                 f"send follow-ups to existing threads ({MESSAGE_THREAD}) instead"
             )
         decision = Delegation(

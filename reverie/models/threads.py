@@ -155,7 +155,10 @@ class DelegationInput(BaseModel):
     created_event_id: str
     environment_id: str
     roster: list[RosterMember]
+    # The session's threads, for a follow-up or a wait (a start needs only the counts): what
+    # one delegation carries into history stays small.
     threads: list[ThreadEntry]
+    thread_count: int = 0
     running: int
     max_running: int = MAX_RUNNING_THREADS
 

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from reverie.models.thread_io import ThreadWorkflowInput
     from reverie.models.threads import (
         MAX_RUNNING_THREADS,
+        START_THREAD,
         THREAD_PREFIX,
         AwaitedUse,
         Delegation,
@@ -99,7 +100,8 @@ class ThreadHost:
                     created_event_id=new_id("sevt", workflow.uuid4()),
                     environment_id=self._params.environment_id,
                     roster=self._params.roster,
-                    threads=self._state.threads,
+                    threads=self._state.threads if use.name != START_THREAD else [],
+                    thread_count=len(self._state.threads),
                     running=len(self.running()),
                     max_running=MAX_RUNNING_THREADS,
                 ),
