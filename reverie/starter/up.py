@@ -203,6 +203,9 @@ async def run_up(settings: Settings, options: UpOptions) -> None:
     """Start everything, announce it, wait for a stop signal, then stop it all in reverse."""
     check_can_start(settings, options)
     secure_home(settings.home, embedded_postgres=not settings.database_url)
+    from reverie.observability import setup as observability_setup
+
+    observability_setup(settings)  # JSON logs, traces, metrics when asked (issue 21)
     stop = asyncio.Event()
     _on_stop_signals(stop)
     async with contextlib.AsyncExitStack() as stack:
