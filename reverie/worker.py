@@ -113,7 +113,13 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SessionWorkflow, ThreadWorkflow, *WEBHOOK_WORKFLOWS, DreamWorkflow, ScheduledDreamWorkflow],
+        workflows=[
+            SessionWorkflow,
+            ThreadWorkflow,
+            *WEBHOOK_WORKFLOWS,
+            DreamWorkflow,
+            ScheduledDreamWorkflow,
+        ],
         activities=[
             hooks.dispatch,
             hooks.deliver_due,
