@@ -186,9 +186,11 @@ async def test_fan_out_runs_threads_in_parallel_and_each_reply_arrives_once(
         assert "start_thread" not in json.dumps(request.get("tools", []))
     threads = (await reverie.list_threads(session.id)).data
     assert {t.status for t in threads} == {"idle"}
-    # Usage sums the threads'.
+    # Usage sums the threads' (the primary thread shows the coordinator's own part).
     total = sum(t.usage["output_tokens"] for t in threads[1:])
-    assert (await reverie.get_session(session.id)).usage.output_tokens > total > 0
+    own = threads[0].usage["output_tokens"]
+    assert (await reverie.get_session(session.id)).usage.output_tokens == total + own
+    assert total > 0 and own > 0
     # Each thread's own log: its task, its status changes, its answer.
     own = await thread_events(reverie, session.id, threads[1].id)
     assert types_of(own)[:2] == ["agent.thread_message_received", "session.thread_status_running"]

@@ -124,13 +124,14 @@ class ThreadMethods:
             self.pool, session_id, limit=paging.limit, page=paging.page
         )
         if paging.page is None:
-            found = [_primary(session), *found][: paging.limit]
+            usage = await thread_store.primary_usage(self.pool, session_id)
+            found = [_primary(session, usage), *found][: paging.limit]
         return Page(data=found, next_page=found[-1].id if more and found else None)
 
     async def get_thread(self, session_id: str, thread_id: str) -> SessionThread:
         session = await sessions.get(self.pool, check_id("session", session_id))
         if thread_id == primary_thread_id(session_id):
-            return _primary(session)
+            return _primary(session, await thread_store.primary_usage(self.pool, session_id))
         return await thread_store.get(self.pool, session_id, check_id("thread", thread_id))
 
     async def thread_log(self, session_id: str, thread_id: str) -> str:
@@ -194,13 +195,20 @@ class ThreadMethods:
                     await news.wait(1.0)
 
 
-def _primary(session: Any) -> SessionThread:
+def _primary(session: Any, usage: dict[str, Any]) -> SessionThread:
+    """The session's primary thread: the coordinator's own part of the session."""
+    active = session.stats.active_seconds
     return SessionThread(
         id=primary_thread_id(session.id),
         session_id=session.id,
         agent=session.agent.model_dump(mode="json", exclude={"multiagent"}),
         status=session.status,
-        usage=None,
+        stats={
+            "active_seconds": active,
+            "duration_seconds": session.stats.duration_seconds,
+            "startup_seconds": 0.0,
+        },
+        usage={**usage, "active_seconds": active},
         created_at=session.created_at,
         updated_at=session.updated_at,
         archived_at=session.archived_at,

@@ -105,3 +105,29 @@ async def list_threads(
         limit + 1,
     )
     return [await _thread(conn, row) for row in rows[:limit]], len(rows) > limit
+
+
+async def primary_usage(conn: Pool | Connection, session_id: str) -> dict[str, Any]:
+    """The primary thread's own usage: the session's (which sums its threads') less theirs."""
+    row = await conn.fetchrow(
+        """SELECT s.input_tokens - coalesce(sum(t.input_tokens), 0) AS input_tokens,
+                  s.output_tokens - coalesce(sum(t.output_tokens), 0) AS output_tokens,
+                  s.cache_read_input_tokens - coalesce(sum(t.cache_read_input_tokens), 0)
+                      AS cache_read_input_tokens,
+                  s.cache_creation_input_tokens - coalesce(sum(t.cache_creation_input_tokens), 0)
+                      AS cache_creation_input_tokens
+           FROM sessions s LEFT JOIN sessions t ON t.parent_session_id = s.id
+           WHERE s.id = $1 GROUP BY s.id""",
+        session_id,
+    )
+    if row is None:
+        raise NotFoundError(f"no session with id {session_id!r}")
+    return {
+        "input_tokens": int(row["input_tokens"]),
+        "output_tokens": int(row["output_tokens"]),
+        "cache_read_input_tokens": int(row["cache_read_input_tokens"]),
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": int(row["cache_creation_input_tokens"]),
+            "ephemeral_1h_input_tokens": 0,
+        },
+    }
