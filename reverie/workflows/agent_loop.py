@@ -1,5 +1,5 @@
-"""The model -> tools loop of one thread, shared by a session's primary thread and (later) its
-subagent threads. It decides; activities do. It sees ids and stop reasons, never content.
+"""The model -> tools loop of one thread, shared by a session's primary thread and its subagent
+threads (issue 18). It decides; activities do. It sees ids and stop reasons, never content.
 
 A turn: model step -> (tool uses: run the allowed ones in parallel; park on the ones that wait
 for the client) -> model step with the results -> ... until the model ends its turn and no new

@@ -36,7 +36,13 @@ with workflow.unsafe.imports_passed_through():
         ThreadReplyInput,
         ThreadStatusInput,
     )
-    from reverie.models.workflow_io import InputRef, ThreadState
+    from reverie.models.workflow_io import (
+        Activity,
+        InputRef,
+        NewEvent,
+        RecordEventsInput,
+        ThreadState,
+    )
     from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
     from reverie.workflows.recording import SessionBroken, record
 
@@ -226,8 +232,6 @@ class ThreadWorkflow:
         event_type = event_type.replace("session.status_", "session.thread_status_")
         self._state.status = status
         if leading:
-            from reverie.models.workflow_io import Activity, NewEvent, RecordEventsInput
-
             async with self._record_lock:
                 await record(
                     Activity.RECORD_EVENTS,
