@@ -211,9 +211,10 @@ async def test_threads_through_the_sdk(
     )
     fake_model.script(f"{model_name}-scout", [Reply.text("seen it")])
     session = await sdk.beta.sessions.create(agent=lead.id, environment_id="env_default")
-    assert [a.id for a in session.agent.multiagent.agents] == [
-        a["id"] for a in lead.multiagent["agents"]
-    ]
+    # The session shows its roster's exact versions, each with its full definition.
+    (member,) = session.agent.multiagent.agents
+    assert (member.id, member.version) == (lead.multiagent["agents"][0]["id"], 1)
+    assert member.name == "scout" and member.system == "You are scout."
     await sdk.beta.sessions.events.send(
         session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "go"}]}]
     )

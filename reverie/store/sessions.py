@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reverie.models.agents import Agent, SessionAgent
+from reverie.models.agents import Agent
 from reverie.models.common import Page
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.outcomes import OutcomeEvaluation
 from reverie.models.sessions import Session, SessionStats, SessionStatus, SessionUsage, Usage
-from reverie.store import agents, outcomes, webhooks
+from reverie.store import agents, outcomes, threads, webhooks
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
 
@@ -77,7 +77,7 @@ async def _session(
     active = row["active_seconds"] + (row["running_for"] or 0.0)
     return Session(
         id=row["id"],
-        agent=SessionAgent.of(agent),
+        agent=await threads.session_agent(conn, agent),
         environment_id=row["environment_id"],
         title=row["title"],
         metadata=row["metadata"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reverie.models.agents import SessionAgent
+from reverie.models.agents import Agent, SessionAgent
 from reverie.models.errors import NotFoundError
 from reverie.models.threads import SessionThread, primary_thread_id
 from reverie.store import agents
@@ -131,3 +131,16 @@ async def primary_usage(conn: Pool | Connection, session_id: str) -> dict[str, A
             "ephemeral_1h_input_tokens": 0,
         },
     }
+
+
+async def session_agent(conn: Pool | Connection, agent: Agent) -> SessionAgent:
+    """The agent as its sessions show it; a coordinator's roster with each member's full
+    definition at its pinned version (`BetaManagedAgentsSessionMultiagentCoordinator`)."""
+    shown = SessionAgent.of(agent)
+    if agent.multiagent and agent.multiagent.get("type") == "coordinator":
+        members = []
+        for entry in agent.multiagent.get("agents") or []:
+            member = await agents.get(conn, entry["id"], entry["version"])
+            members.append(SessionAgent.of(member).model_dump(mode="json", exclude={"multiagent"}))
+        shown.multiagent = {"type": "coordinator", "agents": members}
+    return shown
