@@ -53,8 +53,13 @@ def _profile(settings: Settings) -> dict[str, Any]:
     return dict(profile.to_client_connect_config())
 
 
-def _read(path: Path | None) -> bytes | None:
-    return path.expanduser().read_bytes() if path else None
+def _read(path: Path | None, variable: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.expanduser().read_bytes()
+    except OSError as error:
+        raise RuntimeError(f"{variable}: cannot read {path}: {error.strerror}") from None
 
 
 def _tls(settings: Settings, profile_tls: Any) -> bool | TLSConfig | None:
@@ -67,9 +72,9 @@ def _tls(settings: Settings, profile_tls: Any) -> bool | TLSConfig | None:
         return False
     if any(files) or settings.temporal_tls_server_name:
         return TLSConfig(
-            server_root_ca_cert=_read(files[0]),
-            client_cert=_read(files[1]),
-            client_private_key=_read(files[2]),
+            server_root_ca_cert=_read(files[0], "TEMPORAL_TLS_SERVER_CA_CERT_PATH"),
+            client_cert=_read(files[1], "TEMPORAL_TLS_CLIENT_CERT_PATH"),
+            client_private_key=_read(files[2], "TEMPORAL_TLS_CLIENT_KEY_PATH"),
             domain=settings.temporal_tls_server_name,
         )
     if settings.temporal_tls:

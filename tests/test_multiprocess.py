@@ -116,6 +116,9 @@ async def test_connection_by_envconfig_profile_and_tls_settings(
     assert (
         temporal_connect_options(cloud.model_copy(update={"temporal_tls": False}))["tls"] is False
     )
+    missing = cloud.model_copy(update={"temporal_tls_client_cert_path": tmp_path / "nope.pem"})
+    with pytest.raises(RuntimeError, match="TEMPORAL_TLS_CLIENT_CERT_PATH: cannot read"):
+        temporal_connect_options(missing)
 
 
 async def test_connection_over_tls_and_mutual_tls(ops: Cluster, tmp_path: Path) -> None:
