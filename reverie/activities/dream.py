@@ -274,7 +274,7 @@ class DreamActivities:
                WHERE dream_id = $1 AND topic = $2 AND NOT written""",
             params.dream_id,
             params.topic,
-            failures,
+            dreams.storable(failures),
         )
         return ConsolidateResult(written=written, dropped=len(kept["dropped"]) + len(failures))
 

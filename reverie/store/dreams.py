@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from reverie.models.common import derived_id
+from reverie.models.common import derived_id, scrub_json
 from reverie.models.dreams import (
     FINAL_STATUSES,
     DiffEntry,
@@ -192,6 +192,12 @@ async def refresh_usage(conn: Pool | Connection, dream_id: str) -> None:
     )
 
 
+def storable(value: Any) -> Any:
+    """What the model wrote (findings, operations, dropped ones with their paths), as
+    PostgreSQL can store it: NUL and unpaired surrogates replaced by markers."""
+    return scrub_json(value)[0]
+
+
 def usage_json(usage: Usage) -> dict[str, int]:
     return DreamUsage.model_validate(usage.model_dump()).model_dump()
 
@@ -295,12 +301,14 @@ async def add_findings(
     findings: list[dict[str, Any]],
     usage: Usage,
 ) -> None:
+    """One session's findings, kept (what the model wrote, NUL and unpaired surrogates
+    replaced: PostgreSQL cannot store them)."""
     await conn.execute(
         """INSERT INTO dream_findings (dream_id, session_id, findings, usage)
            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
         dream_id,
         session_id,
-        findings,
+        storable(findings),
         usage_json(usage),
     )
 
@@ -332,8 +340,8 @@ async def add_topic(
            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
         dream_id,
         topic,
-        operations,
-        dropped,
+        storable(operations),
+        storable(dropped),
         usage_json(usage),
     )
 

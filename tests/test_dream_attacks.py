@@ -1,0 +1,62 @@
+"""Dreams attacked as the model (or a session steering it) would: text PostgreSQL cannot store in
+what the model answers, writes after a cancel, a topic's findings from many sessions, racing
+reviews, a revert over later edits, a schedule deleted under its run."""
+
+from __future__ import annotations
+
+from reverie.service.client import ReverieClient
+from tests.dream_support import contents, findings, operations, session_with, store_with
+from tests.fake_model import FakeModelServer
+
+
+def body(store: str, sessions: list[str], model: str, *, update: bool = False) -> dict[str, object]:
+    made: dict[str, object] = {
+        "inputs": [
+            {"type": "memory_store", "memory_store_id": store},
+            {"type": "sessions", "session_ids": sessions},
+        ],
+        "model": model,
+    }
+    if update:
+        made["output_behavior"] = {"type": "update_existing", "memory_store_id": store}
+    return made
+
+
+async def test_unstorable_text_in_what_the_model_answers_is_reported_not_fatal(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """NUL and unpaired surrogates in findings, paths, rationales and contents: the dream
+    completes (its model called once per step), the bad operations dropped with their reason."""
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(reverie, "Unstorable", {"/nul/a.md": "a"})
+    sessions = sorted([await session_with(reverie, agent, store, "nul words") for _ in range(2)])
+    fake_model.script(
+        model_name,
+        [findings(("nul", "Say \x00 words", "nul words"))] * 2
+        + [
+            operations(
+                {"op": "create", "path": "/nul/\x00.md", "content": "x",
+                 "supporting_sessions": sessions},
+                {"op": "create", "path": "/nul/\ud800.md", "content": "x",
+                 "supporting_sessions": sessions},
+                {"op": "create", "path": "/nul/c.md", "content": "bad \x00",
+                 "supporting_sessions": sessions},
+                {"op": "update", "path": "/nul/a.md", "content": "a, kept",
+                 "supporting_sessions": sessions, "rationale": "why \x00"},
+            )
+        ],
+    )  # fmt: skip
+    dream = await reverie.wait_for_dream(
+        (await reverie.create_dream(body(store, sessions, model_name))).id
+    )
+    assert dream.status == "completed", dream.error
+    assert len(fake_model.requests(model_name)) == 3
+    output = dream.outputs[0].memory_store_id
+    assert await contents(reverie, output) == {"/nul/a.md": "a, kept"}
+    diff = await reverie.dream_diff(dream.id)
+    assert [e.path for e in diff.entries] == ["/nul/a.md"]
+    assert "\x00" not in diff.entries[0].rationale[0]
+    reasons = [d.reason for d in diff.dropped]
+    assert len(reasons) == 3 and all("\x00" not in (d.path or "") for d in diff.dropped)
+    assert "not a valid memory path" in reasons[0] and "malformed: path" in reasons[1]
+    assert "NUL" in reasons[2]
