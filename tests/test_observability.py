@@ -116,7 +116,7 @@ async def test_metrics_appear_on_the_endpoint_after_a_turn(
         return sum(found)
 
     model = f'model="{model_name}"'
-    assert value("reverie_model_requests", model, 'outcome="ok"') == 2
+    assert value("reverie_model_requests", model, 'outcome="ok"') >= 2
     assert value("reverie_model_input_tokens", model) > 0
     assert value("reverie_model_output_tokens", model) > 0
     assert value("reverie_tool_duration_count", 'tool="bash"', 'is_error="false"') >= 1
