@@ -3,7 +3,8 @@
 # sandbox's bridge to its egress proxy), python3-venv (for `make venv` on Debian's Python) and
 # nodejs with npm (the official TypeScript SDK's smoke test, tests/ts; Debian 12's Node.js 18
 # runs it, and a newer node already on the machine is kept) and curl (the README's HTTP API
-# examples, which a test runs as written).
+# examples, which a test runs as written), postgresql (Debian's server, for the multi-process test)
+# and util-linux (setpriv, which runs that test's workers as other users).
 # Installs what is missing when it can (as root, or with passwordless sudo), saying so in one
 # line; otherwise says in one line what to install and carries on: Reverie then runs without
 # them (bash is refused, or unsandboxed with REVERIE_SANDBOX=none) and the tests that need
