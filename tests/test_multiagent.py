@@ -14,6 +14,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from reverie.activities.tools import Workspace
 from reverie.models.errors import InvalidRequestError, NotSupportedError
+from reverie.models.threads import primary_thread_id
 from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
 from tests.fake_model import FakeModelServer, Reply
@@ -472,6 +473,15 @@ async def test_at_most_25_threads_run_at_once(
     assert types_of(events).count("session.thread_created") == 25
     assert results_of(events)[-1] == (True, "The wait was interrupted.")
     assert {t.status for t in (await reverie.list_threads(session.id)).data} == {"idle"}
+    # Paged: the primary first, then each thread once, in the order they started.
+    listed, page = [], None
+    while True:
+        got = await reverie.list_threads(session.id, limit=10, page=page)
+        listed += [t.id for t in got.data]
+        if (page := got.next_page) is None:
+            break
+    created = [e.payload["session_thread_id"] for e in events if e.type == "session.thread_created"]
+    assert listed == [primary_thread_id(session.id), *created]
 
 
 async def test_worker_killed_while_threads_run(

@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 async def list_threads(request: web.Request) -> web.Response:
     page = await client_of(request).list_threads(
         request.match_info["session_id"],
-        limit=query_int(request, "limit", 100),
+        limit=query_int(request, "limit", 1000),
         page=query_str(request, "page"),
     )
     statuses = query_list(request, "statuses")

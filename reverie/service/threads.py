@@ -92,6 +92,10 @@ async def session_roster(pool: Pool, agent: Agent) -> list[RosterMember]:
     return members
 
 
+# Threads one page lists at most (the SDK's default page size).
+MAX_THREADS_LISTED = 1000
+
+
 class ThreadMethods:
     """Threads of a session (`ReverieClient` provides `pool`, `feed` and `temporal`)."""
 
@@ -115,18 +119,24 @@ class ThreadMethods:
                     raise
 
     async def list_threads(
-        self, session_id: str, *, limit: int = 100, page: str | None = None
+        self, session_id: str, *, limit: int = 1000, page: str | None = None
     ) -> Page[SessionThread]:
-        """The primary thread first, then the subagent threads in the order they started."""
-        paging = parse(PageRequest, {"limit": limit, "page": page})
+        """The primary thread first, then the subagent threads in the order they started;
+        `page` is the last thread of the previous page. At most 1,000 a page (the SDK's
+        default)."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_THREADS_LISTED:
+            raise InvalidRequestError(f"limit must be 1 to {MAX_THREADS_LISTED}, not {limit!r}")
+        if page is not None:
+            check_id("page", page)
         session = await sessions.get(self.pool, check_id("session", session_id))
+        first = page is None
         found, more = await thread_store.list_threads(
-            self.pool, session_id, limit=paging.limit, page=paging.page
+            self.pool, session_id, limit=limit - 1 if first else limit, page=page
         )
-        if paging.page is None:
+        if first:
             usage = await thread_store.primary_usage(self.pool, session_id)
-            found = [_primary(session, usage), *found][: paging.limit]
-        return Page(data=found, next_page=found[-1].id if more and found else None)
+            found = [_primary(session, usage), *found]
+        return Page(data=found, next_page=found[-1].id if more else None)
 
     async def get_thread(self, session_id: str, thread_id: str) -> SessionThread:
         session = await sessions.get(self.pool, check_id("session", session_id))
