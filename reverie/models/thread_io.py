@@ -14,3 +14,6 @@ class ThreadWorkflowInput(BaseModel):
     carried: ThreadState | None = None
     # Turns the thread has finished (each one's reply went to the coordinator once).
     replies: int = 0
+    # The running status event of a turn under way when the run continued as new: its reply is
+    # what the thread answered after it.
+    turn_start: str | None = None

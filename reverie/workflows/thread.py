@@ -64,7 +64,7 @@ class ThreadWorkflow:
         self._abandon = False
         self._record_lock = asyncio.Lock()
         # The running status event of the turn under way: its reply is what follows it.
-        self._turn_start: str | None = None
+        self._turn_start: str | None = params.turn_start
         self._loop = AgentLoop(
             self._ref,
             params.options,
@@ -274,7 +274,11 @@ class ThreadWorkflow:
     def _continue_as_new(self) -> None:
         workflow.continue_as_new(
             self._params.model_copy(
-                update={"carried": self._state.model_copy(deep=True), "replies": self._replies}
+                update={
+                    "carried": self._state.model_copy(deep=True),
+                    "replies": self._replies,
+                    "turn_start": self._turn_start,
+                }
             )
         )
 
