@@ -40,8 +40,9 @@ FAST_DEV_SERVER = (
     "system.enableActivityEagerExecution=true",
     # One partition per task queue instead of four: a single-node server gains nothing from
     # spreading a queue, and a task landing on a partition no poller waits on is forwarded to
-    # the root. Measured with 200 sessions created at once (bench/session_overhead.py (c)): the
-    # server's CPU per session 27.7 -> 23.8 ms, alternating runs on a loaded machine.
+    # the root. With 200 sessions created at once (bench/session_overhead.py (c), 5 pairs of
+    # alternating runs on a machine other test suites kept busy) the server's CPU per session
+    # was 16.9-27.9 ms with four and 17.1-24.4 with one: no difference the noise lets show.
     "matching.numTaskqueueReadPartitions=1",
     "matching.numTaskqueueWritePartitions=1",
 )
