@@ -53,8 +53,8 @@ def findings(*items: tuple[str, str, str]) -> Reply:
     )
 
 
-def operations(*ops: dict[str, Any]) -> Reply:
-    return Reply.tool_use("propose_operations", {"operations": list(ops)})
+def operations(*ops: dict[str, Any], delay: float = 0.0) -> Reply:
+    return Reply.tool_use("propose_operations", {"operations": list(ops)}, delay=delay)
 
 
 def user_text(request: dict[str, Any]) -> str:

@@ -4,7 +4,10 @@ reviews, a revert over later edits, a schedule deleted under its run."""
 
 from __future__ import annotations
 
+import asyncio
+
 from reverie.service.client import ReverieClient
+from reverie.store import dreams
 from tests.dream_support import contents, findings, operations, session_with, store_with
 from tests.fake_model import FakeModelServer
 
@@ -60,3 +63,43 @@ async def test_unstorable_text_in_what_the_model_answers_is_reported_not_fatal(
     assert len(reasons) == 3 and all("\x00" not in (d.path or "") for d in diff.dropped)
     assert "not a valid memory path" in reasons[0] and "malformed: path" in reasons[1]
     assert "NUL" in reasons[2]
+
+
+async def test_a_cancel_while_a_topic_is_consolidated_stops_its_writes(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """The model answers after the cancel was recorded but before it reached the step (at its
+    next heartbeat): nothing of it is written into the `update_existing` dream's store."""
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    before = {"/late/a.md": "a"}
+    store = await store_with(reverie, "Late", before)
+    sessions = sorted([await session_with(reverie, agent, store, "late words") for _ in range(2)])
+    fake_model.script(
+        model_name,
+        [findings(("late", "Late", "late words"))] * 2
+        + [
+            operations(
+                {"op": "update", "path": "/late/a.md", "content": "rewritten after the cancel",
+                 "supporting_sessions": sessions},
+                delay=1,
+            )
+        ],
+    )  # fmt: skip
+    dream = await reverie.create_dream(body(store, sessions, model_name, update=True))
+    await fake_model.wait_for_requests(model_name, 3)
+    # The cancel as it is before it reaches the step (at the step's next heartbeat): recorded.
+    async with reverie.pool.acquire() as conn, conn.transaction():
+        await dreams.finish(conn, dream.id, "canceled", None)
+    assert (await reverie.wait_for_dream(dream.id)).status == "canceled"
+    assert await contents(reverie, store) == before
+    dropped = (await reverie.dream_diff(dream.id)).dropped
+    assert [(d.path, d.reason) for d in dropped] == [
+        ("/late/a.md", "not written: the dream is canceled")
+    ]
+
+
+async def until(check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)

@@ -177,6 +177,8 @@ class DreamActivities:
         if kept is not None:
             return ExtractResult(findings=len(kept), reused=True)
         row = await dreams.row_of(self._pool, params.dream_id)
+        if row["status"] != "running":  # canceled meanwhile: no model call for nothing
+            return ExtractResult(findings=0)
         await self._check_sessions([params.session_id])
         compacted = await transcripts.load_compacted(self._pool, params.session_id)
         text = render_transcript(compacted.summary, compacted.entries)
@@ -246,6 +248,8 @@ class DreamActivities:
         store_id = row["output_store_id"]
         kept = await dreams.topic_of(self._pool, params.dream_id, params.topic)
         if kept is None:
+            if row["status"] != "running":  # canceled meanwhile: no model call for nothing
+                return ConsolidateResult(written=0, dropped=0)
             await self._propose(row, params.topic)
             kept = await dreams.topic_of(self._pool, params.dream_id, params.topic)
         if kept["written"]:
@@ -257,9 +261,16 @@ class DreamActivities:
             digests = kept["operations"][index].get("shown", {})
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
+                    await _still_running(conn, params.dream_id)
                     written += await self._write(
                         conn, params.dream_id, store_id, params.topic, index, op, digests
                     )
+            except DreamEnded as ended:
+                failures.append(
+                    Dropped(
+                        topic=params.topic, op=op.op, path=op.path, reason=f"not written: {ended}"
+                    ).model_dump()
+                )
             except WRITE_REFUSALS as error:
                 failures.append(
                     Dropped(
@@ -510,6 +521,20 @@ class DreamActivities:
                 conn, params.schedule_id, params.scheduled_time, dream_ids, count
             )
         return SchedulePicked(dream_ids=dream_ids, session_count=count)
+
+
+class DreamEnded(Exception):
+    """The dream was canceled (or ended) while a step was still running."""
+
+
+async def _still_running(conn: Connection, dream_id: str) -> None:
+    """Refuse a write once the dream has ended: a cancel reaches a running step only at its
+    next heartbeat, and what it would write after the cancel must not land (least of all in
+    an `update_existing` dream's input store). Holds the dream's row until the write commits,
+    so a cancel (which locks it) comes wholly before or wholly after it."""
+    status = await conn.fetchval("SELECT status FROM dreams WHERE id = $1 FOR SHARE", dream_id)
+    if status != "running":
+        raise DreamEnded(f"the dream is {status}")
 
 
 async def _memory_at(conn: Connection, store_id: str, path: str) -> Any:
