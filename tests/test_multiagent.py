@@ -152,6 +152,10 @@ async def test_fan_out_runs_threads_in_parallel_and_each_reply_arrives_once(
     )
     for name in names:
         fake_model.script(f"{model_name}-{name}", [Reply.text(f"finding of {name}", delay=1.5)])
+    # gamma's answer is huge: the coordinator gets it cut, the thread's log keeps it whole.
+    fake_model.clear(f"{model_name}-gamma")
+    huge = "finding of gamma " + "x" * 60_000
+    fake_model.script(f"{model_name}-gamma", [Reply.text(huge, delay=1.5)])
     session = await reverie.create_session(
         {"agent": lead.id, "initial_events": [{"type": "user.message", "content": "go"}]}
     )
@@ -170,7 +174,10 @@ async def test_fan_out_runs_threads_in_parallel_and_each_reply_arrives_once(
     assert kinds.count("session.thread_created") == 3
     assert kinds.count("agent.thread_message_sent") == 3
     received = [e for e in events if e.type == "agent.thread_message_received"]
-    assert sorted(texts(e) for e in received) == [f"finding of {n}" for n in names]
+    got = sorted(texts(e) for e in received)
+    assert got[:2] == ["finding of alpha", "finding of beta"]
+    assert got[2].startswith("finding of gamma x") and "cut at 50,000 characters" in got[2]
+    assert len(got[2]) < 50_500
     assert sorted(e.payload["from_agent_name"] for e in received) == names
     created = {e.payload["session_thread_id"] for e in events if e.type == "session.thread_created"}
     assert {e.payload["from_session_thread_id"] for e in received} == created
@@ -192,6 +199,11 @@ async def test_fan_out_runs_threads_in_parallel_and_each_reply_arrives_once(
     own = threads[0].usage["output_tokens"]
     assert (await reverie.get_session(session.id)).usage.output_tokens == total + own
     assert total > 0 and own > 0
+    gamma = next(t for t in threads if t.agent["name"] == "gamma")
+    whole = [
+        e for e in await thread_events(reverie, session.id, gamma.id) if e.type == "agent.message"
+    ]
+    assert texts(whole[0]) == huge
     # Each thread's own log: its task, its status changes, its answer.
     own = await thread_events(reverie, session.id, threads[1].id)
     assert types_of(own)[:2] == ["agent.thread_message_received", "session.thread_status_running"]
