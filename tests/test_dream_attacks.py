@@ -5,9 +5,13 @@ reviews, a revert over later edits, a schedule deleted under its run."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+from reverie.models.dreams import ScheduledDreamInput
 from reverie.service.client import ReverieClient
+from reverie.settings import Settings
 from reverie.store import dreams
+from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from tests.dream_support import contents, findings, operations, session_with, store_with
 from tests.fake_model import FakeModelServer
 
@@ -103,3 +107,18 @@ async def until(check, timeout: float = 30.0) -> None:  # type: ignore[no-untype
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
+
+
+async def test_a_run_of_a_schedule_deleted_meanwhile_does_nothing(
+    reverie: ReverieClient, settings: Settings
+) -> None:
+    """A run started (or triggered) just before its schedule was deleted ends at once with no
+    dream, instead of retrying its first step for ever."""
+    run = reverie.temporal.execute_workflow(
+        ScheduledDreamWorkflow.run,
+        ScheduledDreamInput(schedule_id="dsch_deleted"),
+        id=f"dream-schedule-run/dsch_deleted/{uuid.uuid4().hex}",
+        task_queue=settings.task_queue,
+    )
+    picked = await asyncio.wait_for(run, 15)
+    assert (picked.dream_ids, picked.session_count) == ([], 0)

@@ -483,9 +483,13 @@ class DreamActivities:
     @activity.defn(name=DreamActivity.SCHEDULE_PICK)
     async def dream_schedule_pick(self, params: SchedulePickInput) -> SchedulePicked:
         """The dreams of one scheduled time: made once (the sessions after the cursor, in
-        batches of 100, the cursor moved past them), found again on a second run."""
+        batches of 100, the cursor moved past them), found again on a second run; none once the
+        schedule is deleted (a run already started would otherwise retry for ever)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            schedule = await dreams.get_schedule(conn, params.schedule_id)
+            try:
+                schedule = await dreams.get_schedule(conn, params.schedule_id)
+            except NotFoundError:  # deleted since this run started: nothing to dream over
+                return SchedulePicked(dream_ids=[], session_count=0)
             batches, new = await dreams.pick_sessions(
                 conn, params.schedule_id, params.scheduled_time, batch=MAX_SESSIONS
             )
