@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
 import pytest
+import standardwebhooks
 from temporalio.client import WorkflowExecutionStatus
 
 from reverie.activities.tools import Workspace
@@ -17,6 +19,9 @@ from reverie.models.errors import InvalidRequestError, NotSupportedError
 from reverie.models.threads import primary_thread_id
 from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
+from reverie.store import events as event_store
+from reverie.store import sessions as session_store
+from reverie.store import threads as thread_store
 from tests.fake_model import FakeModelServer, Reply
 from tests.helpers import (
     all_events,
@@ -27,6 +32,7 @@ from tests.helpers import (
     worker_process,
 )
 from tests.test_cli import cli_env, run_cli
+from tests.webhook_support import hook_stack, receiver
 
 
 async def agent(reverie: ReverieClient, name: str, model: str, **extra: Any) -> Any:
@@ -713,3 +719,49 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
     assert results_of(await all_events(reverie, thread_id))[-1][0] is True
     events = await all_events(reverie, session.id)
     assert texts([e for e in events if e.type == "agent.message"][-1]) == "stopped"
+
+
+async def test_thread_events_are_announced_once_from_the_primary_thread(settings: Any) -> None:
+    """A thread's status events are on its own log and cross-posted: only the primary thread's
+    copies announce webhooks (for the session, naming the thread)."""
+    async with hook_stack(settings) as stack, receiver() as rx:
+        endpoint = await stack.client.create_webhook(
+            {"url": rx.url, "enabled_events": ["session.thread_created", "session.thread_idled"]}
+        )
+        member = await stack.client.create_agent({"name": "m", "model": "m"})
+        session_id, thread_id = "sesn_threadhooks", "sth_threadhooks"
+        async with stack.pool.acquire() as conn, conn.transaction():
+            await session_store.create(
+                conn, session_id, member, environment_id="env_default", title=None,
+                metadata={}, resources=[],
+            )  # fmt: skip
+            await thread_store.create(
+                conn, thread_id, session_id, agent_id=member.id, agent_version=1, agent_name="m"
+            )
+        now = datetime.now(UTC)
+        body = {"session_thread_id": thread_id, "agent_name": "m"}
+        idle = {**body, "stop_reason": {"type": "end_turn"}}
+        await event_store.append(
+            stack.pool, thread_id, [("sevt_t1", "session.thread_status_idle", idle, now)]
+        )
+        await event_store.append(
+            stack.pool,
+            session_id,
+            [
+                ("sevt_p1", "session.thread_created", body, now),
+                ("sevt_p2", "session.thread_status_idle", idle, now),
+            ],
+        )
+        await rx.wait_for(2)
+        await asyncio.sleep(1.0)  # nothing more comes
+        parsed = [
+            standardwebhooks.Webhook(endpoint.signing_secret).verify(got.body, got.headers)
+            for got in rx.received
+        ]
+        assert sorted(p["data"]["type"] for p in parsed) == [
+            "session.thread_created",
+            "session.thread_idled",
+        ]
+        assert {(p["data"]["id"], p["data"]["session_thread_id"]) for p in parsed} == {
+            (session_id, thread_id)
+        }
