@@ -8,6 +8,7 @@ import asyncio
 import uuid
 
 from reverie.models.dreams import ScheduledDreamInput
+from reverie.models.errors import InvalidRequestError
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
 from reverie.store import dreams
@@ -122,3 +123,55 @@ async def test_a_run_of_a_schedule_deleted_meanwhile_does_nothing(
     )
     picked = await asyncio.wait_for(run, 15)
     assert (picked.dream_ids, picked.session_count) == ([], 0)
+
+
+async def test_reviews_of_one_dream_run_one_at_a_time_and_revert_spares_later_edits(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """Apply twice at once: one applies, the other is refused (nothing written twice). Revert
+    twice at once: likewise. A revert over a memory edited since is a conflict, never an
+    overwrite; the rest goes back exactly."""
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    before = {"/race/a.md": "a", "/race/b.md": "b"}
+    store = await store_with(reverie, "Race", before)
+    sessions = sorted([await session_with(reverie, agent, store, "race words") for _ in range(2)])
+    fake_model.script(
+        model_name,
+        [findings(("race", "Race", "race words"))] * 2
+        + [
+            operations(
+                {"op": "update", "path": "/race/a.md", "content": "a2", "supporting_sessions": sessions},
+                {"op": "update", "path": "/race/b.md", "content": "b2", "supporting_sessions": sessions},
+                {"op": "create", "path": "/race/c.md", "content": "c", "supporting_sessions": sessions},
+            )
+        ],
+    )  # fmt: skip
+    dream = await reverie.wait_for_dream(
+        (await reverie.create_dream(body(store, sessions, model_name))).id
+    )
+    assert dream.status == "completed", dream.error
+    results = await asyncio.gather(
+        reverie.apply_dream(dream.id), reverie.apply_dream(dream.id), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(refused) == 1 and "applied already" in str(refused[0]), results
+    (applied,) = [r for r in results if not isinstance(r, Exception)]
+    assert sorted(applied.written) == ["/race/a.md", "/race/b.md", "/race/c.md"]
+    assert len((await reverie.list_memory_versions(store)).data) == 2 + 3
+    after = {"/race/a.md": "a2", "/race/b.md": "b2", "/race/c.md": "c"}
+    assert await contents(reverie, store) == after
+
+    # Someone edits b after the apply: the revert leaves their version.
+    b = await reverie.get_memory_by_path(store, "/race/b.md")
+    await reverie.update_memory(store, b.id, {"content": "b, edited later"})
+    results = await asyncio.gather(
+        reverie.revert_dream(dream.id), reverie.revert_dream(dream.id), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(refused) == 1 and isinstance(refused[0], InvalidRequestError), results
+    (reverted,) = [r for r in results if not isinstance(r, Exception)]
+    assert sorted(reverted.written) == ["/race/a.md", "/race/c.md"]
+    assert [(c.path, "changed since" in c.reason) for c in reverted.conflicts] == [
+        ("/race/b.md", True)
+    ]
+    assert await contents(reverie, store) == {"/race/a.md": "a", "/race/b.md": "b, edited later"}

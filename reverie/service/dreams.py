@@ -88,6 +88,16 @@ def _unified(path: str, before: str | None, after: str | None) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
+async def _locked(conn: Connection, dream_id: str) -> Any:
+    """The dream's row, locked until the review step's transaction ends: apply, revert and
+    discard of one dream (and a cancel, and the dream's own writes) happen one at a time, and
+    each is written whole with its mark or not at all."""
+    row = await conn.fetchrow("SELECT * FROM dreams WHERE id = $1 FOR UPDATE", dream_id)
+    if row is None:
+        raise NotFoundError(f"no dream with id {dream_id!r}")
+    return row
+
+
 async def _at(conn: Pool | Connection, store_id: str, path: str) -> Any:
     return await conn.fetchrow(
         "SELECT id, path, content, content_sha256 FROM memories "
@@ -302,7 +312,39 @@ class DreamMethods:
         """Write a completed `create_new` dream's result into its input store, path by path,
         as versions attributed to the dream; a memory changed since the dream read it (or a
         path taken since) is reported as a conflict and left as it is."""
-        row = await dreams.row_of(self.pool, _id("dream", dream_id))
+        diff = await self.dream_diff(dream_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await _locked(conn, dream_id)
+            self._check_apply(dream_id, row)
+            if not await conn.fetchval(
+                "SELECT 1 FROM memory_stores WHERE id = $1", row["output_store_id"]
+            ):
+                raise InvalidRequestError(
+                    f"dream {dream_id}'s output store {row['output_store_id']} no longer exists"
+                )
+            base = await dreams.base(conn, dream_id)
+            store_id = row["memory_store_id"]
+            result = ReviewResult(dream_id=dream_id, action="apply", memory_store_id=store_id)
+            actor = dreams.dream_actor(dream_id)
+            for entry in diff.entries:
+                version_id = derived_id("memver", dream_id, "apply", entry.path)
+                try:
+                    async with conn.transaction():
+                        current = await _at(conn, store_id, entry.path)
+                        reason = await self._apply_one(
+                            conn, store_id, entry, base.get(entry.path), current, actor, version_id
+                        )
+                except REVIEW_REFUSALS as err:
+                    reason = f"not written: {err.message}"
+                if reason:
+                    result.conflicts.append(Conflict(path=entry.path, reason=reason))
+                else:
+                    result.written.append(entry.path)
+            await dreams.mark(conn, dream_id, "applied_at")
+        return result
+
+    @staticmethod
+    def _check_apply(dream_id: str, row: Any) -> None:
         if row["output_behavior"]["type"] != "create_new":
             raise InvalidRequestError(
                 f"dream {dream_id} wrote into its input store itself (update_existing): there "
@@ -316,33 +358,6 @@ class DreamMethods:
             raise InvalidRequestError(f"dream {dream_id} was applied already")
         if row["discarded_at"] is not None:
             raise InvalidRequestError(f"dream {dream_id} was discarded")
-        if not await self.pool.fetchval(
-            "SELECT 1 FROM memory_stores WHERE id = $1", row["output_store_id"]
-        ):
-            raise InvalidRequestError(
-                f"dream {dream_id}'s output store {row['output_store_id']} no longer exists"
-            )
-        diff = await self.dream_diff(dream_id)
-        base = await dreams.base(self.pool, dream_id)
-        store_id = row["memory_store_id"]
-        result = ReviewResult(dream_id=dream_id, action="apply", memory_store_id=store_id)
-        actor = dreams.dream_actor(dream_id)
-        for entry in diff.entries:
-            version_id = derived_id("memver", dream_id, "apply", entry.path)
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    current = await _at(conn, store_id, entry.path)
-                    reason = await self._apply_one(
-                        conn, store_id, entry, base.get(entry.path), current, actor, version_id
-                    )
-            except REVIEW_REFUSALS as err:
-                reason = f"not written: {err.message}"
-            if reason:
-                result.conflicts.append(Conflict(path=entry.path, reason=reason))
-            else:
-                result.written.append(entry.path)
-        await dreams.mark(self.pool, dream_id, "applied_at")
-        return result
 
     async def _apply_one(
         self,
@@ -418,7 +433,31 @@ class DreamMethods:
     async def revert_dream(self, dream_id: str) -> ReviewResult:
         """Undo, newest first, what an `update_existing` dream wrote (or what applying a
         `create_new` one wrote), as new versions; a memory changed since is a conflict."""
-        row = await dreams.row_of(self.pool, _id("dream", dream_id))
+        _id("dream", dream_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await _locked(conn, dream_id)
+            kind = self._check_revert(dream_id, row)
+            store_id = row["memory_store_id"]
+            result = ReviewResult(dream_id=dream_id, action="revert", memory_store_id=store_id)
+            actor = dreams.dream_actor(dream_id)
+            for change in reversed(await dreams.changes(conn, dream_id, kind)):
+                version_id = derived_id("memver", dream_id, "revert", str(change["seq"]))
+                try:
+                    async with conn.transaction():
+                        reason = await self._revert_one(conn, store_id, change, actor, version_id)
+                except REVIEW_REFUSALS as err:
+                    reason = f"not written: {err.message}"
+                path = change["before_path"] or change["path"]
+                if reason:
+                    result.conflicts.append(Conflict(path=path, reason=reason))
+                elif path not in result.written:
+                    result.written.append(path)
+            await dreams.mark(conn, dream_id, "reverted_at")
+        return result
+
+    @staticmethod
+    def _check_revert(dream_id: str, row: Any) -> str:
+        """Which of the dream's changes a revert undoes (or why it cannot)."""
         if row["output_behavior"]["type"] == "update_existing":
             kind = "dream"
         elif row["applied_at"] is not None:
@@ -432,23 +471,7 @@ class DreamMethods:
             raise InvalidRequestError(f"dream {dream_id} is {row['status']}: cancel it first")
         if row["reverted_at"] is not None:
             raise InvalidRequestError(f"dream {dream_id} was reverted already")
-        store_id = row["memory_store_id"]
-        result = ReviewResult(dream_id=dream_id, action="revert", memory_store_id=store_id)
-        actor = dreams.dream_actor(dream_id)
-        for change in reversed(await dreams.changes(self.pool, dream_id, kind)):
-            version_id = derived_id("memver", dream_id, "revert", str(change["seq"]))
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    reason = await self._revert_one(conn, store_id, change, actor, version_id)
-            except REVIEW_REFUSALS as err:
-                reason = f"not written: {err.message}"
-            path = change["before_path"] or change["path"]
-            if reason:
-                result.conflicts.append(Conflict(path=path, reason=reason))
-            elif path not in result.written:
-                result.written.append(path)
-        await dreams.mark(self.pool, dream_id, "reverted_at")
-        return result
+        return kind
 
     async def _revert_one(
         self,
@@ -517,19 +540,22 @@ class DreamMethods:
 
     async def discard_dream(self, dream_id: str) -> ReviewResult:
         """Archive a finished `create_new` dream's output store (it stays readable)."""
-        row = await dreams.row_of(self.pool, _id("dream", dream_id))
-        if row["output_behavior"]["type"] != "create_new":
-            raise InvalidRequestError(
-                f"dream {dream_id} wrote into its input store (update_existing): revert it instead"
+        _id("dream", dream_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await _locked(conn, dream_id)
+            if row["output_behavior"]["type"] != "create_new":
+                raise InvalidRequestError(
+                    f"dream {dream_id} wrote into its input store (update_existing): revert it "
+                    "instead"
+                )
+            if row["status"] not in FINAL_STATUSES:
+                raise InvalidRequestError(f"dream {dream_id} is {row['status']}: cancel it first")
+            result = ReviewResult(
+                dream_id=dream_id, action="discard", memory_store_id=row["output_store_id"] or ""
             )
-        if row["status"] not in FINAL_STATUSES:
-            raise InvalidRequestError(f"dream {dream_id} is {row['status']}: cancel it first")
-        result = ReviewResult(
-            dream_id=dream_id, action="discard", memory_store_id=row["output_store_id"] or ""
-        )
-        if row["output_store_id"]:
-            await memory.archive_store(self.pool, row["output_store_id"])
-        await dreams.mark(self.pool, dream_id, "discarded_at")
+            if row["output_store_id"]:
+                await memory.archive_store(self.pool, row["output_store_id"])
+            await dreams.mark(conn, dream_id, "discarded_at")
         return result
 
     # ---- schedules -------------------------------------------------------------------------
