@@ -1,8 +1,8 @@
 """Dreams that do not go to plan: cancel (and the output store guarded while running), model
-errors (429 retried; 500s past the attempts fail the dream with its partial output kept), each
-input error type, the `dream.completed` / `dream.failed` webhooks, and a worker killed while a
-dream reads its sessions (no finding lost, no call repeated for a kept finding, no memory
-written twice)."""
+errors (429 and 529 retried; 500s past the attempts fail the dream with its partial output
+kept), each input error type, the `dream.completed` / `dream.failed` webhooks, and a worker
+killed while a dream reads its sessions (no finding lost, no call repeated for a kept
+finding, no memory written twice)."""
 
 from __future__ import annotations
 
@@ -73,12 +73,13 @@ async def test_cancel_model_errors_partial_output_and_webhooks(
     with pytest.raises(InvalidRequestError, match="only a pending or running"):
         await reverie.cancel_dream(dream.id)
 
-    # A 429 is retried; 500s past the attempts fail the dream with the model's error type, and
-    # what the first topic wrote stays in the output store.
+    # A 429 and a 529 are retried; 500s past the attempts fail the dream with the model's
+    # error type, and what the first topic wrote stays in the output store.
     fake_model.script(
         model_name,
         [
             Reply.error(429, retry_after=0),
+            Reply.error(529, retry_after=0),
             findings(("alpha", "Alpha is new", "alpha"), ("beta", "Beta too", "beta")),
             operations(
                 {"op": "update", "path": "/alpha/a.md", "content": "new alpha",
