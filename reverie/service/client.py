@@ -390,6 +390,10 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
                 ),
                 static_summary=params.title or f"session of {agent.name}",
                 static_details=f"agent {agent.id} version {agent.version}",
+                # A worker in this process on this client (`reverie up`, the benches) gets the
+                # first workflow task in the start's answer, skipping matching; elsewhere the
+                # SDK does not ask for it.
+                request_eager_start=True,
             )
         except BaseException as error:
             started = await asyncio.shield(self._workflow_exists(session_id))
