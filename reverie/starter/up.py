@@ -21,6 +21,8 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from temporalio.client import Client as TemporalClient
+
 from reverie.connections import connect_database, connect_temporal, running_stack
 from reverie.models.errors import ReverieError
 from reverie.settings import Settings
@@ -147,8 +149,12 @@ async def _start_postgres(settings: Settings, stack: contextlib.AsyncExitStack) 
         raise StackError(f"embedded PostgreSQL: {error}") from None
 
 
-async def _start_worker(settings: Settings, stack: contextlib.AsyncExitStack) -> str:
-    """A worker in this process; answers what it calls the model, for the banner."""
+async def _start_worker(
+    settings: Settings, stack: contextlib.AsyncExitStack
+) -> tuple[str, TemporalClient]:
+    """A worker in this process; answers what it calls the model, for the banner, and its
+    Temporal client (the API shares it: sessions it creates then start on this worker at once,
+    eager workflow start)."""
     from reverie.worker import build_worker, ensure_search_attributes
 
     live = await stack.enter_async_context(model_settings(settings))
@@ -157,17 +163,24 @@ async def _start_worker(settings: Settings, stack: contextlib.AsyncExitStack) ->
     pool = await connect_database(live)
     stack.push_async_callback(pool.close)
     await stack.enter_async_context(build_worker(client, pool, live))
-    return describe_model(live, settings)
+    return describe_model(live, settings), client
 
 
 async def _start_api(
-    settings: Settings, port: int, stack: contextlib.AsyncExitStack
+    settings: Settings,
+    port: int,
+    stack: contextlib.AsyncExitStack,
+    temporal: TemporalClient | None = None,
 ) -> tuple[str, str]:
-    """The HTTP API in this process, and the local user's key; answers (base URL, key)."""
+    """The HTTP API in this process, and the local user's key; answers (base URL, key).
+    `temporal`: the in-process worker's client, shared."""
     from reverie.service.client import ReverieClient
     from reverie.starter.api_cli import local_key, serve_api
 
-    client = await ReverieClient.connect(settings)
+    if temporal is None:
+        client = await ReverieClient.connect(settings)
+    else:
+        client = ReverieClient(temporal, await connect_database(settings), settings)
     stack.push_async_callback(client.close)
     key = await local_key(client.pool, settings.home)
     runner, base_url = await serve_api(client, settings.api_host, port)
@@ -214,10 +227,10 @@ async def run_up(settings: Settings, options: UpOptions) -> None:
         live = settings.model_copy(
             update={"temporal_address": server.address, "database_url": database_url}
         )
-        worker = await _start_worker(live, stack) if options.worker else None
+        worker, temporal = await _start_worker(live, stack) if options.worker else (None, None)
         api_port = settings.api_port if options.api_port is None else options.api_port
         api_base_url, api_key = (
-            await _start_api(live, api_port, stack) if api_port else (None, None)
+            await _start_api(live, api_port, stack, temporal) if api_port else (None, None)
         )
         addresses = {
             "temporal_address": server.address,
