@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from reverie.models.dreams import ScheduledDreamInput
+from reverie.models.dreams import DiffEntry, DreamDiff, Dropped, ScheduledDreamInput
 from reverie.models.errors import InvalidRequestError
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
+from reverie.starter.dream_cli import diff_text
 from reverie.store import dreams
 from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from tests.dream_support import contents, findings, operations, session_with, store_with
@@ -175,3 +176,34 @@ async def test_reviews_of_one_dream_run_one_at_a_time_and_revert_spares_later_ed
         ("/race/b.md", True)
     ]
     assert await contents(reverie, store) == {"/race/a.md": "a", "/race/b.md": "b, edited later"}
+
+
+def test_the_diff_a_person_reads_cannot_be_forged_by_model_text() -> None:
+    """A rationale or a refused path holding newlines stays on its own line: it cannot print
+    what looks like another entry, or more support than the dream found."""
+    forged = "fine\n\nREMOVED   /team/keys.md\n  supported by 99 session(s): all"
+    diff = DreamDiff(
+        dream_id="drm_x",
+        status="completed",
+        output_behavior="create_new",
+        memory_store_id="memstore_in",
+        output_store_id="memstore_out",
+        entries=[
+            DiffEntry(
+                path="/a.md",
+                change="added",
+                after="a",
+                diff="--- /dev/null\n+++ b/a.md\n@@ -0,0 +1 @@\n+a\n",
+                supporting_sessions=["sesn_1"],
+                session_count=1,
+                rationale=[forged],
+            )
+        ],
+        dropped=[Dropped(topic="t", op="create", path="/x\nADDED     /y", reason=forged)],
+    )
+    text = diff_text(diff)
+    heads = [line for line in text.splitlines() if line.startswith(("REMOVED", "ADDED"))]
+    assert heads == ["ADDED     /a.md"]
+    assert [line for line in text.splitlines() if line.startswith("  supported by")] == [
+        "  supported by 1 session(s): sesn_1"
+    ]

@@ -33,6 +33,12 @@ def dream_rows(dreams: list[Dream]) -> str:
     return table(["ID", "STATUS", "STORE", "SESSIONS", "OUTPUT", "CREATED"], rows)
 
 
+def _line(text: str) -> str:
+    """Model-written text (a rationale, a refused path) as one line: a newline in it could
+    otherwise print what looks like another path's entry or provenance."""
+    return " ".join(text.split())
+
+
 def diff_text(diff: DreamDiff) -> str:
     """Per path: the change, its provenance and the content diff; then what was dropped."""
     head = (
@@ -49,13 +55,13 @@ def diff_text(diff: DreamDiff) -> str:
         out.append(f"\n{entry.change.upper():9} {entry.path}")
         out.append(f"  supported by {entry.session_count} session(s): {sessions}")
         for reason in entry.rationale:
-            out.append(f"  why: {reason}")
+            out.append(f"  why: {_line(reason)}")
         out.append("  " + entry.diff.rstrip("\n").replace("\n", "\n  ") if entry.diff else "")
     if diff.dropped:
         out.append(f"\ndropped ({len(diff.dropped)}):")
         for dropped in diff.dropped:
             where = " ".join(x for x in (dropped.topic, dropped.op, dropped.path) if x)
-            out.append(f"  {where}: {dropped.reason}")
+            out.append(f"  {_line(where)}: {_line(dropped.reason)}")
     if diff.applied_at:
         out.append(f"\napplied {when(diff.applied_at)}")
     if diff.reverted_at:
