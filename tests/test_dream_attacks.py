@@ -15,7 +15,7 @@ from reverie.starter.dream_cli import diff_text
 from reverie.store import dreams
 from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from tests.dream_support import contents, findings, operations, session_with, store_with
-from tests.fake_model import FakeModelServer
+from tests.fake_model import FakeModelServer, Reply
 
 
 def body(store: str, sessions: list[str], model: str, *, update: bool = False) -> dict[str, object]:
@@ -207,3 +207,28 @@ def test_the_diff_a_person_reads_cannot_be_forged_by_model_text() -> None:
     assert [line for line in text.splitlines() if line.startswith("  supported by")] == [
         "  supported by 1 session(s): sesn_1"
     ]
+
+
+async def test_an_input_store_deleted_while_the_dream_runs_fails_it(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(reverie, "Doomed", {"/doom/a.md": "a"})
+    session = await session_with(reverie, agent, store, "doom words")
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use(
+                "record_findings",
+                {"findings": [{"topic": "doom", "statement": "D", "evidence": "doom words"}]},
+                delay=1,
+            )
+        ],
+    )
+    dream = await reverie.create_dream(body(store, [session], model_name))
+    await fake_model.wait_for_requests(model_name, 1)
+    await reverie.delete_memory_store(store)
+    ended = await reverie.wait_for_dream(dream.id)
+    assert ended.status == "failed" and ended.error is not None
+    assert ended.error.type == "input_memory_store_unavailable", ended.error
+    assert len(fake_model.requests(model_name)) == 1  # the topic was not consolidated

@@ -157,6 +157,12 @@ class DreamActivities:
             await dreams.start(conn, params.dream_id, output)
         return DreamStarted(output_store_id=output, session_ids=list(row["session_ids"]))
 
+    async def _check_store(self, store_id: str) -> None:
+        """The input store, deleted while the dream runs: the dream fails (its output so far
+        kept), as when a session is lost."""
+        if not await self._pool.fetchval("SELECT 1 FROM memory_stores WHERE id = $1", store_id):
+            raise input_lost(INPUT_STORE_UNAVAILABLE, f"memory store {store_id} no longer exists")
+
     async def _check_sessions(self, session_ids: list[str]) -> None:
         found = {
             r["id"]
@@ -179,6 +185,7 @@ class DreamActivities:
         row = await dreams.row_of(self._pool, params.dream_id)
         if row["status"] != "running":  # canceled meanwhile: no model call for nothing
             return ExtractResult(findings=0)
+        await self._check_store(row["memory_store_id"])
         await self._check_sessions([params.session_id])
         compacted = await transcripts.load_compacted(self._pool, params.session_id)
         text = render_transcript(compacted.summary, compacted.entries)
@@ -250,6 +257,7 @@ class DreamActivities:
         if kept is None:
             if row["status"] != "running":  # canceled meanwhile: no model call for nothing
                 return ConsolidateResult(written=0, dropped=0)
+            await self._check_store(row["memory_store_id"])
             await self._propose(row, params.topic)
             kept = await dreams.topic_of(self._pool, params.dream_id, params.topic)
         if kept["written"]:
