@@ -5,6 +5,10 @@ activity arguments, memos and failure messages). Each payload names the key that
 (`encryption-key-id` in its metadata), so keys rotate: put a new key first in
 REVERIE_PAYLOAD_KEYS and keep the old ones after it for as long as histories sealed with them
 live. Payloads that are not sealed (written before encryption was turned on) pass through.
+
+Each payload gets a fresh random 96-bit nonce: with one key, NIST's bound for random nonces is
+2**32 payloads, so put a new key first well before one key has sealed billions of payloads.
+What stays readable in Temporal is listed in deploy/README.md ("Payload encryption").
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
@@ -30,6 +35,7 @@ ENCODING = b"binary/encrypted"
 CIPHER = b"AES-GCM"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 _KEY_ID_SHAPE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -107,6 +113,9 @@ class EncryptionCodec(PayloadCodec):
                 f"payload sealed with key {key_id!r}, which REVERIE_PAYLOAD_KEYS does not hold"
             )
         data = payload.data
+        if len(data) < NONCE_BYTES + TAG_BYTES:
+            # Too short to be sealed at all (AES-GCM would fail on the nonce, not the tag).
+            raise PayloadKeyError(f"payload said to be sealed with key {key_id!r} is truncated")
         try:
             plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
         except InvalidTag:
@@ -115,7 +124,10 @@ class EncryptionCodec(PayloadCodec):
                 "changed"
             ) from None
         opened = Payload()
-        opened.ParseFromString(plain)
+        try:
+            opened.ParseFromString(plain)
+        except DecodeError:
+            raise PayloadKeyError(f"payload opened with key {key_id!r} is not a payload") from None
         return opened
 
 

@@ -5,6 +5,7 @@ codec server the Web UI decodes through."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -86,6 +87,11 @@ async def test_a_wrong_or_relabelled_key_or_changed_payload_is_refused() -> None
     changed.data = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
     with pytest.raises(PayloadKeyError):
         await impostor.decode([changed])
+    # Marked sealed but too short to be (a nonce and a tag at least): refused the same way.
+    for data in (b"", b"short"):
+        truncated = Payload(metadata={"encoding": ENCODING, KEY_ID: b"k"}, data=data)
+        with pytest.raises(PayloadKeyError, match="truncated"):
+            await impostor.decode([truncated])
 
 
 def test_malformed_keys_are_refused_without_echoing_them() -> None:
@@ -196,6 +202,11 @@ async def test_codec_server_decodes_for_key_holders_from_allowed_origins(
             assert "Access-Control-Allow-Origin" not in response.headers
         async with http.post("/codec/decode", json={"payloads": "x"}, headers=headers) as response:
             assert response.status == 400
+        # What no Reverie sealed, and bodies no JSON parser should recurse through: 400s.
+        forged = {"payloads": [{"metadata": {"encoding": "YmluYXJ5L2VuY3J5cHRlZA=="}}]}
+        for bad in (json.dumps(forged), "[" * 100_000 + "]" * 100_000, b"\xff"):
+            async with http.post("/codec/decode", data=bad, headers=headers) as response:
+                assert response.status == 400, await response.text()
 
 
 async def test_codec_server_is_absent_without_keys(api: object) -> None:

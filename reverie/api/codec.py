@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from reverie.api.errors import ApiError, Handler
+from reverie.api.http import json_body
 from reverie.api.state import client_of
 from reverie.payload_codec import EncryptionCodec, PayloadKeyError
 
@@ -68,9 +69,9 @@ def _codec(request: web.Request) -> EncryptionCodec:
 
 
 async def _payloads(request: web.Request) -> Payloads:
+    body: Any = await json_body(request)  # not JSON, or nested too deeply: refused, naming why
     try:
-        body: Any = await request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("payloads"), list):
+        if not isinstance(body.get("payloads"), list):
             raise ValueError('the body must be {"payloads": [...]}')
         if len(body["payloads"]) > MAX_PAYLOADS:
             raise ValueError(f"at most {MAX_PAYLOADS} payloads at once")
