@@ -14,7 +14,14 @@ from reverie.settings import Settings
 from reverie.starter.dream_cli import diff_text
 from reverie.store import dreams
 from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
-from tests.dream_support import contents, findings, operations, session_with, store_with
+from tests.dream_support import (
+    contents,
+    findings,
+    operations,
+    session_with,
+    store_with,
+    user_text,
+)
 from tests.fake_model import FakeModelServer, Reply
 
 
@@ -232,3 +239,24 @@ async def test_an_input_store_deleted_while_the_dream_runs_fails_it(
     assert ended.status == "failed" and ended.error is not None
     assert ended.error.type == "input_memory_store_unavailable", ended.error
     assert len(fake_model.requests(model_name)) == 1  # the topic was not consolidated
+
+
+async def test_a_topic_with_more_findings_than_a_call_holds_is_cut_and_reported(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """Each session may give its 20 findings, each long: one topic's call is shown only what
+    its budget holds (a finding per session in turn), the rest reported, the dream completes."""
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(reverie, "Verbose", {})
+    sessions = sorted([await session_with(reverie, agent, store, "long words") for _ in range(2)])
+    many = [("long", f"{n} " + "s" * 1_900, "long words") for n in range(20)]
+    fake_model.script(model_name, [findings(*many)] * 2 + [operations()])
+    dream = await reverie.wait_for_dream(
+        (await reverie.create_dream(body(store, sessions, model_name))).id
+    )
+    assert dream.status == "completed", dream.error
+    prompt = user_text(fake_model.requests(model_name)[2])
+    assert len(prompt) < 65_000
+    assert all(f'session="{s}"' in prompt for s in sessions)
+    (dropped,) = (await reverie.dream_diff(dream.id)).dropped
+    assert "findings of this topic were not shown" in dropped.reason

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from reverie.activities.dream_prompts import (
     CONSOLIDATE_SYSTEM,
     EXTRACT_SYSTEM,
+    FINDINGS_BUDGET,
     FINDINGS_TOOL,
     FINDINGS_TOOL_SPEC,
     MAX_SHOWN_MEMORIES,
@@ -31,6 +32,7 @@ from reverie.activities.dream_prompts import (
     consolidate_prompt,
     extract_prompt,
     parse_findings,
+    pick_findings,
     render_transcript,
     tool_input,
     validate_operations,
@@ -302,12 +304,14 @@ class DreamActivities:
         memory they change, as shown) and the dropped ones, with why."""
         dream_id = row["id"]
         store_id = row["output_store_id"]
-        findings = [
-            (session_id, f)
-            for session_id, items in (await dreams.all_findings(self._pool, dream_id)).items()
-            for f in items
-            if f["topic"] == topic and f.get("grounded", True)
-        ]
+        findings, unshown = pick_findings(
+            [
+                (session_id, f)
+                for session_id, items in (await dreams.all_findings(self._pool, dream_id)).items()
+                for f in items
+                if f["topic"] == topic and f.get("grounded", True)
+            ]
+        )
         candidates = await self._pool.fetch(
             """SELECT path, content, content_sha256 FROM memories
                WHERE memory_store_id = $1 AND strpos(lower(path), $2) > 0
@@ -366,6 +370,14 @@ class DreamActivities:
             }
             for op in checked.kept
         ]
+        if unshown:
+            checked.dropped.append(
+                Dropped(
+                    topic=topic,
+                    reason=f"{unshown} findings of this topic were not shown to the model: "
+                    f"more than one call's budget of {FINDINGS_BUDGET:,} characters",
+                )
+            )
         async with self._pool.acquire() as conn, conn.transaction():
             await dreams.add_topic(
                 conn,

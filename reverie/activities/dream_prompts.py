@@ -36,6 +36,10 @@ BLOCK_BUDGET = 4_000
 # Memories one topic's call is shown, at most (count and characters).
 MAX_SHOWN_MEMORIES = 40
 SHOWN_BUDGET = 80_000
+# Characters of findings one topic's call is shown, at most: a topic that many sessions speak
+# of (or one session made to speak at length) cannot overflow the model's context and fail
+# the dream. Taken a finding per session in turn, so every session's voice counts first.
+FINDINGS_BUDGET = 60_000
 # A delete (or a merge's removed sources) needs the support of this many distinct sessions:
 # what one session says (perhaps steered by whoever talked to it) cannot make a dream forget.
 MIN_SUPPORT_TO_REMOVE = 2
@@ -216,6 +220,30 @@ def consolidate_prompt(
         )
     parts.append(f"\nCall {OPERATIONS_TOOL} with the operations for this topic.")
     return "\n".join(parts)
+
+
+def _finding_size(finding: dict[str, Any]) -> int:
+    return len(finding["statement"]) + len(finding.get("evidence", "")) + 200
+
+
+def pick_findings(
+    findings: list[tuple[str, dict[str, Any]]], budget: int = FINDINGS_BUDGET
+) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """(the findings one call is shown, within `budget` characters; how many were left out):
+    each session's first finding, then each one's second, and so on."""
+    queues: dict[str, list[dict[str, Any]]] = {}
+    for session_id, finding in findings:
+        queues.setdefault(session_id, []).append(finding)
+    shown: list[tuple[str, dict[str, Any]]] = []
+    size = 0
+    for round_ in range(max((len(q) for q in queues.values()), default=0)):
+        for session_id in sorted(queues):
+            if round_ < len(queues[session_id]):
+                finding = queues[session_id][round_]
+                if size + _finding_size(finding) <= budget:
+                    shown.append((session_id, finding))
+                    size += _finding_size(finding)
+    return shown, len(findings) - len(shown)
 
 
 def tool_input(message: Any, name: str) -> dict[str, Any] | None:
