@@ -15,7 +15,7 @@ import standardwebhooks
 from temporalio.client import WorkflowExecutionStatus
 
 from reverie.activities.tools import Workspace
-from reverie.models.errors import InvalidRequestError, NotSupportedError
+from reverie.models.errors import InvalidRequestError, NotFoundError, NotSupportedError
 from reverie.models.threads import primary_thread_id
 from reverie.models.workflow_io import SessionOptions
 from reverie.starter.client import ReverieClient
@@ -140,7 +140,12 @@ def texts(event: Any) -> str:
 
 
 async def thread_events(reverie: ReverieClient, session_id: str, thread_id: str) -> list[Any]:
-    return (await reverie.thread_events_page(session_id, thread_id, limit=100)).data
+    found, page = [], None
+    while True:
+        got = await reverie.thread_events_page(session_id, thread_id, limit=100, page=page)
+        found += got.data
+        if (page := got.next_page) is None:
+            return found
 
 
 async def test_fan_out_runs_threads_in_parallel_and_each_reply_arrives_once(
@@ -259,6 +264,24 @@ async def test_threads_through_the_sdk(
     assert received[0].content[0].text == "seen it"
     created = next(e for e in on_primary if e.type == "session.thread_created")
     assert created.session_thread_id == scout.id and created.agent_name == "scout"
+    # A thread is no session: the session routes refuse its id as not found (HTTP, client, CLI).
+    message = {"type": "user.message", "content": [{"type": "text", "text": "hi"}]}
+    for call in (
+        sdk.beta.sessions.retrieve(scout.id),
+        sdk.beta.sessions.events.list(scout.id),
+        sdk.beta.sessions.events.send(scout.id, events=[message]),
+        sdk.beta.sessions.events.stream(scout.id),
+        sdk.beta.sessions.archive(scout.id),
+        sdk.beta.sessions.delete(scout.id),
+    ):
+        with pytest.raises(anthropic.NotFoundError, match="no session with id"):
+            await call
+    for method in (reverie.list_events, reverie.interrupt, reverie.get_session):
+        with pytest.raises(NotFoundError, match="no session with id"):
+            await method(scout.id)
+    refused = await run_cli(cli_env(reverie.settings), "session", "events", scout.id)
+    assert refused.code != 0 and "no session with id" in refused.err
+    assert (await reverie.get_thread(session.id, scout.id)).status == "idle"
     # A thread of another session, or none at all, is not found.
     other = await reverie.create_session({"agent": lead.id})
     for session_id, thread_id in ((other.id, scout.id), (session.id, "sth_nope")):
@@ -588,7 +611,7 @@ async def test_a_thread_shares_the_workspace_retries_model_errors_and_continues_
     # The coordinator read what its subagent wrote: one workspace.
     assert "from the scribe" in results_of(events)[-1][1]
     assert [texts(e) for e in events if e.type == "agent.thread_message_received"] == ["wrote it"]
-    own = await all_events(reverie, thread.id)
+    own = await thread_events(reverie, session.id, thread.id)
     assert_each_once(own)
     kinds = types_of(own)
     assert "session.thread_status_rescheduled" in kinds and "session.error" in kinds
@@ -677,7 +700,7 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
     # The thread's model got the confirmed tool's result and the client's custom result.
     second = json.dumps(fake_model.requests(f"{model_name}-asker")[1]["messages"])
     assert "v7" in second
-    own = await all_events(reverie, thread_id)
+    own = await thread_events(reverie, session.id, thread_id)
     assert [r for r in results_of(own) if not r[0]]  # the write ran, allowed
     written = Workspace.for_session(reverie.settings.workspaces, session.id).work_dir / "asked.txt"
     assert written.read_text() == "allowed"  # in the session's workspace
@@ -716,7 +739,7 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
             [{"type": "user.tool_confirmation", "tool_use_id": waiting, "result": "allow"}],
         )
     assert written.read_text() == "allowed"
-    assert results_of(await all_events(reverie, thread_id))[-1][0] is True
+    assert results_of(await thread_events(reverie, session.id, thread_id))[-1][0] is True
     events = await all_events(reverie, session.id)
     assert texts([e for e in events if e.type == "agent.message"][-1]) == "stopped"
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from reverie.models.common import check_json
-from reverie.models.errors import InvalidRequestError
+from reverie.models.errors import InvalidRequestError, NotFoundError
 
 
 def invalid(error: ValidationError) -> InvalidRequestError:
@@ -37,4 +37,8 @@ def check_id(kind: str, value: Any) -> str:
         check_json(value)
     except ValueError as error:
         raise InvalidRequestError(f"{kind} id {value!r}: {error}") from None
+    if kind == "session" and value.startswith("sth_"):
+        # A subagent thread is stored as a row of `sessions` (issue 18), but it is no session:
+        # the session routes never reach it (its own are under /v1/sessions/{id}/threads).
+        raise NotFoundError(f"no session with id {value!r}")
     return value
