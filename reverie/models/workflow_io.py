@@ -151,6 +151,9 @@ class CarriedState(ThreadState):
     # few ids: a reply signalled twice is taken once).
     threads: list[ThreadEntry] = []
     replies_taken: list[str] = []
+    # (patch `threads-require-action`) Idle with `requires_action` because every running thread
+    # waits for the client: the cross-posted tool uses named (None: not so).
+    threads_blocked: list[str] | None = None
 
 
 class SessionOptions(BaseModel):
