@@ -49,3 +49,7 @@ CREATED_RUNNING = "created-running"
 # threads (child workflows), message and wait for them. Only coordinator sessions take these
 # commands; older histories never reach them.
 MULTIAGENT = "multiagent"
+# (issue 18) A coordinator's session whose running threads all wait for the client's answers
+# (their always_ask confirmations, custom tools) goes idle with `requires_action` naming the
+# cross-posted tool uses, and running again once a thread goes on.
+THREADS_REQUIRE_ACTION = "threads-require-action"
