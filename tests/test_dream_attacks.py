@@ -7,7 +7,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from reverie.models.dreams import DiffEntry, DreamDiff, Dropped, ScheduledDreamInput
+import anthropic
+
+from reverie.activities.dream import DreamActivities
+from reverie.models.dreams import (
+    ConsolidateInput,
+    DiffEntry,
+    DreamDiff,
+    Dropped,
+    ScheduledDreamInput,
+)
 from reverie.models.errors import InvalidRequestError
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
@@ -260,3 +269,59 @@ async def test_a_topic_with_more_findings_than_a_call_holds_is_cut_and_reported(
     assert all(f'session="{s}"' in prompt for s in sessions)
     (dropped,) = (await reverie.dream_diff(dream.id)).dropped
     assert "findings of this topic were not shown" in dropped.reason
+
+
+async def test_a_topic_written_again_after_a_crash_writes_nothing_twice(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A worker that dies after a topic's writes committed but before the topic was marked
+    written: the retried step writes nothing again, even over an operator's edits made
+    in between (an updated memory is not overwritten, a deleted one not brought back)."""
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(
+        reverie, "Crash", {"/crash/a.md": "a", "/crash/b.md": "b", "/crash/e.md": "e"}
+    )
+    sessions = sorted([await session_with(reverie, agent, store, "crash words") for _ in range(2)])
+    fake_model.script(
+        model_name,
+        [findings(("crash", "Crash", "crash words"))] * 2
+        + [
+            operations(
+                {"op": "update", "path": "/crash/a.md", "content": "a2", "supporting_sessions": sessions},
+                {"op": "merge", "path": "/crash/c.md", "content": "b and c", "sources": ["/crash/b.md"],
+                 "supporting_sessions": sessions},
+                {"op": "create", "path": "/crash/d.md", "content": "d", "supporting_sessions": sessions},
+                {"op": "delete", "path": "/crash/e.md", "supporting_sessions": sessions},
+            )
+        ],
+    )  # fmt: skip
+    dream = await reverie.wait_for_dream(
+        (await reverie.create_dream(body(store, sessions, model_name, update=True))).id
+    )
+    assert dream.status == "completed", dream.error
+    a = await reverie.get_memory_by_path(store, "/crash/a.md")
+    await reverie.update_memory(store, a.id, {"content": "a, the operator's"})
+    await reverie.delete_memory(store, (await reverie.get_memory_by_path(store, "/crash/d.md")).id)
+    expected = {"/crash/a.md": "a, the operator's", "/crash/c.md": "b and c"}
+    assert await contents(reverie, store) == expected
+    versions = len((await reverie.list_memory_versions(store, limit=100)).data)
+    changes = await reverie.pool.fetchval(
+        "SELECT count(*) FROM dream_changes WHERE dream_id = $1", dream.id
+    )
+
+    # The state the crash left: the step's writes committed, the topic not marked written.
+    await reverie.pool.execute("UPDATE dreams SET status = 'running' WHERE id = $1", dream.id)
+    await reverie.pool.execute(
+        "UPDATE dream_topics SET written = false WHERE dream_id = $1", dream.id
+    )
+    steps = DreamActivities(reverie.pool, reverie.settings, anthropic.AsyncAnthropic(api_key="x"))
+    try:
+        await steps.dream_consolidate(ConsolidateInput(dream_id=dream.id, topic="crash"))
+    finally:
+        await reverie.pool.execute("UPDATE dreams SET status = 'completed' WHERE id = $1", dream.id)
+    assert await contents(reverie, store) == expected
+    assert len((await reverie.list_memory_versions(store, limit=100)).data) == versions
+    assert changes == await reverie.pool.fetchval(
+        "SELECT count(*) FROM dream_changes WHERE dream_id = $1", dream.id
+    )
+    assert len(fake_model.requests(model_name)) == 3
