@@ -25,6 +25,7 @@ from reverie.models.webhooks import DeliverDueResult
 from reverie.observability import tracing
 from reverie.observability.interceptor import _read_result
 from reverie.observability.logs import JsonFormatter, log_context
+from reverie.observability.metrics import MAX_LABEL_VALUES, METRICS
 from reverie.observability.queue_depth import stop_reporting
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
@@ -293,3 +294,25 @@ async def test_saved_histories_replay_with_the_observability_interceptors() -> N
         history = WorkflowHistory.from_json(path.stem, path.read_text())
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{path.stem}: {result.replay_failure!r}"
+
+
+async def test_label_values_from_clients_and_models_stay_bounded(observed: Observed) -> None:
+    """Anyone may send a request with an odd method (no key needed to be counted: aiohttp's C
+    parser knows ~35 methods, its pure-Python one takes any token), and a model server answers
+    any stop reason: neither grows the metrics without bound."""
+    made_up = ["PROPFIND", "MKCOL", "PURGE"]
+    async with aiohttp.ClientSession(observed.base_url) as http:
+        for method in made_up:
+            async with http.request(method, "/v1/agents") as response:
+                assert response.status >= 400
+    for n in range(MAX_LABEL_VALUES + 20):
+        METRICS.turn(f"made_up_{n}")
+    text = await _scrape(observed)
+    assert not [m for m in made_up if m in text]
+    assert _sum(text, "reverie_api_request_duration_count", 'method="other"') >= 3
+    reasons = {
+        line.split('stop_reason="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("reverie_turns") and 'stop_reason="' in line
+    }
+    assert len(reasons) <= MAX_LABEL_VALUES + 1 and "other" in reasons

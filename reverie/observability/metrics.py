@@ -24,6 +24,8 @@ Attributes = Mapping[str, str | int | float | bool]
 # Distinct values one label keeps (tool names come from the model, model names from users):
 # past this, `other`, so that no one can grow the metrics without bound.
 MAX_LABEL_VALUES = 100
+# HTTP methods as labels: any other token a client sends (aiohttp accepts any) is `other`.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ReverieMetrics:
@@ -73,7 +75,7 @@ class ReverieMetrics:
     def turn(self, stop_reason: str) -> None:
         """A turn of a session ended (its model's last step answered without a tool use)."""
         self._counter("reverie_turns", "Turns ended, by stop reason").add(
-            1, {"stop_reason": stop_reason}
+            1, {"stop_reason": self._label("stop_reason", stop_reason)}
         )
 
     def model_request(
@@ -129,7 +131,12 @@ class ReverieMetrics:
 
     def api_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self._histogram("reverie_api_request_duration", "HTTP API requests").record(
-            seconds, {"method": method, "route": route, "status": str(status)}
+            seconds,
+            {
+                "method": method if method in HTTP_METHODS else "other",
+                "route": route,
+                "status": str(status),
+            },
         )
 
 
