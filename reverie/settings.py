@@ -42,7 +42,8 @@ class Settings(BaseSettings):
         default=None, alias="TEMPORAL_TLS_CLIENT_KEY_PATH"
     )
     temporal_tls_server_name: str | None = Field(default=None, alias="TEMPORAL_TLS_SERVER_NAME")
-    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    # repr=False: a URL's password and the model key never show in a repr (logs, tracebacks).
+    database_url: str | None = Field(default=None, alias="DATABASE_URL", repr=False)
     # (issue 21) Connections each process's pool holds at most (plus one LISTEN connection for
     # event streams or webhooks): size PostgreSQL's max_connections for all processes.
     database_pool_size: int = Field(default=10, alias="REVERIE_DATABASE_POOL_SIZE", ge=1)
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     payload_keys: str | None = Field(default=None, alias="REVERIE_PAYLOAD_KEYS", repr=False)
     # Origins (e.g. the Temporal Web UI's) allowed to call /codec/decode from a browser.
     codec_cors_origins: str = Field(default="", alias="REVERIE_CODEC_CORS_ORIGINS")
-    anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY", repr=False)
     anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
     reverie_home: Path = Field(default=Path("~/.reverie"), alias="REVERIE_HOME")
     task_queue: str = Field(default="reverie", alias="REVERIE_TASK_QUEUE")

@@ -110,6 +110,15 @@ def test_malformed_keys_are_refused_without_echoing_them() -> None:
         Settings(REVERIE_PAYLOAD_KEYS=f"k:{short}")  # refused at start, not at first payload
     assert short not in str(refused.value)  # nor in pydantic's error around it
     assert "REVERIE_PAYLOAD_KEYS" not in repr(Settings(REVERIE_PAYLOAD_KEYS=f"k:{new_key()}"))
+    # Nor the other secrets a process holds, wherever its settings are shown.
+    shown = repr(
+        Settings(
+            DATABASE_URL="postgresql://u:db-password@h/d",
+            ANTHROPIC_API_KEY="sk-model-key",
+            TEMPORAL_API_KEY="temporal-key",
+        )
+    )
+    assert not [s for s in ("db-password", "sk-model-key", "temporal-key") if s in shown]
 
 
 @dataclass
