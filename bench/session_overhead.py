@@ -54,6 +54,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from bench.bare_roundtrip import BareRoundTrip, bare_step  # noqa: E402
+from reverie.connections import connect_database  # noqa: E402
 from reverie.settings import Settings  # noqa: E402
 from reverie.simulated_model import SimulatedModelServer  # noqa: E402
 from reverie.starter.client import ReverieClient  # noqa: E402
@@ -194,7 +195,11 @@ class Bench:
         await self.exits.enter_async_context(
             build_worker(worker_client, self.worker_pool, self.settings)
         )
-        self.reverie = await ReverieClient.connect(self.settings)
+        # The client shares the worker's Temporal client, as `reverie up` does: the sessions it
+        # creates start on this worker at once (eager workflow start).
+        self.reverie = ReverieClient(
+            worker_client, await connect_database(self.settings), self.settings
+        )
         self.exits.push_async_callback(self.reverie.close)
         await self._start_bare(worker_client)
         self.startup_seconds = time.perf_counter() - started
