@@ -11,6 +11,7 @@ process's metrics runtime when REVERIE_METRICS_PORT is set.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from reverie.store.pool import Pool, connect
 
 DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
 DEFAULT_NAMESPACE = "default"
+log = logging.getLogger("reverie.connections")
 
 
 def running_stack(settings: Settings) -> dict[str, Any]:
@@ -100,6 +102,14 @@ def temporal_connect_options(settings: Settings) -> dict[str, Any]:
     }
     if profile.get("rpc_metadata"):
         options["rpc_metadata"] = profile["rpc_metadata"]
+    if options["api_key"] and options["tls"] is False:
+        # Allowed, as the SDK allows it (a sidecar or mesh may encrypt), but never silently:
+        # the key then crosses the network in the clear unless something else encrypts it.
+        log.warning(
+            "TEMPORAL_API_KEY is sent to %s without TLS (TLS turned off): only safe when a "
+            "sidecar or service mesh encrypts the connection",
+            address,
+        )
     return options
 
 
