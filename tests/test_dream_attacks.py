@@ -22,6 +22,7 @@ from reverie.service.client import ReverieClient
 from reverie.settings import Settings
 from reverie.starter.dream_cli import diff_text
 from reverie.store import dreams
+from reverie.worker import build_worker
 from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from tests.dream_support import (
     contents,
@@ -325,3 +326,36 @@ async def test_a_topic_written_again_after_a_crash_writes_nothing_twice(
         "SELECT count(*) FROM dream_changes WHERE dream_id = $1", dream.id
     )
     assert len(fake_model.requests(model_name)) == 3
+
+
+async def test_a_dream_canceled_while_it_starts_makes_no_output_store(
+    own_queue: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """The cancel lands between the start step's read of the dream and its writes: no store is
+    made for a dream that will never name it."""
+    client = own_queue  # no worker serves this queue until the test starts one
+    agent = (await client.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(client, "Starting", {"/s/a.md": "a"})
+    session = await session_with(client, agent, store, "start words")
+    dream = await client.create_dream(body(store, [session], model_name))
+    async with client.pool.acquire() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute("SELECT 1 FROM dreams WHERE id = $1 FOR UPDATE", dream.id)
+        async with build_worker(client.temporal, client.pool, client.settings):
+
+            async def start_waits() -> bool:
+                return bool(
+                    await client.pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                )
+
+            await until(start_waits)
+            await conn.execute(
+                "UPDATE dreams SET status = 'canceled', ended_at = now() WHERE id = $1", dream.id
+            )
+            await conn.execute("COMMIT")
+            assert (await client.wait_for_dream(dream.id)).status == "canceled"
+    made = await client.pool.fetchval(
+        "SELECT count(*) FROM memory_stores WHERE metadata ->> 'reverie_dream_id' = $1", dream.id
+    )
+    assert made == 0
+    assert fake_model.requests(model_name) == []

@@ -146,6 +146,12 @@ class DreamActivities:
             )
         await self._check_sessions(list(row["session_ids"]))
         async with self._pool.acquire() as conn, conn.transaction():
+            # Canceled since it was read: make no output store (it would belong to no dream).
+            status = await conn.fetchval(
+                "SELECT status FROM dreams WHERE id = $1 FOR UPDATE", params.dream_id
+            )
+            if status in FINAL_STATUSES:
+                return DreamStarted(ended=True)
             await dreams.snapshot_input(conn, params.dream_id, store_id)
             if row["output_behavior"]["type"] == "update_existing":
                 output = store_id
