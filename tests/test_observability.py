@@ -316,3 +316,26 @@ async def test_label_values_from_clients_and_models_stay_bounded(observed: Obser
         if line.startswith("reverie_turns") and 'stop_reason="' in line
     }
     assert len(reasons) <= MAX_LABEL_VALUES + 1 and "other" in reasons
+
+
+def test_log_lines_cannot_be_forged_from_what_they_quote() -> None:
+    """A URL path, a model's text or a session id with line breaks (or terminal escapes)
+    stays inside its own line, in JSON and in text logs."""
+    forged = 'x\n{"level": "error", "message": "forged"}\r\x1b[2J\u2028'
+    record = logging.LogRecord("reverie.x", logging.INFO, __file__, 1, "path %s", (forged,), None)
+    record.session_id = f"sesn_1\n{forged}"
+    line = JsonFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert json.loads(line)["message"] == f"path {forged}"
+    script = (
+        "import logging; from reverie.settings import Settings; "
+        "from reverie.observability.logs import configure_logging; "
+        "logging.basicConfig(format='%(levelname)s %(message)s'); "
+        "configure_logging(Settings(REVERIE_LOG_FORMAT='text')); "
+        f"logging.getLogger('x').warning('path %s', {forged!r})"
+    )
+    text = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    ).stderr
+    assert text.count("\n") == 1 and text.startswith("WARNING path x\\n{"), text
+    assert "\r" not in text and "\x1b" not in text and "\u2028" not in text

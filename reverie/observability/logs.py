@@ -68,12 +68,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps({k: v for k, v in line.items() if v is not None}, default=str)
 
 
+# Line breaks and terminal controls: what would let text from a model, a URL path or a
+# session forge a log line of its own, or rewrite a terminal (tab stays).
+_CONTROLS = {
+    c: chr(c).encode("unicode_escape").decode()
+    for c in [*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F, 0x85, 0x2028, 0x2029]
+}
+
+
+class OneLineFilter(logging.Filter):
+    """Text logs: a record's message stays on one line, whatever its arguments hold (JSON
+    lines escape them anyway). Tracebacks are left as they are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = message.translate(_CONTROLS)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
 def configure_logging(settings: Settings, *, level: int | None = None) -> None:
-    """JSON lines on stderr when asked; otherwise the process's own (text) logging stays."""
+    """JSON lines on stderr when asked; otherwise the process's own (text) logging stays,
+    each message kept to one line."""
     root = logging.getLogger()
     if level is not None:
         root.setLevel(level)
     if settings.log_format != "json":
+        for handler in root.handlers:
+            if not any(isinstance(f, OneLineFilter) for f in handler.filters):
+                handler.addFilter(OneLineFilter())
         return
     if not root.handlers:
         root.addHandler(logging.StreamHandler())
