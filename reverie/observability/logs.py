@@ -94,12 +94,12 @@ def configure_logging(settings: Settings, *, level: int | None = None) -> None:
     root = logging.getLogger()
     if level is not None:
         root.setLevel(level)
+    if not root.handlers:  # as Python's last resort would print, but through the filter
+        root.addHandler(logging.StreamHandler())
     if settings.log_format != "json":
         for handler in root.handlers:
             if not any(isinstance(f, OneLineFilter) for f in handler.filters):
                 handler.addFilter(OneLineFilter())
         return
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
     for handler in root.handlers:
         handler.setFormatter(JsonFormatter())
