@@ -53,3 +53,7 @@ MULTIAGENT = "multiagent"
 # (their always_ask confirmations, custom tools) goes idle with `requires_action` naming the
 # cross-posted tool uses, and running again once a thread goes on.
 THREADS_REQUIRE_ACTION = "threads-require-action"
+# (issue 20) A scheduled dream run that ends before all its dreams ran (canceled in the Web UI,
+# or a child failed) records the dreams it did not start as canceled, instead of leaving them
+# pending with no workflow.
+SCHEDULED_RUN_ENDS_ITS_DREAMS = "scheduled-run-ends-its-dreams"
