@@ -70,6 +70,22 @@ def test_compose_runs_each_part_with_settings_reverie_reads() -> None:
     assert services["worker"]["environment"]["REVERIE_WORKSPACE_ROOT"] == "/workspaces"
 
 
+def test_compose_has_no_default_passwords_and_keeps_what_has_no_login_on_this_host() -> None:
+    text = (DEPLOY / "compose.yaml").read_text()
+    # A password is chosen by whoever runs it (`:?` refuses to start without one).
+    assert not re.findall(r"\$\{[A-Z_]*PASSWORD:-", text)
+    assert re.findall(r"\$\{[A-Z_]*PASSWORD:\?", text)
+    services = _compose()["services"]
+    # The Web UI (which can terminate any workflow), Prometheus and Grafana have no login.
+    for name in ("temporal-ui", "prometheus", "grafana"):
+        assert all(str(p).startswith("127.0.0.1:") for p in services[name]["ports"]), name
+    for name in ("temporal", "temporal-db", "reverie-db"):
+        assert "ports" not in services[name], name
+    for role in ("worker", "api"):
+        assert services[role]["read_only"] is True
+        assert services[role]["deploy"]["resources"]["limits"]["memory"]
+
+
 def test_kubernetes_manifests_run_workers_and_api_from_config_and_secret() -> None:
     folder = DEPLOY / "kubernetes"
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
@@ -99,6 +115,11 @@ def test_kubernetes_manifests_run_workers_and_api_from_config_and_secret() -> No
         sources = {next(iter(s.values()))["name"] for s in container["envFrom"]}
         assert sources == {"reverie-config", "reverie-secrets"}
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["resources"]["limits"]["memory"]
+        writable = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/tmp", "/var/lib/reverie"} <= writable  # scratch and REVERIE_HOME
     worker = next(d for d in documents if d["metadata"]["name"] == "reverie-worker")
     mounts = worker["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "workspaces", "mountPath": config["data"]["REVERIE_WORKSPACE_ROOT"]} in mounts
