@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import anthropic
+import pytest
+from temporalio.client import WorkflowFailureError
 
 from reverie.activities.dream import DreamActivities
 from reverie.models.dreams import (
     ConsolidateInput,
     DiffEntry,
     DreamDiff,
+    DreamSchedule,
     Dropped,
     ScheduledDreamInput,
 )
@@ -359,3 +363,35 @@ async def test_a_dream_canceled_while_it_starts_makes_no_output_store(
     )
     assert made == 0
     assert fake_model.requests(model_name) == []
+
+
+async def test_a_scheduled_run_canceled_midway_ends_the_dreams_it_did_not_start(
+    reverie: ReverieClient, settings: Settings, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """Canceled (as from the Web UI) while its first dream of two runs: the run stops, both
+    dreams end canceled (the second was run regardless, or left pending with no workflow)."""
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(reverie, "Midway", {})
+    for _ in range(2):
+        await session_with(reverie, agent, store, "midway words")
+    slow = f"{model_name}-slow"
+    fake_model.script(slow, [Reply.tool_use("record_findings", {"findings": []}, delay=30)])
+    schedule = DreamSchedule(
+        id=f"dsch_{uuid.uuid4().hex}", memory_store_id=store, cron="0 3 * * *",
+        timezone="UTC", mode="review", model=slow, created_at=datetime.now(UTC),
+    )  # fmt: skip
+    await dreams.create_schedule(reverie.pool, schedule)
+    handle = await reverie.temporal.start_workflow(
+        ScheduledDreamWorkflow.run,
+        ScheduledDreamInput(schedule_id=schedule.id, scheduled_time=datetime.now(UTC), batch=1),
+        id=f"dream-schedule-run/{schedule.id}",
+        task_queue=settings.task_queue,
+    )
+    await fake_model.wait_for_requests(slow, 1)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    made = await reverie.pool.fetch(
+        "SELECT status FROM dreams WHERE schedule_id = $1 ORDER BY id", schedule.id
+    )
+    assert [r["status"] for r in made] == ["canceled", "canceled"]

@@ -47,7 +47,6 @@ from reverie.models.dreams import (
     MAX_FINDINGS_PER_SESSION,
     MAX_INPUT_BYTES,
     MAX_INPUT_MEMORIES,
-    MAX_SESSIONS,
     MAX_TOPICS,
     ConsolidateInput,
     ConsolidateResult,
@@ -517,7 +516,7 @@ class DreamActivities:
             except NotFoundError:  # deleted since this run started: nothing to dream over
                 return SchedulePicked(dream_ids=[], session_count=0)
             batches, new = await dreams.pick_sessions(
-                conn, params.schedule_id, params.scheduled_time, batch=MAX_SESSIONS
+                conn, params.schedule_id, params.scheduled_time, batch=params.batch
             )
             stamp = params.scheduled_time.isoformat()
             dream_ids = [

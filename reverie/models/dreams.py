@@ -274,11 +274,14 @@ class ScheduledDreamInput(BaseModel):
     scheduled_time: datetime | None = None
     # The options of the dreams it runs (`dream_id` is set per dream).
     template: DreamWorkflowInput = Field(default_factory=DreamWorkflowInput)
+    # Sessions per dream (at most the 100 a dream reads; fewer to split a run by hand).
+    batch: int = Field(default=MAX_SESSIONS, ge=1, le=MAX_SESSIONS)
 
 
 class SchedulePickInput(BaseModel):
     schedule_id: str
     scheduled_time: datetime
+    batch: int = Field(default=MAX_SESSIONS, ge=1, le=MAX_SESSIONS)
 
 
 class SchedulePicked(BaseModel):

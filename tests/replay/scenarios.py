@@ -746,3 +746,42 @@ async def test_record_dream_canceled(
     await reverie.cancel_dream(dream.id)
     assert (await reverie.wait_for_dream(dream.id)).status == "canceled"
     await _save(temporal_client, "dream_canceled", dream.id)
+
+
+async def test_record_scheduled_dream_canceled(
+    reverie: ReverieClient,
+    temporal_client: Client,
+    settings: Settings,
+    fake_model: FakeModelServer,
+    model_name: str,
+) -> None:
+    """A scheduled run of two dreams canceled while its first reads a session (patch
+    scheduled-run-ends-its-dreams): the first is canceled, the second ended without running."""
+    import contextlib
+    from datetime import UTC, datetime
+
+    from reverie.models.dreams import ScheduledDreamInput
+    from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
+    from tests.dream_support import session_with, store_with
+
+    agent = await new_agent(reverie, model_name)
+    store = await store_with(reverie, "Recorded schedule cancel", {})
+    for n in range(2):
+        await session_with(reverie, agent, store, f"s{n}")
+    schedule = await reverie.create_dream_schedule(
+        {"memory_store_id": store, "agent_id": agent, "cron": "0 3 * * *"}
+    )
+    fake_model.script(model_name, [Reply.tool_use("record_findings", {"findings": []}, delay=30)])
+    run_id = f"{schedule.id}-recorded-cancel"
+    handle = await temporal_client.start_workflow(
+        ScheduledDreamWorkflow.run,
+        ScheduledDreamInput(schedule_id=schedule.id, scheduled_time=datetime.now(UTC), batch=1),
+        id=run_id,
+        task_queue=settings.task_queue,
+    )
+    await fake_model.wait_for_requests(model_name, 1)
+    await handle.cancel()
+    with contextlib.suppress(Exception):
+        await handle.result()
+    await _save(temporal_client, "scheduled_dream_canceled", run_id)
+    await reverie.delete_dream_schedule(schedule.id)
