@@ -177,3 +177,18 @@ def test_docker_compose_accepts_the_file() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    """Every environment variable Reverie reads is listed for operators (issue 21: every
+    setting has one): Settings' aliases and the few read straight from os.environ."""
+    readme = (DEPLOY.parent / "README.md").read_text()
+    table = readme.split("### Configuration", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    direct = {
+        name
+        for path in (DEPLOY.parent / "reverie").rglob("*.py")
+        for name in re.findall(r'os\.environ\.get\("(REVERIE_[A-Z_]+)"', path.read_text())
+    } - {"REVERIE_DEBUG", "REVERIE_DEMO_MODEL"}  # the CLI's and the demo's, in their sections
+    missing = (known_variables() | direct) - listed
+    assert not missing, f"settings missing from README's table: {sorted(missing)}"
