@@ -61,7 +61,8 @@ def ops() -> Iterator[Cluster]:
 
 
 async def test_processes_starting_at_once_set_up_a_fresh_cluster_once(ops: Cluster) -> None:
-    """Three processes start together on an empty database and a namespace without Reverie's
+    """Three starts at once, each with its own Temporal client and database connections (what
+    three processes would race with), on an empty database and a namespace without Reverie's
     search attributes: each comes up, every migration is applied once, the attributes exist."""
     settings = Settings(**ops.env())
 
