@@ -18,10 +18,11 @@ from typing import Any
 from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from reverie.models.agents import BUILTIN_TOOL_NAMES
 from reverie.settings import Settings
 
 Attributes = Mapping[str, str | int | float | bool]
-# Distinct values one label keeps (tool names come from the model, model names from users):
+# Distinct values one label keeps (model names come from users, stop reasons from the model):
 # past this, `other`, so that no one can grow the metrics without bound.
 MAX_LABEL_VALUES = 100
 # HTTP methods as labels: any other token a client sends (aiohttp accepts any) is `other`.
@@ -96,8 +97,11 @@ class ReverieMetrics:
             )
 
     def tool(self, tool: str, seconds: float, *, is_error: bool) -> None:
+        """Only built-in tools run here; any other name the model makes up is `other` (else
+        a model could take the 100 label values before the real tools were ever used)."""
+        label = tool if tool in BUILTIN_TOOL_NAMES else "other"
         self._histogram("reverie_tool_duration", "Tool runs, by tool").record(
-            seconds, {"tool": self._label("tool", tool), "is_error": str(is_error).lower()}
+            seconds, {"tool": label, "is_error": str(is_error).lower()}
         )
 
     @contextmanager
