@@ -308,8 +308,9 @@ async def test_label_values_from_clients_and_models_stay_bounded(observed: Obser
     for n in range(MAX_LABEL_VALUES + 20):
         METRICS.turn(f"made_up_{n}")
     METRICS.tool("made_up_tool", 0.1, is_error=True)  # a model may name any tool
+    METRICS.model_request("made_up_model", ok=False)  # and a user any model
     text = await _scrape(observed)
-    assert not [m for m in [*made_up, "made_up_tool"] if m in text]
+    assert not [m for m in [*made_up, "made_up_tool", "made_up_model"] if m in text]
     assert _sum(text, "reverie_api_request_duration_count", 'method="other"') >= 3
     reasons = {
         line.split('stop_reason="')[1].split('"')[0]

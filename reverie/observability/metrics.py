@@ -82,8 +82,11 @@ class ReverieMetrics:
     def model_request(
         self, model: str, *, ok: bool, input_tokens: int = 0, output_tokens: int = 0
     ) -> None:
-        """One request to the Messages API and the tokens it used."""
-        attributes = {"model": self._label("model", model)}
+        """One request to the Messages API and the tokens it used. A model name takes one of
+        the label's values only once a request for it succeeded: names the model server
+        refuses (anyone with a key may make up any) are `other`."""
+        known = ok or model[:100] in self._labels.get("model", set())
+        attributes = {"model": self._label("model", model) if known else "other"}
         self._counter("reverie_model_requests", "Model requests, by model and outcome").add(
             1, {**attributes, "outcome": "ok" if ok else "error"}
         )
