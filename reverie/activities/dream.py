@@ -31,6 +31,7 @@ from reverie.activities.dream_prompts import (
     SHOWN_BUDGET,
     consolidate_prompt,
     extract_prompt,
+    names_topic,
     parse_findings,
     pick_findings,
     render_transcript,
@@ -317,13 +318,21 @@ class DreamActivities:
                 if f["topic"] == topic and f.get("grounded", True)
             ]
         )
-        candidates = await self._pool.fetch(
-            """SELECT path, content, content_sha256 FROM memories
-               WHERE memory_store_id = $1 AND strpos(lower(path), $2) > 0
-               ORDER BY path LIMIT $3""",
-            store_id,
-            topic,
-            MAX_SHOWN_MEMORIES * 4,
+        existing = {
+            r["path"]
+            for r in await self._pool.fetch(
+                "SELECT path FROM memories WHERE memory_store_id = $1", store_id
+            )
+        }
+        named = sorted(p for p in existing if names_topic(p, topic))[: MAX_SHOWN_MEMORIES * 4]
+        candidates = sorted(
+            await self._pool.fetch(
+                """SELECT path, content, content_sha256 FROM memories
+                   WHERE memory_store_id = $1 AND path = ANY($2::text[])""",
+                store_id,
+                named,
+            ),
+            key=lambda r: r["path"],
         )
         shown, size = [], 0
         for candidate in candidates:
@@ -331,12 +340,6 @@ class DreamActivities:
                 continue
             shown.append(candidate)
             size += len(candidate["content"])
-        existing = {
-            r["path"]
-            for r in await self._pool.fetch(
-                "SELECT path FROM memories WHERE memory_store_id = $1", store_id
-            )
-        }
         nonce = secrets.token_hex(8)
         message = await self._call(
             {

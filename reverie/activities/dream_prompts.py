@@ -14,6 +14,7 @@ write (path, size); anything else is dropped and reported, never written.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,6 +221,19 @@ def consolidate_prompt(
         )
     parts.append(f"\nCall {OPERATIONS_TOOL} with the operations for this topic.")
     return "\n".join(parts)
+
+
+_WORD_RUNS = re.compile(r"[^a-z0-9]+")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,8}$")
+
+
+def names_topic(path: str, topic: str) -> bool:
+    """Whether a memory belongs to a topic's call: the topic's words are whole words of its
+    path, the extension aside (`/testing/pytest-flags.md` names `testing`, `pytest` and
+    `pytest-flags`, not `test` nor `md`). A topic a session chose cannot show its call the
+    whole store."""
+    words = _WORD_RUNS.sub("-", _EXTENSION.sub("", path).lower()).strip("-")
+    return f"-{topic}-" in f"-{words}-"
 
 
 def _finding_size(finding: dict[str, Any]) -> int:
