@@ -668,7 +668,10 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
     thread_id = idle.payload["session_thread_id"]
     assert use.payload["session_thread_id"] == custom.payload["session_thread_id"] == thread_id
     assert idle.payload["stop_reason"]["event_ids"] == [use.id, custom.id]
-    assert (await reverie.get_session(session.id)).status == "running"
+    # Nothing runs but what waits for the client: the session idles with requires_action
+    # naming the cross-posted tool uses, as it does for its own (again with the rest as
+    # answers come, running again once the thread goes on).
+    assert (await reverie.wait_until_settled(session.id, timeout=30)).status == "idle"
     # Answers are checked as a primary thread's are: kind, existence, once.
     with pytest.raises(InvalidRequestError, match="awaiting a custom tool result"):
         await reverie.send_events(
@@ -693,6 +696,18 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
     )
     await reverie.wait_until_settled(session.id, timeout=60)
     events = await all_events(reverie, session.id)
+    statuses = [
+        (e.type, e.payload.get("stop_reason"))
+        for e in events
+        if e.type in ("session.status_running", "session.status_idle")
+    ]
+    assert statuses == [
+        ("session.status_running", None),
+        ("session.status_idle", {"type": "requires_action", "event_ids": [use.id, custom.id]}),
+        ("session.status_idle", {"type": "requires_action", "event_ids": [custom.id]}),
+        ("session.status_running", None),
+        ("session.status_idle", {"type": "end_turn"}),
+    ]
     assert [texts(e) for e in events if e.type == "agent.thread_message_received"] == [
         "asker finished"
     ]
@@ -742,6 +757,44 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
     assert results_of(await thread_events(reverie, session.id, thread_id))[-1][0] is True
     events = await all_events(reverie, session.id)
     assert texts([e for e in events if e.type == "agent.message"][-1]) == "stopped"
+    # Idle for a thread's tool use, within the coordinator's wait: archiving ends it all.
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("message_thread", {"thread_id": thread_id, "message": "last"}),
+            Reply.tool_use("wait_for_threads", {}),
+        ],
+    )
+    fake_model.script(
+        f"{model_name}-asker",
+        [Reply.tool_use("write", {"file_path": "asked.txt", "content": "never either"})],
+    )
+    await reverie.send_message(session.id, "last time")
+
+    def asking(events: list[Any]) -> list[Any]:
+        return [
+            e
+            for e in events
+            if e.type == "session.status_idle"
+            and e.payload["stop_reason"]["type"] == "requires_action"
+        ]
+
+    for _ in range(600):
+        if len(asking(await all_events(reverie, session.id))) == 4:
+            break
+        await asyncio.sleep(0.05)
+    last = asking(await all_events(reverie, session.id))[-1]
+    assert (await reverie.wait_until_settled(session.id, timeout=5)).status == "idle"
+    assert (await reverie.archive_session(session.id)).status == "terminated"
+    assert written.read_text() == "allowed"
+    for _ in range(200):  # the thread ends on its own, a moment later
+        if (await reverie.get_thread(session.id, thread_id)).status == "terminated":
+            break
+        await asyncio.sleep(0.05)
+    assert (await reverie.get_thread(session.id, thread_id)).status == "terminated"
+    events = await all_events(reverie, session.id)
+    after = types_of(events[events.index(last) :])
+    assert "session.status_terminated" in after and "session.status_running" not in after
 
 
 async def test_thread_events_are_announced_once_from_the_primary_thread(settings: Any) -> None:

@@ -40,7 +40,11 @@ with workflow.unsafe.imports_passed_through():
     from reverie.workflows.activity_options import RECORD_RETRY, RECORD_TIMEOUT
     from reverie.workflows.agent_loop import AgentLoop, TurnEnd, TurnOutcome
     from reverie.workflows.outcome import OutcomeLoop
-    from reverie.workflows.patches import CREATED_RUNNING, PROMOTE_STARTS_TURN
+    from reverie.workflows.patches import (
+        CREATED_RUNNING,
+        PROMOTE_STARTS_TURN,
+        THREADS_REQUIRE_ACTION,
+    )
     from reverie.workflows.recording import SessionBroken, record
     from reverie.workflows.thread_host import ThreadHost
 
@@ -73,15 +77,27 @@ class SessionWorkflow:
         # the session then stays running (it aggregates its threads) until their replies have
         # been taken in by further turns, or until none runs any more.
         self._threads = ThreadHost(
-            params, self._state, lambda: self._loop.interrupted, on_change=self._show
+            params,
+            self._state,
+            lambda: self._loop.interrupted,
+            on_change=self._show,
+            on_blocked=self._threads_blocked,
         )
         # Carried through continue-as-new as the state says it: running between turns, with
-        # threads (a run that continued mid-turn carries `resume_inputs` instead).
+        # threads (a run that continued mid-turn carries `resume_inputs` instead), or idle
+        # only for the client's answers to its threads' tool uses.
         self._still_running = (
             bool(self._state.threads)
-            and self._state.status in ("running", "rescheduling")
+            and (
+                self._state.status in ("running", "rescheduling")
+                or self._state.threads_blocked is not None
+            )
             and self._state.resume_inputs is None
         )
+        # A turn is under way (`_turn`); with `threads_blocked` set, the session is idle in it.
+        self._in_turn = False
+        # A history from before patch `threads-require-action`: its session never idles so.
+        self._blocked_unpatched = False
         self._loop = AgentLoop(
             ThreadRef(
                 session_id=params.session_id,
@@ -141,6 +157,7 @@ class SessionWorkflow:
                     or self._has_new_work()
                     or self._announced
                     or self._threads_done()
+                    or self._blocked_changed()
                     or workflow.info().is_continue_as_new_suggested()
                 )
             )
@@ -163,11 +180,16 @@ class SessionWorkflow:
             elif self._threads_done():
                 # The coordinator's turn ended before its threads did; now none runs.
                 self._still_running = False
+                self._state.threads_blocked = None
                 await self._idle("end_turn")
             elif self._has_new_work() or self._announced:
                 # (Announced with nothing queued: an interrupt came right after the message
                 # that started the turn; the turn then ends at once, interrupted.)
                 await self._turn(self._loop.start_turn)
+            elif self._blocked_changed():
+                # Between turns, running for threads that now all wait for the client (or one
+                # of them goes on again).
+                await self._threads_blocked(self._threads.blocked())
             else:
                 # Idle and history is long: start afresh, carrying only ids and counters.
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -189,6 +211,31 @@ class SessionWorkflow:
             and not self._state.awaiting
         )
 
+    def _blocked_changed(self) -> bool:
+        """(issue 18) Running between turns for threads, and whether they all wait for the
+        client has changed since the session last said so."""
+        return (
+            self._still_running
+            and not self._blocked_unpatched
+            and self._threads.blocked() != self._state.threads_blocked
+        )
+
+    async def _threads_blocked(self, event_ids: list[str] | None) -> None:
+        """(issue 18, patch `threads-require-action`) Every running thread waits for the
+        client's answers (`event_ids`: the cross-posted tool uses): the session idles with
+        `requires_action` naming them (again with the rest, as answers come), as it does for
+        its own tool uses; once a thread goes on (None), it is running again."""
+        if self._blocked_unpatched or not workflow.patched(THREADS_REQUIRE_ACTION):
+            self._blocked_unpatched = True
+            return
+        if event_ids is not None:
+            self._state.threads_blocked = event_ids
+            await self._idle("requires_action", event_ids=event_ids)
+        elif self._state.threads_blocked is not None:
+            self._state.threads_blocked = None
+            if not self._archiving:  # the archive records the session's end instead
+                await self._set_status("running", "session.status_running")
+
     def _has_new_work(self) -> bool:
         """Queued messages start a turn, unless tool uses still wait for their answers."""
         return bool(self._state.queued) and not self._state.awaiting
@@ -199,12 +246,23 @@ class SessionWorkflow:
         """One turn, from running to its end; `announce=False` goes on with a turn that an
         earlier run of this session began (and said it was running). A turn whose input
         recorded its running status already (`_announced`) began there."""
+        self._in_turn = True
+        try:
+            await self._turn_steps(step, announce)
+        finally:
+            self._in_turn = False
+
+    async def _turn_steps(self, step: Callable[[], Awaitable[TurnOutcome]], announce: bool) -> None:
         if self._announced:
             self._announced = False
         elif self._still_running:
-            # (issue 18) Still running for the coordinator's threads: a reply goes on.
+            # (issue 18) Still running for the coordinator's threads: a reply goes on (from
+            # idle, if the threads were all waiting for the client).
             self._still_running = False
             self._loop.begin_turn()
+            if self._state.threads_blocked is not None:
+                self._state.threads_blocked = None
+                await self._set_status("running", "session.status_running")
         else:
             self._loop.begin_turn()
             if announce:
@@ -212,6 +270,10 @@ class SessionWorkflow:
         outcome = await self._outcome.run(step)
         if outcome.end != TurnEnd.REQUIRES_ACTION:
             self._state.turns += 1
+        if self._archiving and outcome.end == TurnEnd.INTERRUPTED:
+            # (issue 18) Archived while idle for its threads' tool uses: the archive ends it.
+            await self._loop.adopt_held()
+            return
         if outcome.end in (TurnEnd.END_TURN, TurnEnd.INTERRUPTED) and self._threads.running():
             # (issue 18) The session aggregates its threads: running while any runs (an
             # interrupted one until it has stopped).
@@ -349,6 +411,7 @@ class SessionWorkflow:
             and not self._state.queued
             and not self._state.awaiting
             and not self._abandon_awaiting
+            and self._state.threads_blocked is None
             and not (self._finished or self._archiving or self._broken is not None)
             and all(ref.type == "user.message" for ref in params.events)
         )
@@ -468,7 +531,8 @@ class SessionWorkflow:
 
     def _interrupt(self) -> None:
         """Jump the queue: stop the running step; messages queued so far wait for the next turn."""
-        if self._state.status in ("running", "rescheduling"):
+        blocked_in_turn = self._in_turn and self._state.threads_blocked is not None
+        if self._state.status in ("running", "rescheduling") or blocked_in_turn:
             self._state.held_input_ids.extend(ref.id for ref in self._state.queued)
             self._state.queued.clear()
             self._loop.interrupt()
@@ -508,6 +572,10 @@ class SessionWorkflow:
     @workflow.update
     async def archive(self) -> None:
         self._archiving = True
+        if self._in_turn:
+            # (issue 18) Idle within a turn, its threads waiting for the client: the turn stops.
+            self._loop.interrupt()
+            await workflow.wait_condition(lambda: not self._in_turn)
         await workflow.wait_condition(lambda: self._state.status not in ("running", "rescheduling"))
         await self._threads.finish_all()
         try:

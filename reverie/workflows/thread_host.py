@@ -11,7 +11,7 @@ handle, and ends them itself when it is archived.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
@@ -58,11 +58,14 @@ class ThreadHost:
         state: CarriedState,
         interrupted: Callable[[], bool],
         on_change: Callable[[], None],
+        on_blocked: Callable[[list[str] | None], Awaitable[None]] | None = None,
     ) -> None:
         self._params = params
         self._state = state
         self._interrupted = interrupted
         self._on_change = on_change
+        # Told when a wait comes to hang on the client only (`blocked`), and when no more.
+        self._on_blocked = on_blocked
         # One delegation is checked and carried out at a time (the running count stays exact
         # when the model starts several threads in one answer); waiting holds no lock.
         self._lock = asyncio.Lock()
@@ -76,6 +79,15 @@ class ThreadHost:
 
     def running(self) -> list[ThreadEntry]:
         return [t for t in self._state.threads if t.status in ("running", "rescheduling")]
+
+    def blocked(self) -> list[str] | None:
+        """The cross-posted tool uses still unanswered, when every running thread waits for
+        the client's answers (nothing runs but them); else None."""
+        running = self.running()
+        waiting = [[u.cross_id for u in t.awaiting if not u.answered] for t in running]
+        if not running or not all(waiting):
+            return None
+        return [event_id for ids in waiting for event_id in ids]
 
     def find(self, thread_id: str) -> ThreadEntry | None:
         return next((t for t in self._state.threads if t.thread_id == thread_id), None)
@@ -166,7 +178,23 @@ class ThreadHost:
                 if t.thread_id in wait_for and t.status in ("running", "rescheduling")
             ]
 
-        await workflow.wait_condition(lambda: not still() or self._interrupted())
+        # The wait may come to hang on the client's answers (every running thread waits for
+        # them): the session says so (idle, `requires_action`) until a thread goes on.
+        shown: list[str] | None = None
+        while True:
+            await workflow.wait_condition(
+                lambda shown=shown: (  # type: ignore[misc]
+                    not still()
+                    or self._interrupted()
+                    or (self._on_blocked is not None and self.blocked() != shown)
+                )
+            )
+            if not still() or self._interrupted() or self._on_blocked is None:
+                break
+            shown = self.blocked()
+            await self._on_blocked(shown)
+        if shown is not None and self._on_blocked is not None:
+            await self._on_blocked(None)
         running = still()
         await record(
             RECORD_WAIT_RESULT,  # type: ignore[arg-type]

@@ -660,6 +660,53 @@ async def test_record_multiagent(
     await _save(temporal_client, "multiagent_thread", alpha.id)
 
 
+async def test_record_multiagent_requires_action(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A coordinator waits for a thread whose tool use waits for the client: the session idles
+    with requires_action (patch `threads-require-action`), then runs again once answered."""
+    asker = await reverie.create_agent(
+        {
+            "name": "asker",
+            "model": f"{model_name}-asker",
+            "tools": [
+                {
+                    "type": "agent_toolset_20260401",
+                    "default_config": {"permission_policy": {"type": "always_ask"}},
+                }
+            ],
+        }
+    )
+    lead = await reverie.create_agent(
+        {
+            "name": "lead",
+            "model": model_name,
+            "multiagent": {"type": "coordinator", "agents": [asker.id]},
+        }
+    )
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("start_thread", {"agent": "asker", "task": "write it"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("written"),
+        ],
+    )
+    fake_model.script(
+        f"{model_name}-asker",
+        [Reply.tool_use("write", {"file_path": "a.txt", "content": "a"}), Reply.text("did it")],
+    )
+    session = await reverie.create_session({"agent": lead.id, "title": model_name})
+    await reverie.send_message(session.id, "have it written")
+    idle = await wait_for_event(reverie, session.id, "session.status_idle")
+    (asked,) = idle.payload["stop_reason"]["event_ids"]
+    await reverie.send_events(
+        session.id, [{"type": "user.tool_confirmation", "tool_use_id": asked, "result": "allow"}]
+    )
+    await reverie.wait_until_settled(session.id)
+    await _save(temporal_client, "multiagent_requires_action", session.id)
+
+
 # ---- dreams (issue 20): a dream, and a scheduled run that starts one -----------------------------
 
 

@@ -51,6 +51,8 @@ def test_histories_are_saved() -> None:
         # after the patch `multiagent` (issue 18): a coordinator's session and its thread
         "multiagent",
         "multiagent_thread",
+        # after the patch `threads-require-action` (issue 18)
+        "multiagent_requires_action",
         # dreams (issue 20): a dream, a scheduled run with its child dream
         "dream",
         "scheduled_dream",
