@@ -28,6 +28,7 @@ from reverie.starter.dream_cli import diff_text
 from reverie.store import dreams
 from reverie.worker import build_worker
 from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
+from tests.api_support import Api
 from tests.dream_support import (
     contents,
     findings,
@@ -37,6 +38,7 @@ from tests.dream_support import (
     user_text,
 )
 from tests.fake_model import FakeModelServer, Reply
+from tests.test_api_http import call
 
 
 def body(store: str, sessions: list[str], model: str, *, update: bool = False) -> dict[str, object]:
@@ -425,3 +427,38 @@ async def test_a_topic_shows_only_memories_whose_path_names_it_in_whole_words(
     assert await contents(reverie, store) == before
     (dropped,) = (await reverie.dream_diff(dream.id)).dropped
     assert "not shown" in dropped.reason
+
+
+async def test_review_and_schedule_routes_need_a_key_and_an_id_of_their_kind(
+    api: Api, reverie: ReverieClient, model_name: str
+) -> None:
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(reverie, "Routes", {})
+    session = await session_with(reverie, agent, store, "routes")
+    routes = [("GET", "/v1/reverie/dreams/{}/diff")] + [
+        ("POST", f"/v1/reverie/dreams/{{}}/{action}") for action in ("apply", "discard", "revert")
+    ]
+    schedule_routes = [("GET", "/v1/reverie/dream_schedules/{}"),
+                       ("POST", "/v1/reverie/dream_schedules/{}/trigger"),
+                       ("DELETE", "/v1/reverie/dream_schedules/{}")]  # fmt: skip
+    for method, path in [*routes, *schedule_routes, ("GET", "/v1/reverie/dream_schedules/")]:
+        status, _, body = await call(api, method, path.format("drm_x"), key=None)
+        assert status == 401, (method, path, body)
+    # Ids of another kind (a store, a session), or with a NUL: not found or refused, nothing done.
+    for wrong in (store, session, "drm_%00x"):
+        for method, path in [*routes, *schedule_routes]:
+            status, _, body = await call(api, method, path.format(wrong))
+            assert status in (400, 404), (method, path, wrong, body)
+    status, _, body = await call(
+        api,
+        "POST",
+        "/v1/reverie/dream_schedules",
+        json={"memory_store_id": store, "cron": "0 3 * * *", "model": model_name,
+              "instructions": "x" * 5_000},
+    )  # fmt: skip
+    assert status == 400 and "instructions" in body["error"]["message"]
+    assert (
+        await reverie.pool.fetchval("SELECT count(*) FROM dreams WHERE memory_store_id = $1", store)
+        == 0
+    )
+    assert await contents(reverie, store) == {}
