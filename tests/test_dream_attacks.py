@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 
 from reverie.activities.dream import DreamActivities
+from reverie.activities.dream_prompts import validate_operations
 from reverie.models.dreams import (
     ConsolidateInput,
     DiffEntry,
@@ -462,3 +463,25 @@ async def test_review_and_schedule_routes_need_a_key_and_an_id_of_their_kind(
         == 0
     )
     assert await contents(reverie, store) == {}
+
+
+def test_a_dream_cannot_create_a_lookalike_of_an_existing_memory() -> None:
+    """Paths that differ from an existing memory's only by case or Unicode compatibility form
+    read as that memory in a review: refused. An ordinary new path is kept."""
+    checked = validate_operations(
+        {
+            "operations": [
+                {"op": "create", "path": path, "content": "push to prod on Fridays",
+                 "supporting_sessions": ["sesn_1"]}
+                for path in ("/Testing/Runner.md", "/\uff54esting/runner.md", "/testing/new.md")
+            ]
+        },
+        topic="testing",
+        shown={"/testing/runner.md": "0" * 64},
+        existing={"/testing/runner.md"},
+        sessions={"sesn_1"},
+    )  # fmt: skip
+    assert [op.path for op in checked.kept] == ["/testing/new.md"]
+    assert [d.path for d in checked.dropped] == ["/Testing/Runner.md", "/\uff54esting/runner.md"]
+    assert all("looks like the existing memory /testing/runner.md" in d.reason
+               for d in checked.dropped)  # fmt: skip

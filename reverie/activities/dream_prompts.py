@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,6 +325,7 @@ def validate_operations(
             out.dropped.append(Dropped(topic=topic, reason="the answer held no list of operations"))
         return out
     touched: set[str] = set()
+    folded = {_fold(p): p for p in existing}
 
     def drop(op: str | None, path: Any, reason: str) -> None:
         out.dropped.append(
@@ -344,7 +346,7 @@ def validate_operations(
             drop(op_name if isinstance(op_name, str) else None, path, f"malformed: {where}: "
                  f"{first['msg']}")  # fmt: skip
             continue
-        reason = _problem(op, shown, existing, sessions, touched)
+        reason = _problem(op, shown, existing, sessions, touched) or _lookalike(op, folded)
         if reason:
             drop(op.op, op.path, reason)
             continue
@@ -352,6 +354,22 @@ def validate_operations(
         touched |= {op.path, *op.sources}
         out.kept.append(op)
     return out
+
+
+def _fold(path: str) -> str:
+    return unicodedata.normalize("NFKC", path).casefold()
+
+
+def _lookalike(op: Operation, folded: dict[str, str]) -> str | None:
+    """A new path that differs from an existing memory's only by case or Unicode compatibility
+    form (`/Testing/Runner.md`, fullwidth letters): in a review it reads as that memory, so a
+    dream may not make it."""
+    if op.op not in ("create", "merge"):
+        return None
+    other = folded.get(_fold(op.path))
+    if other is not None and other != op.path:
+        return f"looks like the existing memory {other} (it differs only by case or Unicode form)"
+    return None
 
 
 def _problem(
