@@ -32,6 +32,7 @@ from reverie.activities.webhook import WebhookActivities, start_dispatcher_if_ne
 from reverie.connections import connect_database, connect_temporal
 from reverie.observability import setup as observability_setup
 from reverie.observability.interceptor import MetricsInterceptor
+from reverie.observability.logs import without_password
 from reverie.settings import Settings, load_settings
 from reverie.store.pool import Pool
 from reverie.workflows.dream import DreamWorkflow
@@ -188,7 +189,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    target = settings.anthropic_base_url or "the Anthropic API"
+    target = without_password(settings.anthropic_base_url or "the Anthropic API")
     log.info("worker on task queue %r, model at %s", settings.task_queue, target)
     async with worker:
         await stop.wait()

@@ -24,7 +24,7 @@ from reverie.connections import connect_temporal
 from reverie.models.webhooks import DeliverDueResult
 from reverie.observability import tracing
 from reverie.observability.interceptor import _read_result
-from reverie.observability.logs import JsonFormatter, log_context
+from reverie.observability.logs import JsonFormatter, log_context, without_password
 from reverie.observability.metrics import MAX_LABEL_VALUES, METRICS
 from reverie.observability.queue_depth import stop_reporting
 from reverie.service.client import ReverieClient
@@ -341,3 +341,9 @@ def test_log_lines_cannot_be_forged_from_what_they_quote() -> None:
     ).stderr
     assert text.count("\n") == 1 and text.startswith("WARNING path x\\n{"), text
     assert "\r" not in text and "\x1b" not in text and "\u2028" not in text
+
+
+def test_urls_in_log_lines_lose_their_password() -> None:
+    """The worker's start line names the model's URL: a proxy's password in it is not logged."""
+    assert without_password("https://me:s3cret@proxy:8443/v1") == "https://me:***@proxy:8443/v1"
+    assert without_password("http://proxy.internal/") == "http://proxy.internal/"

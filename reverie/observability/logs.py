@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
 
@@ -29,6 +30,15 @@ def log_context(session_id: str | None = None, thread_id: str | None = None) -> 
     finally:
         _thread.reset(tokens[1])
         _session.reset(tokens[0])
+
+
+def without_password(url: str) -> str:
+    """A URL fit for a log line: any `user:password@` it carries is cut to `user:***@`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _temporal_ids(record: logging.LogRecord) -> dict[str, Any]:
