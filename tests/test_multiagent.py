@@ -841,3 +841,118 @@ async def test_thread_events_are_announced_once_from_the_primary_thread(settings
         assert {(p["data"]["id"], p["data"]["session_thread_id"]) for p in parsed} == {
             (session_id, thread_id)
         }
+
+
+async def test_what_the_coordinators_model_asks_is_bounded_and_subagents_keep_to_the_session(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """Names matched as people write them (case, Unicode forms), wrong types and floods
+    refused, waits on threads that do not run answered at once; a subagent sees the session's
+    memory mounts with their access and nothing outside the workspace; the session keeps the
+    roster versions it started with."""
+    toolset = [{"type": "agent_toolset_20260401"}]
+    cafe = await agent(
+        reverie, "Café", f"{model_name}-cafe", system="You are café v1.", tools=toolset
+    )
+    beta = await agent(reverie, "beta", f"{model_name}-beta")
+    twin = await agent(reverie, "CAFÉ", f"{model_name}-twin")
+    with pytest.raises(InvalidRequestError, match="distinct names, ignoring case"):
+        await agent(
+            reverie,
+            "x",
+            model_name,
+            multiagent={"type": "coordinator", "agents": [cafe.id, twin.id]},
+        )
+    lead = await agent(
+        reverie,
+        "lead",
+        model_name,
+        multiagent={"type": "coordinator", "agents": [cafe.id, beta.id]},
+    )
+    store = await reverie.create_memory_store({"name": "facts", "description": "shared facts"})
+    await reverie.create_memory(store.id, {"path": "/fact.md", "content": "the sky is green"})
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses(
+                [
+                    start("CAFÉ", "read the fact"),
+                    start("BETA", "be slow"),
+                    ("start_thread", {"agent": 5, "task": "x"}),
+                    ("wait_for_threads", {"thread_ids": "sth_x"}),
+                    ("wait_for_threads", {}),
+                ]
+            ),
+            Reply.text("phase one"),
+        ],
+    )
+    fake_model.script(
+        f"{model_name}-cafe",
+        [
+            Reply.tool_uses(
+                [
+                    ("read", {"file_path": "/mnt/memory/facts/fact.md"}),
+                    ("write", {"file_path": "/mnt/memory/facts/new.md", "content": "mine"}),
+                    ("write", {"file_path": "../outside.txt", "content": "escaped"}),
+                ]
+            ),
+            Reply.text("café done"),
+        ],
+    )
+    fake_model.script(f"{model_name}-beta", [Reply.text("beta done")])
+    session = await reverie.create_session(
+        {
+            "agent": lead.id,
+            "resources": [
+                {"type": "memory_store", "memory_store_id": store.id, "access": "read_only"}
+            ],
+            "initial_events": [{"type": "user.message", "content": "go"}],
+        }
+    )
+    await reverie.wait_until_settled(session.id, timeout=60)
+    events = await all_events(reverie, session.id)
+    results = results_of(events)
+    assert [error for error, _ in results] == [False, False, True, True, False]
+    assert "no agent '?' on the roster" in results[2][1]
+    assert "thread_ids must be a list" in results[3][1]
+    created = [e.payload for e in events if e.type == "session.thread_created"]
+    assert [c["agent_name"] for c in created] == ["Café", "beta"]
+    cafe_thread, beta_thread = (c["session_thread_id"] for c in created)
+    # The subagent read the read-only mount, could not write it nor leave the workspace, and
+    # its model was told of the mount as the coordinator's is.
+    own = results_of(await thread_events(reverie, session.id, cafe_thread))
+    assert not own[0][0] and "the sky is green" in own[0][1]
+    assert own[1][0] and own[2][0]
+    (request,) = fake_model.requests(f"{model_name}-cafe")[:1]
+    assert "/mnt/memory/facts/ (read-only)" in json.dumps(request["system"])
+    workspace = Workspace.for_session(reverie.settings.workspaces, session.id).work_dir
+    assert not (workspace.parent / "outside.txt").exists()
+    assert [m.path for m in (await reverie.list_memories(store.id)).data] == ["/fact.md"]
+
+    # The roster changes after the session started: the session keeps the versions it pinned.
+    await reverie.update_agent(cafe.id, {"system": "You are café v2."})
+    await reverie.update_agent(
+        lead.id, {"multiagent": {"type": "coordinator", "agents": [beta.id]}}
+    )
+    floods = [("message_thread", {"thread_id": beta_thread, "message": f"m{n}"}) for n in range(21)]
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses([*floods, start("cafe\u0301", "again")]),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.tool_use("wait_for_threads", {"thread_ids": [beta_thread, beta_thread]}),
+            Reply.text("phase two"),
+        ],
+    )
+    fake_model.script(f"{model_name}-beta", [Reply.text("beta again", delay=1.0)])
+    fake_model.script(f"{model_name}-cafe", [Reply.text("café again")])
+    await reverie.send_message(session.id, "again")
+    await reverie.wait_until_settled(session.id, timeout=60)
+    results = results_of(await all_events(reverie, session.id))[5:]
+    assert [error for error, _ in results[:22]] == [False] * 20 + [True, False]
+    assert "has 20 messages it has not answered yet" in results[20][1]
+    assert "not running" in results[-1][1] and beta_thread in results[-1][1]
+    second = fake_model.requests(f"{model_name}-cafe")[-1]
+    assert "You are café v1." in json.dumps(second["system"], ensure_ascii=False)
+    sent = json.dumps([r["messages"] for r in fake_model.requests(f"{model_name}-beta")])
+    assert "m19" in sent and "m20" not in sent

@@ -23,6 +23,7 @@ from reverie.models.errors import InvalidRequestError
 from reverie.models.threads import (
     MAX_TASK_CHARS,
     MAX_THREADS_PER_SESSION,
+    MAX_UNREAD_MESSAGES,
     MESSAGE_THREAD,
     START_THREAD,
     WAIT_FOR_THREADS,
@@ -35,6 +36,7 @@ from reverie.models.threads import (
     ThreadStatusInput,
     WaitResultInput,
     delegation_tools,
+    roster_member,
 )
 from reverie.store import events, sessions
 from reverie.store import threads as thread_store
@@ -127,7 +129,7 @@ class DelegationActivities:
         self, params: DelegationInput, tool_input: dict[str, Any]
     ) -> tuple[Delegation, list[dict[str, Any]]]:
         agent_name = tool_input.get("agent")
-        member = next((m for m in params.roster if m.name == agent_name), None)
+        member = roster_member(params.roster, agent_name)
         if member is None:
             names = ", ".join(repr(m.name) for m in params.roster)
             shown = agent_name if isinstance(agent_name, str) and len(agent_name) < 200 else "?"
@@ -167,6 +169,12 @@ class DelegationActivities:
         if entry.status == "terminated":
             raise _Refused(f"thread {entry.thread_id} is terminated; it takes no messages")
         message = _task(tool_input.get("message"), "message")
+        if entry.unread >= MAX_UNREAD_MESSAGES:
+            raise _Refused(
+                f"thread {entry.thread_id} has {entry.unread} messages it has not answered yet, "
+                f"the most it may have: wait for its reply ({WAIT_FOR_THREADS}) before sending "
+                "more"
+            )
         if entry.status != "running" and params.running >= params.max_running:
             raise _Refused(
                 f"{params.running} threads are running already and at most "
@@ -266,10 +274,17 @@ class DelegationActivities:
             text = "The wait was interrupted."
         elif not params.replied and not params.still_running:
             text = "No thread was running: there is nothing to wait for."
+            if params.not_running:
+                text = (
+                    f"Threads {params.not_running} were not running: there is nothing to wait "
+                    "for (a reply of theirs you have not seen yet follows this result)."
+                )
         else:
             text = f"Threads {params.replied} ended their turn; their replies follow."
             if params.still_running:
                 text += f" Still running: {params.still_running}."
+            if params.not_running:
+                text += f" Not running when the wait began: {params.not_running}."
         with refusals_are_final(f"record the result of {params.tool_use_event_id}"):
             await events.append(
                 self._pool,

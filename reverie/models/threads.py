@@ -10,6 +10,7 @@ but `common`, so `agents` can use it.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,9 @@ MAX_RUNNING_THREADS = 25
 MAX_THREADS_PER_SESSION = 500
 # A delegated task or follow-up is one event the subagent's every model call re-reads.
 MAX_TASK_CHARS = 100_000
+# Messages a thread may have waiting (sent since its last reply): a model that floods a thread
+# with follow-ups gets an error result instead of growing the thread's next prompt for ever.
+MAX_UNREAD_MESSAGES = 20
 THREAD_PREFIX = "sth"
 
 # The delegation tools a coordinator's model is offered (generated from its roster).
@@ -126,6 +130,8 @@ class ThreadEntry(BaseModel):
     status: ThreadStatus = "running"
     # Turns the thread finished (each one's reply reached the coordinator).
     replies: int = 0
+    # Messages sent to it since its last reply (its task counts).
+    unread: int = 0
     # Its tool uses waiting for the client, cross-posted to the primary thread.
     awaiting: list[AwaitedUse] = []
 
@@ -183,6 +189,8 @@ class WaitResultInput(BaseModel):
     replied: list[str]
     still_running: list[str]
     interrupted: bool = False
+    # Named, but not running when the wait began: nothing of theirs follows.
+    not_running: list[str] = []
 
 
 class ThreadReplyInput(BaseModel):
@@ -256,6 +264,23 @@ class SessionThread(BaseModel):
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None = None
+
+
+def name_key(name: str) -> str:
+    """How agent names compare (the roster's distinctness, the model's choice): Unicode
+    compatibility-normalised and case-folded, so `Café`, `CAFÉ` and a decomposed `café` are one."""
+    return unicodedata.normalize("NFKC", name).casefold().strip()
+
+
+def roster_member(roster: list[RosterMember], name: object) -> RosterMember | None:
+    """The member the coordinator's model named: by its exact name, else by `name_key`."""
+    if not isinstance(name, str):
+        return None
+    exact = next((m for m in roster if m.name == name), None)
+    if exact is not None:
+        return exact
+    folded = [m for m in roster if name_key(m.name) == name_key(name)]
+    return folded[0] if len(folded) == 1 else None
 
 
 def primary_thread_id(session_id: str) -> str:

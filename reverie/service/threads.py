@@ -20,6 +20,7 @@ from reverie.models.threads import (
     RosterMember,
     RosterSelf,
     SessionThread,
+    name_key,
     parse_multiagent,
     primary_thread_id,
 )
@@ -68,9 +69,10 @@ async def resolve_roster(
     ids = [agent_id for agent_id, _ in pinned]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("multiagent.agents must name distinct agents")
-    if len(set(names)) != len(names):
+    if len({name_key(name) for name in names}) != len(names):
         raise InvalidRequestError(
-            f"multiagent.agents must have distinct names (the coordinator picks by name): {names}"
+            "multiagent.agents must have distinct names, ignoring case (the coordinator picks "
+            f"by name): {names}"
         )
     assert len(pinned) <= MAX_ROSTER
     return {

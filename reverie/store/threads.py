@@ -26,12 +26,15 @@ async def create(
     agent_version: int,
     agent_name: str,
 ) -> bool:
-    """The thread's row, in its parent's environment; False if it exists. Resources (memory
-    mounts) stay the parent's: the thread's tools run in the parent's workspace."""
+    """The thread's row, in its parent's environment; False if it exists. The thread's tools
+    run in the parent's workspace, on its memory mounts (with their access, writes attributed
+    to the session); the row copies the parent's resources only so that the thread's model is
+    told of the mounts as the coordinator's is."""
     created = await conn.fetchval(
         """INSERT INTO sessions (id, agent_id, agent_version, environment_id,
-                                 parent_session_id, agent_name, status, running_since)
-           SELECT $1, $3, $4, environment_id, $2, $5, 'running', now()
+                                 parent_session_id, agent_name, status, running_since,
+                                 resources)
+           SELECT $1, $3, $4, environment_id, $2, $5, 'running', now(), resources
            FROM sessions WHERE id = $2
            ON CONFLICT (id) DO NOTHING RETURNING true""",
         thread_id,

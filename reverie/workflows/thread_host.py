@@ -136,6 +136,7 @@ class ThreadHost:
             agent_name=decision.agent_name or "",
             agent_id=decision.agent_id or "",
             agent_version=decision.agent_version or 1,
+            unread=1,
         )
         self._state.threads.append(entry)
         await workflow.start_child_workflow(
@@ -164,6 +165,7 @@ class ThreadHost:
         entry = self.find(decision.thread_id)
         assert entry is not None
         entry.status = "running"
+        entry.unread += 1
         handle = workflow.get_external_workflow_handle(entry.thread_id)
         await handle.signal(ThreadWorkflow.deliver, decision.message_event_id)
 
@@ -178,6 +180,7 @@ class ThreadHost:
                 if t.thread_id in wait_for and t.status in ("running", "rescheduling")
             ]
 
+        started = set(still())
         # The wait may come to hang on the client's answers (every running thread waits for
         # them): the session says so (idle, `requires_action`) until a thread goes on.
         shown: list[str] | None = None
@@ -202,8 +205,9 @@ class ThreadHost:
                 session_id=self._params.session_id,
                 tool_use_event_id=use.event_id,
                 result_event_id=result_id,
-                replied=[i for i in wait_for if i not in running],
+                replied=[i for i in wait_for if i in started and i not in running],
                 still_running=running,
+                not_running=[i for i in wait_for if i not in started],
                 interrupted=bool(running) and self._interrupted(),
             ),
             summary="wait for threads",
@@ -225,6 +229,7 @@ class ThreadHost:
         if not reply.event_id or reply.event_id in self._state.replies_taken:
             return
         entry.replies += 1
+        entry.unread = 0
         self._state.replies_taken = [*self._state.replies_taken, reply.event_id][
             -REPLIES_REMEMBERED:
         ]
