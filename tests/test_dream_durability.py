@@ -1,8 +1,8 @@
 """Dreams that do not go to plan: cancel (and the output store guarded while running), model
 errors (429 and 529 retried; 500s past the attempts fail the dream with its partial output
 kept), each input error type, the `dream.completed` / `dream.failed` webhooks, and a worker
-killed while a dream reads its sessions (no finding lost, no call repeated for a kept
-finding, no memory written twice)."""
+killed while a dream reads its sessions, then while it consolidates (no finding lost, no call
+repeated for a kept finding, no memory written twice)."""
 
 from __future__ import annotations
 
@@ -196,6 +196,8 @@ async def test_input_errors_and_a_worker_killed_mid_dream(
                                                            "evidence": "keep this"}]}, delay=60)]
         + [findings(("k", "keep this", "keep this"))]
         + [operations({"op": "create", "path": "/k/x.md", "content": "keep this",
+                       "supporting_sessions": sessions}, delay=60)]
+        + [operations({"op": "create", "path": "/k/x.md", "content": "keep this",
                        "supporting_sessions": sessions})],
     )  # fmt: skip
     dream = await client.create_dream(dream_body(store, sessions, model_name))
@@ -217,12 +219,18 @@ async def test_input_errors_and_a_worker_killed_mid_dream(
         await fake_model.wait_for_requests(model_name, 3, timeout=60)
         await until(lambda: _eq(kept(), 2))
         await kill(first)
+    # Killed again while the topic is consolidated: its proposal was not kept, so it is asked
+    # for again, and written once.
+    async with worker_process(client.settings) as second:
+        await fake_model.wait_for_requests(model_name, 5, timeout=60)
+        assert await kept() == 3
+        await kill(second)
     async with worker_process(client.settings):
         done = await client.wait_for_dream(dream.id, timeout=120)
     assert done.status == "completed", done.error
     assert await kept() == 3
-    # The two kept findings were not asked for again: one retry of the lost read, then the topic.
-    assert len(fake_model.requests(model_name)) == 5
+    # The kept findings were not asked for again: one retry of the lost read, the topic twice.
+    assert len(fake_model.requests(model_name)) == 6
     assert await contents(client, store) == {}
     output = done.outputs[0].memory_store_id
     assert await contents(client, output) == {"/k/x.md": "keep this"}
