@@ -589,10 +589,12 @@ async def test_a_thread_shares_the_workspace_retries_model_errors_and_continues_
             Reply.text("wrote it"),
         ],
     )
+    # The coordinator works on while its thread runs: it continues as new meanwhile too.
     fake_model.script(
         model_name,
         [
             Reply.tool_use("start_thread", {"agent": "scribe", "task": "write shared.txt"}),
+            *[Reply.tool_use("glob", {"pattern": "*.md"}) for _ in range(steps)],
             Reply.tool_use("wait_for_threads", {}),
             Reply.tool_use("read", {"file_path": "shared.txt"}),
             Reply.text("read it"),
@@ -605,9 +607,13 @@ async def test_a_thread_shares_the_workspace_retries_model_errors_and_continues_
     thread = (await reverie.list_threads(session.id)).data[1]
     handle = temporal_client.get_workflow_handle(thread.id)
     first_run = (await handle.describe()).run_id
+    own_handle = temporal_client.get_workflow_handle(session.id)
+    own_first_run = (await own_handle.describe()).run_id
     await reverie.wait_until_settled(session.id, timeout=120)
     assert (await handle.describe()).run_id != first_run, "the thread never continued as new"
+    assert (await own_handle.describe()).run_id != own_first_run, "the session never did"
     events = await all_events(reverie, session.id)
+    assert_each_once(events)
     # The coordinator read what its subagent wrote: one workspace.
     assert "from the scribe" in results_of(events)[-1][1]
     assert [texts(e) for e in events if e.type == "agent.thread_message_received"] == ["wrote it"]
