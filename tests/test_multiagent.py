@@ -254,6 +254,9 @@ async def test_threads_through_the_sdk(
     ]
     assert listed[0].type == "agent.thread_message_received"
     assert "agent.message" in [e.type for e in listed]
+    for page in ("p\u00b2", "p99999999999", "p2147483648"):
+        with pytest.raises(anthropic.BadRequestError, match="invalid page cursor"):
+            await sdk.beta.sessions.threads.events.list(scout.id, session_id=session.id, page=page)
     on_primary = [
         e async for e in sdk.beta.sessions.threads.events.list(primary.id, session_id=session.id)
     ]

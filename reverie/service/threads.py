@@ -168,7 +168,11 @@ class ThreadMethods:
         log = await self.thread_log(session_id, thread_id)
         after = 0
         if paging.page is not None:
-            if not (paging.page.startswith("p") and paging.page[1:].isdigit()):
+            digits = paging.page[1:]
+            # ASCII digits, short enough for a position (`²` is a digit to Python, not to int).
+            if not (paging.page.startswith("p") and digits.isascii() and digits.isdigit()):
+                raise InvalidRequestError(f"invalid page cursor {paging.page!r}")
+            if len(digits) > 10 or int(digits) > 2**31 - 1:
                 raise InvalidRequestError(f"invalid page cursor {paging.page!r}")
             after = int(paging.page[1:])
         positions: list[int] = []
