@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,6 @@ from temporalio.service import TLSConfig
 
 from reverie.connections import connect_database, connect_temporal, temporal_connect_options
 from reverie.settings import Settings
-from reverie.starter.temporal_dev import free_port
 from reverie.store import keys
 from reverie.store.pool import migration_files
 from reverie.worker import ensure_search_attributes
@@ -230,24 +230,25 @@ async def test_sessions_survive_a_worker_and_an_api_process_killed(
         command = {"command": f"echo ran-{i} > out-{i}.txt"}
         # The first answer is never heard (its worker dies first); the retry gets the tool use.
         fake_model.script(model, [Reply.text("lost", delay=60), Reply.tool_use("bash", command)])
-    urls = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
 
     def worker(n: int) -> Any:
         return user_process(FIRST_UID + n, ["-m", "reverie.worker"], env, ops.root / f"w{n}")
 
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(worker(0))
+        # Each API process binds a free port itself (no port picked here and raced for).
         apis = [
             await stack.enter_async_context(
                 user_process(
                     FIRST_UID + 3 + n,
-                    ["-m", "reverie.starter.cli", "api", "--port", url.rpartition(":")[2]],
+                    ["-m", "reverie.starter.cli", "api", "--port", "0"],
                     env,
                     ops.root / f"api{n}",
                 )
             )
-            for n, url in enumerate(urls)
+            for n in range(2)
         ]
+        urls = list(await asyncio.gather(*(_serving(ops.root / f"api{n}") for n in range(2))))
         await asyncio.gather(*(wait_healthy(url) for url in urls), _polling(ops.root / "w0"))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         sessions = []
@@ -302,6 +303,15 @@ async def test_sessions_survive_a_worker_and_an_api_process_killed(
         if line.startswith("{")
     ]
     assert set(sessions) <= {line.get("session_id") for line in logged}
+
+
+async def _serving(home: Path, timeout: float = 30.0) -> str:
+    """The base URL the API process under `home` says it serves."""
+    log = home.parent / f"{home.name}.log"
+    async with asyncio.timeout(timeout):
+        while not (found := re.search(r"Reverie API on (http://\S+) ", log.read_text())):
+            await asyncio.sleep(0.1)
+    return found.group(1)
 
 
 async def _polling(home: Path, timeout: float = 30.0) -> None:
