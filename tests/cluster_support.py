@@ -29,6 +29,8 @@ NAMESPACE = "reverie-ops"
 SHARED_GID = 64100
 FIRST_UID = 64101
 REPO = Path(__file__).resolve().parent.parent
+# A port picked free may be taken before the server binds it: so many tries with another.
+PORT_ATTEMPTS = 3
 
 
 def postgres_bin() -> Path | None:
@@ -100,21 +102,28 @@ class DebianPostgres:
         self._as_postgres(
             str(self.bin / "initdb"), "-D", str(self.data), "-U", "reverie", "-A", "trust"
         )
-        options = (
-            f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        self._as_postgres(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "start",
-        )
+        for attempt in range(PORT_ATTEMPTS):
+            options = (
+                f"-p {self.port} -k {self.root} -h 127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            try:
+                self._as_postgres(
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.root / "log"),
+                    "-w",
+                    "start",
+                )
+                break
+            except subprocess.CalledProcessError:
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()  # taken since it was picked: another one
         return f"postgresql://reverie@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
@@ -138,6 +147,15 @@ class OwnTemporal:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start()
+            except RuntimeError:  # it exited before serving: a port it needs was taken
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+
+    def _start(self) -> None:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [
