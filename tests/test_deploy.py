@@ -5,6 +5,7 @@ Reverie makes. `docker compose config` runs where Docker Compose is installed.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -68,6 +69,26 @@ def test_compose_runs_each_part_with_settings_reverie_reads() -> None:
     # Every worker shares the workspace root.
     assert "workspaces:/workspaces" in services["worker"]["volumes"]
     assert services["worker"]["environment"]["REVERIE_WORKSPACE_ROOT"] == "/workspaces"
+
+
+def test_compose_settings_with_nothing_set_are_usable_and_the_try_profile_runs_a_model() -> None:
+    """With only the passwords chosen, every setting the compose file hands Reverie is valid
+    and the model's URL, if given, a URL (an empty one would break every model call); without
+    a model key, the `try` profile serves Reverie's simulated model (the file said an unset
+    key meant simulated answers, but `reverie worker` then called Anthropic with no key)."""
+    services = _compose()["services"]
+
+    def substituted(value: str) -> str:
+        value = re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "chosen", value)
+        return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+    env = {k: substituted(str(v)) for k, v in services["worker"]["environment"].items()}
+    settings = Settings(**env)
+    assert settings.anthropic_base_url is None or settings.anthropic_base_url.startswith("http")
+    assert settings.payload_keys is None and settings.otlp_endpoint in (None, "")
+    simulated = services["simulated-model"]
+    assert simulated["profiles"] == ["try"]
+    assert importlib.util.find_spec(simulated["entrypoint"][2]) is not None
 
 
 def test_compose_has_no_default_passwords_and_keeps_what_has_no_login_on_this_host() -> None:
