@@ -485,3 +485,36 @@ def test_a_dream_cannot_create_a_lookalike_of_an_existing_memory() -> None:
     assert [d.path for d in checked.dropped] == ["/Testing/Runner.md", "/\uff54esting/runner.md"]
     assert all("looks like the existing memory /testing/runner.md" in d.reason
                for d in checked.dropped)  # fmt: skip
+
+
+async def test_answers_cut_off_at_max_tokens_are_used_and_reported(
+    reverie: ReverieClient, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """What a cut-off answer holds is used; that the rest was lost is said in the diff, for the
+    session read and for the topic consolidated (not silently taken as all there was)."""
+    agent = (await reverie.create_agent({"name": "dreamer", "model": model_name})).id
+    store = await store_with(reverie, "Cut", {})
+    sessions = sorted([await session_with(reverie, agent, store, "cut words") for _ in range(2)])
+
+    def cut(reply: Reply) -> Reply:
+        return Reply(reply.content, "max_tokens")
+
+    fake_model.script(
+        model_name,
+        [
+            cut(findings(("cut", "Cut", "cut words"))),
+            findings(("cut", "Cut", "cut words")),
+            cut(operations({"op": "create", "path": "/cut/a.md", "content": "a",
+                            "supporting_sessions": sessions})),
+        ],
+    )  # fmt: skip
+    dream = await reverie.wait_for_dream(
+        (await reverie.create_dream(body(store, sessions, model_name))).id
+    )
+    assert dream.status == "completed", dream.error
+    assert await contents(reverie, dream.outputs[0].memory_store_id) == {"/cut/a.md": "a"}
+    diff = await reverie.dream_diff(dream.id)
+    cut_off = sorted(
+        (d.topic or d.reason.split(":")[0]) for d in diff.dropped if "max_tokens" in d.reason
+    )
+    assert len(cut_off) == 2 and cut_off[0] == "cut" and cut_off[1].startswith("session sesn_")

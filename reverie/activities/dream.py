@@ -41,6 +41,7 @@ from reverie.activities.dream_prompts import (
 from reverie.activities.model import call_with_heartbeats, classify, usage_of
 from reverie.models.common import derived_id
 from reverie.models.dreams import (
+    CUT_OFF,
     FINAL_STATUSES,
     INPUT_SESSION_UNAVAILABLE,
     INPUT_STORE_TOO_LARGE,
@@ -199,6 +200,7 @@ class DreamActivities:
         text = render_transcript(compacted.summary, compacted.entries)
         findings: list[dict[str, Any]] = []
         usage = Usage()
+        cut = False
         if text.strip():
             nonce = secrets.token_hex(8)
             message = await self._call(
@@ -221,9 +223,14 @@ class DreamActivities:
                 }
             )
             usage = usage_of(message.usage)
+            cut = message.stop_reason == "max_tokens"
             findings, _ = parse_findings(tool_input(message, FINDINGS_TOOL), text)
         async with self._pool.acquire() as conn, conn.transaction():
-            await dreams.add_findings(conn, params.dream_id, params.session_id, findings, usage)
+            added = await dreams.add_findings(
+                conn, params.dream_id, params.session_id, findings, usage
+            )
+            if added and cut:
+                await dreams.note_cut_off(conn, params.dream_id, f"session {params.session_id}")
             await dreams.refresh_usage(conn, params.dream_id)
         return ExtractResult(findings=len(findings))
 
@@ -378,6 +385,8 @@ class DreamActivities:
             }
             for op in checked.kept
         ]
+        if message.stop_reason == "max_tokens":
+            checked.dropped.append(Dropped(topic=topic, reason=f"the model's answer was {CUT_OFF}"))
         if unshown:
             checked.dropped.append(
                 Dropped(

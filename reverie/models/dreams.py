@@ -40,6 +40,8 @@ MAX_EVIDENCE = 1_000
 MAX_RATIONALE = 1_000
 MAX_TOPIC = 40
 
+# Why a step's model answer may hold less than the model meant (reported in the diff).
+CUT_OFF = "cut off at max_tokens: what came after the cut is lost"
 DreamStatus = Literal["pending", "running", "completed", "failed", "canceled"]
 _TOPIC_RUNS = re.compile(r"[^a-z0-9]+")
 

@@ -31,6 +31,7 @@ from temporalio.service import RPCError
 
 from reverie.models.common import Page, PageRequest, derived_id, new_id
 from reverie.models.dreams import (
+    CUT_OFF,
     DREAM_STATUSES,
     FINAL_STATUSES,
     INTERNAL_ERROR,
@@ -282,6 +283,10 @@ class DreamMethods:
             + [
                 Dropped(topic=topic, reason=f"not consolidated: more than {MAX_TOPICS} topics")
                 for topic in report.get("topics_left_out", [])
+            ]
+            + [
+                Dropped(reason=f"{what}: the model's answer was {CUT_OFF}")
+                for what in report.get("cut_off", [])
             ],
             sessions_read=int(report.get("sessions_read", 0)),
             findings=int(report.get("findings", 0)),

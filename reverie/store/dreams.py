@@ -300,16 +300,29 @@ async def add_findings(
     session_id: str,
     findings: list[dict[str, Any]],
     usage: Usage,
-) -> None:
+) -> bool:
     """One session's findings, kept (what the model wrote, NUL and unpaired surrogates
-    replaced: PostgreSQL cannot store them)."""
-    await conn.execute(
+    replaced: PostgreSQL cannot store them); False when an earlier try kept them."""
+    status = await conn.execute(
         """INSERT INTO dream_findings (dream_id, session_id, findings, usage)
            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
         dream_id,
         session_id,
         storable(findings),
         usage_json(usage),
+    )
+    return status.endswith(" 1")
+
+
+async def note_cut_off(conn: Pool | Connection, dream_id: str, what: str) -> None:
+    """A step whose model answer was cut off at `max_tokens` (what came after is lost), for
+    the diff to report."""
+    await conn.execute(
+        """UPDATE dreams SET report = jsonb_set(report, '{cut_off}',
+               coalesce(report -> 'cut_off', '[]'::jsonb) || jsonb_build_array($2::text))
+           WHERE id = $1""",
+        dream_id,
+        what,
     )
 
 
