@@ -953,7 +953,8 @@ async def test_what_the_coordinators_model_asks_is_bounded_and_subagents_keep_to
             Reply.text("phase two"),
         ],
     )
-    fake_model.script(f"{model_name}-beta", [Reply.text("beta again", delay=1.0)])
+    # (beta answers slowly: the flood is over before its reply makes room again)
+    fake_model.script(f"{model_name}-beta", [Reply.text("beta again", delay=3.0)])
     fake_model.script(f"{model_name}-cafe", [Reply.text("café again")])
     await reverie.send_message(session.id, "again")
     await reverie.wait_until_settled(session.id, timeout=60)
