@@ -334,11 +334,13 @@ def test_log_lines_cannot_be_forged_from_what_they_quote() -> None:
         "from reverie.observability.logs import configure_logging; "
         "logging.basicConfig(format='%(levelname)s %(message)s'); "
         "configure_logging(Settings(REVERIE_LOG_FORMAT='text')); "
-        f"logging.getLogger('x').warning('path %s', {forged!r})"
+        f"logging.getLogger('x').warning('path %s', {forged!r}); "
+        # A call with the wrong arguments is reported by logging, never raised at the caller.
+        "logging.getLogger('x').warning('%s %s', 1); print('carried on')"
     )
-    text = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    ).stderr
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ran.stdout == "carried on\n", ran.stderr
+    text = ran.stderr.split("--- Logging error ---")[0]
     assert text.count("\n") == 1 and text.startswith("WARNING path x\\n{"), text
     assert "\r" not in text and "\x1b" not in text and "\u2028" not in text
 

@@ -91,7 +91,10 @@ class OneLineFilter(logging.Filter):
     lines escape them anyway). Tracebacks are left as they are."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format is the handler's to report (handleError), not ours
+            return True
         escaped = message.translate(_CONTROLS)
         if escaped != message:
             record.msg, record.args = escaped, None
