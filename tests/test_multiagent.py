@@ -929,9 +929,16 @@ async def test_what_the_coordinators_model_asks_is_bounded_and_subagents_keep_to
     cafe_thread, beta_thread = (c["session_thread_id"] for c in created)
     # The subagent read the read-only mount, could not write it nor leave the workspace, and
     # its model was told of the mount as the coordinator's is.
-    own = results_of(await thread_events(reverie, session.id, cafe_thread))
-    assert not own[0][0] and "the sky is green" in own[0][1]
-    assert own[1][0] and own[2][0]
+    log = await thread_events(reverie, session.id, cafe_thread)
+    uses = {e.id: e.payload["input"]["file_path"] for e in log if e.type == "agent.tool_use"}
+    own = {
+        uses[e.payload["tool_use_id"]]: (e.payload["is_error"], texts(e))
+        for e in log
+        if e.type == "agent.tool_result"
+    }
+    read = own["/mnt/memory/facts/fact.md"]
+    assert not read[0] and "the sky is green" in read[1]
+    assert own["/mnt/memory/facts/new.md"][0] and own["../outside.txt"][0]
     (request,) = fake_model.requests(f"{model_name}-cafe")[:1]
     assert "/mnt/memory/facts/ (read-only)" in json.dumps(request["system"])
     workspace = Workspace.for_session(reverie.settings.workspaces, session.id).work_dir
