@@ -106,7 +106,9 @@ class Changes:
 
 
 @dataclass
-class _Mount:
+class Watch:
+    """One mount's watch: its folders' watch descriptors and what they saw change."""
+
     key: Key
     root: str
     dirs: dict[int, str] = field(default_factory=dict)  # watch descriptor -> "" or "a/b/"
@@ -122,8 +124,8 @@ class MountWatches:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._failed = False
-        self._mounts: OrderedDict[Key, _Mount] = OrderedDict()
-        self._by_wd: dict[int, _Mount] = {}
+        self._mounts: OrderedDict[Key, Watch] = OrderedDict()
+        self._by_wd: dict[int, Watch] = {}
         self._max_mounts = max_mounts
         self._max_dirs = _max_dirs_total()
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -143,20 +145,20 @@ class MountWatches:
             self._fd = fd
         return self._fd
 
-    def begin(self, key: Key, root: str) -> _Mount | None:
+    def begin(self, key: Key, root: str) -> Watch | None:
         """A new watch for a mount about to be scanned whole (any old one is dropped); None
         where inotify is unavailable."""
         with self._lock:
             self._drop(key)
             if self._inotify() is None:
                 return None
-            mount = _Mount(key=key, root=root)
+            mount = Watch(key=key, root=root)
             self._mounts[key] = mount
             while len(self._mounts) > self._max_mounts:
                 self._drop(next(iter(self._mounts)))
             return mount
 
-    def add_dir(self, mount: _Mount | None, dir_fd: int, rel: str) -> None:
+    def add_dir(self, mount: Watch | None, dir_fd: int, rel: str) -> None:
         """Watch the folder open at `dir_fd` (reached without following links) as `rel`."""
         if mount is None or mount.broken:
             return
@@ -183,14 +185,14 @@ class MountWatches:
             mount.dirs[wd] = rel
             self._by_wd[wd] = mount
 
-    def arm(self, mount: _Mount | None) -> None:
+    def arm(self, mount: Watch | None) -> None:
         """The whole-mount write-back that set this watch up succeeded: from now on, what it
         collects is all that changed."""
         if mount is not None:
             with self._lock:
                 mount.armed = not mount.broken
 
-    def current(self, key: Key) -> _Mount | None:
+    def current(self, key: Key) -> Watch | None:
         with self._lock:
             return self._mounts.get(key)
 
@@ -205,7 +207,7 @@ class MountWatches:
 
     # ---- use -------------------------------------------------------------------------------
 
-    def take(self, key: Key, root: str) -> tuple[_Mount, Changes] | None:
+    def take(self, key: Key, root: str) -> tuple[Watch, Changes] | None:
         """What changed in the mount since its last write-back, or None when its watch cannot
         say (none, not yet armed, broken): the mount must then be scanned whole."""
         with self._lock:
@@ -217,12 +219,12 @@ class MountWatches:
             changes, mount.pending = mount.pending, Changes()
             return mount, changes
 
-    def fail(self, mount: _Mount) -> None:
+    def fail(self, mount: Watch) -> None:
         """A write-back using the watch failed: the next one scans the whole mount."""
         with self._lock:
             self._break(mount)
 
-    def _break(self, mount: _Mount) -> None:
+    def _break(self, mount: Watch) -> None:
         """The mount's watch can no longer vouch: its kernel watches are given back now."""
         mount.broken = True
         mount.pending = Changes()

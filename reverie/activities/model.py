@@ -33,7 +33,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from reverie.activities.delegation import roster_tools
 from reverie.activities.events import refusals_are_final
-from reverie.activities.memory import mount_note
+from reverie.activities.memory_note import mount_note
 from reverie.activities.model_facts import (
     COMPACT_BETA,
     COMPACT_EDIT,
