@@ -112,6 +112,7 @@ async def test_cancel_model_errors_partial_output_and_webhooks(
     assert (await reverie.dream_diff(quiet.id)).entries == []
     with pytest.raises(InvalidRequestError, match="no longer exists"):
         await reverie.apply_dream(quiet.id)
+    assert (await reverie.discard_dream(quiet.id)).action == "discard"  # nothing to archive
     assert await contents(reverie, store) == {"/alpha/a.md": "old alpha"}
 
     # Announced once each, with the final status: failed and completed (not the canceled one).

@@ -555,13 +555,12 @@ class DreamMethods:
                 )
             if row["status"] not in FINAL_STATUSES:
                 raise InvalidRequestError(f"dream {dream_id} is {row['status']}: cancel it first")
-            result = ReviewResult(
-                dream_id=dream_id, action="discard", memory_store_id=row["output_store_id"] or ""
-            )
-            if row["output_store_id"]:
-                await memory.archive_store(self.pool, row["output_store_id"])
             await dreams.mark(conn, dream_id, "discarded_at")
-        return result
+        output = row["output_store_id"]
+        if output:  # (its own transaction: no second connection taken while one is held)
+            with contextlib.suppress(NotFoundError):  # deleted already: nothing to archive
+                await memory.archive_store(self.pool, output)
+        return ReviewResult(dream_id=dream_id, action="discard", memory_store_id=output or "")
 
     # ---- schedules -------------------------------------------------------------------------
 
