@@ -18,6 +18,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.service import RPCError, RPCStatusCode
 
 from reverie.api.app import start_api
 from reverie.connections import connect_temporal
@@ -26,7 +27,7 @@ from reverie.observability import tracing
 from reverie.observability.interceptor import _read_result
 from reverie.observability.logs import JsonFormatter, log_context, without_password
 from reverie.observability.metrics import MAX_LABEL_VALUES, METRICS
-from reverie.observability.queue_depth import stop_reporting
+from reverie.observability.queue_depth import gives_up, stop_reporting
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
 from reverie.starter.temporal_dev import free_port
@@ -349,3 +350,12 @@ def test_urls_in_log_lines_lose_their_password() -> None:
     """The worker's start line names the model's URL: a proxy's password in it is not logged."""
     assert without_password("https://me:s3cret@proxy:8443/v1") == "https://me:***@proxy:8443/v1"
     assert without_password("http://proxy.internal/") == "http://proxy.internal/"
+
+
+def test_queue_depth_reporting_outlives_a_temporal_outage() -> None:
+    """A server that cannot answer now (restarting, a timeout) is asked again next round;
+    only one that never will (no stats, no permission) ends the reporting."""
+    for status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        assert not gives_up(RPCError("x", status, b""))
+    for status in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.PERMISSION_DENIED):
+        assert gives_up(RPCError("x", status, b""))

@@ -12,7 +12,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from reverie.observability.metrics import METRICS
 
@@ -38,13 +38,34 @@ async def report_once(client: Client, task_queue: str) -> None:
         METRICS.queue_depth(task_queue, kind, answer.stats.approximate_backlog_count)
 
 
+# What a server says when it will never answer: it has no task queue stats, or this client
+# may not ask (Temporal Cloud's API keys without the permission). Anything else (Temporal
+# restarting, a timeout) passes: the next round asks again.
+FINAL = {
+    RPCStatusCode.UNIMPLEMENTED,
+    RPCStatusCode.PERMISSION_DENIED,
+    RPCStatusCode.UNAUTHENTICATED,
+    RPCStatusCode.INVALID_ARGUMENT,
+}
+
+
+def gives_up(error: RPCError) -> bool:
+    return error.status in FINAL
+
+
 async def _report(client: Client, task_queue: str) -> None:
+    failing = False
     while True:
         try:
             await report_once(client, task_queue)
-        except RPCError as error:  # a server without task queue stats: say so once, stop
-            log.warning("no queue depth metrics: %s", error)
-            return
+            failing = False
+        except RPCError as error:
+            if gives_up(error):
+                log.warning("no queue depth metrics: %s", error)
+                return
+            if not failing:  # once per outage, not every round
+                log.warning("queue depth not read (asking again): %s", error)
+            failing = True
         await asyncio.sleep(INTERVAL_SECONDS)
 
 
