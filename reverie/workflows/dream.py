@@ -173,14 +173,17 @@ class DreamWorkflow:
             for task in tasks:
                 task.cancel()
             raise
-        topics = await workflow.execute_activity(
-            DreamActivity.PLAN,
-            params.dream_id,
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=RECORD_RETRY,
-            result_type=list[str],
-            summary="plan topics",
-        )
+        try:
+            topics = await workflow.execute_activity(
+                DreamActivity.PLAN,
+                params.dream_id,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+                result_type=list[str],
+                summary="plan topics",
+            )
+        except ActivityError as error:  # a cancel while it plans, as at every other step
+            raise _failed(error) from error
         self._topics = len(topics)
         self._phase = "consolidating"
         self._details()
