@@ -766,19 +766,6 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
     assert results_of(await thread_events(reverie, session.id, thread_id))[-1][0] is True
     events = await all_events(reverie, session.id)
     assert texts([e for e in events if e.type == "agent.message"][-1]) == "stopped"
-    # Idle for a thread's tool use, within the coordinator's wait: archiving ends it all.
-    fake_model.script(
-        model_name,
-        [
-            Reply.tool_use("message_thread", {"thread_id": thread_id, "message": "last"}),
-            Reply.tool_use("wait_for_threads", {}),
-        ],
-    )
-    fake_model.script(
-        f"{model_name}-asker",
-        [Reply.tool_use("write", {"file_path": "asked.txt", "content": "never either"})],
-    )
-    await reverie.send_message(session.id, "last time")
 
     def asking(events: list[Any]) -> list[Any]:
         return [
@@ -788,12 +775,41 @@ async def test_a_subagents_confirmations_and_custom_tools_are_cross_posted_and_r
             and e.payload["stop_reason"]["type"] == "requires_action"
         ]
 
-    for _ in range(600):
-        if len(asking(await all_events(reverie, session.id))) == 4:
-            break
-        await asyncio.sleep(0.05)
-    last = asking(await all_events(reverie, session.id))[-1]
-    assert (await reverie.wait_until_settled(session.id, timeout=5)).status == "idle"
+    async def ask_once_more(count: int) -> Any:
+        """The coordinator waits for the thread, whose tool use waits for the client."""
+        fake_model.script(
+            model_name,
+            [
+                Reply.tool_use("message_thread", {"thread_id": thread_id, "message": "more"}),
+                Reply.tool_use("wait_for_threads", {}),
+                Reply.text("never said"),
+            ],
+        )
+        fake_model.script(
+            f"{model_name}-asker",
+            [Reply.tool_use("write", {"file_path": "asked.txt", "content": "never either"})],
+        )
+        await reverie.send_message(session.id, "more")
+        for _ in range(600):
+            if len(asking(await all_events(reverie, session.id))) == count:
+                break
+            await asyncio.sleep(0.05)
+        assert (await reverie.wait_until_settled(session.id, timeout=5)).status == "idle"
+        return asking(await all_events(reverie, session.id))[-1]
+
+    # Idle for a thread's tool use, within the coordinator's wait: an interrupt stops the
+    # coordinator's turn too (it does not go on with the stopped thread's reply).
+    await ask_once_more(4)
+    requests = len(fake_model.requests(model_name))
+    await reverie.interrupt(session.id)
+    await reverie.wait_until_settled(session.id, timeout=30)
+    events = await all_events(reverie, session.id)
+    assert results_of(events)[-1] == (True, "The wait was interrupted.")
+    assert len(fake_model.requests(model_name)) == requests
+    assert events[-1].payload["stop_reason"]["type"] == "end_turn"
+    # Idle so again: archiving ends it all.
+    fake_model.clear(model_name)
+    last = await ask_once_more(5)
     assert (await reverie.archive_session(session.id)).status == "terminated"
     assert written.read_text() == "allowed"
     for _ in range(200):  # the thread ends on its own, a moment later
