@@ -455,6 +455,10 @@ async def test_interrupting_one_thread_then_all(
         await reverie.send_events(
             session.id, [{"type": "user.interrupt", "session_thread_id": "sth_other"}]
         )
+    # Running while a thread runs: neither archived nor deleted meanwhile.
+    for method in (reverie.archive_session, reverie.delete_session):
+        with pytest.raises(InvalidRequestError, match="running"):
+            await method(session.id)
     await reverie.send_events(
         session.id, [{"type": "user.interrupt", "session_thread_id": slow.id}]
     )
