@@ -166,20 +166,20 @@ def test_a_pull_never_replaces_a_file_changed_since_it_was_checked(tmp_path: Pat
     one exchanged back if it is not the content that was checked."""
     import hashlib
 
-    from reverie import memory_files
+    from reverie import memory_file_writes
 
     def digest(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
 
     (tmp_path / "a").write_text("checked")
-    assert memory_files.replace_file(tmp_path, "a", "pulled", digest("checked"))
+    assert memory_file_writes.replace_file(tmp_path, "a", "pulled", digest("checked"))
     assert (tmp_path / "a").read_text() == "pulled"
     (tmp_path / "a").write_text("the agent's")
-    assert memory_files.replace_file(tmp_path, "a", "pulled again", digest("pulled")) is None
+    assert memory_file_writes.replace_file(tmp_path, "a", "pulled again", digest("pulled")) is None
     assert (tmp_path / "a").read_text() == "the agent's"
-    assert memory_files.replace_file(tmp_path, "new", "x", None)
-    assert memory_files.replace_file(tmp_path, "new", "y", None) is None
-    assert memory_files.replace_file(tmp_path, "gone", "y", digest("x")) is None
+    assert memory_file_writes.replace_file(tmp_path, "new", "x", None)
+    assert memory_file_writes.replace_file(tmp_path, "new", "y", None) is None
+    assert memory_file_writes.replace_file(tmp_path, "gone", "y", digest("x")) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "new"]
 
 

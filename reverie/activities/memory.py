@@ -31,8 +31,9 @@ is done.
   larger `seq`) are written into the folder, except over a file the agent changed and has not
   yet saved (the write-back then settles it as a conflict).
 - **Files a tool holds open**: a file a pull or a settled conflict takes out of the mount is
-  kept aside (`memory_files.collect_displaced`); a write made through it afterwards is told to
-  the agent as a conflict at the next write-back, never lost unseen (`memory_conflicts`).
+  kept aside (`memory_file_writes.collect_displaced`); a write made through it afterwards is
+  told to the agent as a conflict at the next write-back, never lost unseen
+  (`memory_conflicts`).
 - **Read-only** mounts are bound read-only into bash's sandbox and refused by the file tools;
   should a file still change, it is put back from the store.
 - **A worker killed** between a tool run and its write-back leaves the run's marker: the

@@ -11,6 +11,7 @@ from reverie import memory_files as mf
 from reverie.activities.memory_changes import Change, Conflict, undoing
 from reverie.activities.memory_context import MountContext
 from reverie.activities.memory_disk import remove
+from reverie.memory_file_writes import collect_displaced, write_file
 from reverie.store import memory, memory_mounts
 from reverie.store.memory_mounts import Entry, MountRow
 from reverie.store.pool import Connection
@@ -51,7 +52,7 @@ async def settle(
                 holder = known.get(head.path)
                 if holder is None or holder.memory_id == head.memory_id:
                     try:
-                        changed[head.path[1:]] = mf.write_file(
+                        changed[head.path[1:]] = write_file(
                             folder, head.path[1:], head.content or "", displaced
                         )
                     except OSError as error:
@@ -88,7 +89,7 @@ async def undo(
 async def lost_writes(mount: MountContext) -> list[str]:
     """Writes made through files a pull or a settled conflict took out of the mount while
     a tool held them open: not saved (the store's version had won), and the agent told."""
-    written = await asyncio.to_thread(mf.collect_displaced, mount.displaced)
+    written = await asyncio.to_thread(collect_displaced, mount.displaced)
     return [
         f"{mount.virtual('/' + rel)}: a write made through this file while a "
         "sync replaced or removed it (the memory was changed elsewhere) was NOT saved: "

@@ -47,7 +47,7 @@ class MountContext:
     @property
     def displaced(self) -> Path:
         """Files a sync took out of the mount, kept while a tool may still write through them
-        (`memory_files.collect_displaced`)."""
+        (`memory_file_writes.collect_displaced`)."""
         return self.base / "state" / "displaced" / self.resource.memory_store_id
 
     @cached_property

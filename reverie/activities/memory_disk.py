@@ -1,6 +1,7 @@
 """The mount's files on disk, for the sync's steps (run in threads): a fresh folder, memories
 written into it side by side, files read as memories, removed or checked by digest. Never
-follows anything out of the mount (`memory_files` does the confined I/O)."""
+follows anything out of the mount (`memory_files` and `memory_file_writes` do the confined
+I/O)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reverie import memory_files as mf
+from reverie.memory_file_writes import remove_file, write_file
 from reverie.store.memory_mounts import Entry
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def _write_rows(folder: Path, rows: Iterable[Any]) -> list[tuple[str, Entry, mf.
     for row in rows:
         path = row["path"]
         try:
-            sig = mf.write_file(folder, path[1:], row["content"])
+            sig = write_file(folder, path[1:], row["content"])
         except OSError as error:
             # A memory at /a beside one at /a/b, or a name longer than the filesystem allows:
             # not in the folder (nor in the mount's files, so never taken as deleted).
@@ -94,7 +96,7 @@ def remove(
     """Take the memory path's file out of the mount (kept in `displaced`, with the digest
     `expected` it was checked to have), noted in `changed`. A failure is logged, not raised."""
     try:
-        mf.remove_file(folder, path[1:], displaced, expected)
+        remove_file(folder, path[1:], displaced, expected)
     except OSError as error:
         log.warning("memory mount: cannot remove %s: %s", path, error)
         return

@@ -14,6 +14,7 @@ from reverie.activities import memory_cache
 from reverie.activities.memory_context import MountContext
 from reverie.activities.memory_disk import local_sha, remove
 from reverie.activities.memory_materialise import materialise
+from reverie.memory_file_writes import replace_file
 from reverie.store import memory, memory_mounts
 from reverie.store.memory_mounts import Entry
 from reverie.store.pool import Connection
@@ -103,7 +104,7 @@ def _apply_remote(
             expected = None
         try:
             # Only over the file as it was checked (a tool running meanwhile may change it).
-            sig = mf.replace_file(folder, head.path[1:], head.content or "", expected, displaced)
+            sig = replace_file(folder, head.path[1:], head.content or "", expected, displaced)
         except OSError as error:
             log.warning("memory mount: %s cannot be a file here: %s", head.path, error)
             continue

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from reverie import memory_files
+from reverie import memory_file_writes, memory_files
 from reverie.models.common import Page, PageRequest
 from reverie.models.errors import (
     InvalidRequestError,
@@ -478,7 +478,7 @@ class MemoryMethods:
         for item in await self.all_memories(store_id, view="full"):
             try:
                 await asyncio.to_thread(
-                    memory_files.write_file, root, item.path[1:], item.content or ""
+                    memory_file_writes.write_file, root, item.path[1:], item.content or ""
                 )
             except OSError as error:
                 raise InvalidRequestError(
