@@ -982,7 +982,8 @@ async def test_what_the_coordinators_model_asks_is_bounded_and_subagents_keep_to
     )
     # (beta answers slowly: the flood is over before its reply makes room again)
     fake_model.script(f"{model_name}-beta", [Reply.text("beta again", delay=3.0)])
-    fake_model.script(f"{model_name}-cafe", [Reply.text("café again")])
+    # The model refuses the second café thread's request for good: that thread is terminated.
+    fake_model.script(f"{model_name}-cafe", [Reply.error(400, message="no such model")])
     await reverie.send_message(session.id, "again")
     await reverie.wait_until_settled(session.id, timeout=60)
     results = results_of(await all_events(reverie, session.id))[5:]
@@ -993,3 +994,27 @@ async def test_what_the_coordinators_model_asks_is_bounded_and_subagents_keep_to
     assert "You are café v1." in json.dumps(second["system"], ensure_ascii=False)
     sent = json.dumps([r["messages"] for r in fake_model.requests(f"{model_name}-beta")])
     assert "m19" in sent and "m20" not in sent
+    events = await all_events(reverie, session.id)
+    ended = [e for e in events if e.type == "session.thread_created"][-1].payload
+    replies = [e for e in events if e.type == "agent.thread_message_received"]
+    assert any("ended with an error" in texts(r) for r in replies)
+    # A terminated thread takes no messages; a wait for it answers at once.
+    gone = ended["session_thread_id"]
+    assert (await reverie.get_thread(session.id, gone)).status == "terminated"
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses(
+                [
+                    ("message_thread", {"thread_id": gone, "message": "still there?"}),
+                    ("wait_for_threads", {"thread_ids": [gone]}),
+                ]
+            ),
+            Reply.text("phase three"),
+        ],
+    )
+    await reverie.send_message(session.id, "once more")
+    await reverie.wait_until_settled(session.id, timeout=60)
+    last_two = results_of(await all_events(reverie, session.id))[-2:]
+    assert last_two[0][0] and f"thread {gone} is terminated" in last_two[0][1]
+    assert not last_two[1][0] and "not running" in last_two[1][1]
