@@ -372,6 +372,29 @@ async def test_follow_ups_keep_history_and_the_model_cannot_reach_beyond_its_ros
     lines = [json.loads(line) for line in own.out.splitlines()]
     assert [e["type"] for e in lines].count("agent.thread_message_received") == 2
     assert refused.code != 0 and "no thread 'sth_nope'" in refused.err
+    # A thread's workflow terminated outside Reverie (the Web UI, the CLI): the session goes
+    # on, its coordinator told the thread no longer runs (a failed signal failed the session).
+    await reverie.temporal.get_workflow_handle(thread.id).terminate(reason="by hand")
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_uses(
+                [
+                    ("message_thread", {"thread_id": thread.id, "message": "there?"}),
+                    ("wait_for_threads", {"thread_ids": [thread.id]}),
+                ]
+            ),
+            Reply.text("carried on"),
+        ],
+    )
+    await reverie.send_message(first.id, "ask the gone one")
+    assert (await reverie.wait_until_settled(first.id, timeout=60)).status == "idle"
+    events = await all_events(reverie, first.id)
+    assert "not running" in results_of(events)[-1][1]
+    assert texts([e for e in events if e.type == "agent.message"][-1]) == "carried on"
+    await reverie.send_events(
+        first.id, [{"type": "user.interrupt", "session_thread_id": thread.id}]
+    )
     # Deleting the session removes its threads, rows and workflows.
     await reverie.delete_session(first.id)
     assert not await reverie.pool.fetchval(

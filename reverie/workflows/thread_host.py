@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import FailureError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -166,8 +167,7 @@ class ThreadHost:
         assert entry is not None
         entry.status = "running"
         entry.unread += 1
-        handle = workflow.get_external_workflow_handle(entry.thread_id)
-        await handle.signal(ThreadWorkflow.deliver, decision.message_event_id)
+        await self._signal(entry, ThreadWorkflow.deliver, decision.message_event_id)
 
     async def _wait(self, use: ToolUseRef, wait_for: list[str], result_id: str) -> None:
         """Until each named thread ends its turn (or the coordinator is interrupted); the
@@ -248,8 +248,7 @@ class ThreadHost:
                 continue
             entry.awaiting = []  # the thread gives its waiting tool uses error results
             if thread_id or entry.status in ("running", "rescheduling"):
-                handle = workflow.get_external_workflow_handle(entry.thread_id)
-                await handle.signal(ThreadWorkflow.interrupt)
+                await self._signal(entry, ThreadWorkflow.interrupt)
 
     # ---- answers for the threads' tool uses --------------------------------------------------
 
@@ -285,11 +284,23 @@ class ThreadHost:
         )
         if all(u.answered for u in entry.awaiting):
             entry.awaiting = []
-        handle = workflow.get_external_workflow_handle(entry.thread_id)
-        await handle.signal(
+        await self._signal(
+            entry,
             ThreadWorkflow.answer,
             RoutedAnswer(tool_use_event_id=use.event_id, answer_event_id=copy_id, result=result),
         )
+
+    async def _signal(self, entry: ThreadEntry, signal: Any, *args: Any) -> None:
+        """Signal a thread's workflow. One that ended outside Reverie (terminated in the Web UI
+        or with the CLI) cannot take it: the thread counts as terminated from then on, and the
+        session goes on (a failed signal would otherwise fail the session's workflow)."""
+        handle = workflow.get_external_workflow_handle(entry.thread_id)
+        try:
+            await handle.signal(signal, *args)
+        except FailureError as error:
+            workflow.logger.warning("thread %s ended outside Reverie: %s", entry.thread_id, error)
+            entry.status = "terminated"
+            entry.awaiting = []
 
     async def finish_all(self) -> None:
         """The session is archived: every thread ends (records its terminated status)."""
