@@ -57,3 +57,6 @@ THREADS_REQUIRE_ACTION = "threads-require-action"
 # or a child failed) records the dreams it did not start as canceled, instead of leaving them
 # pending with no workflow.
 SCHEDULED_RUN_ENDS_ITS_DREAMS = "scheduled-run-ends-its-dreams"
+# (issue 18) A thread whose workflow ended outside Reverie (terminated in the Web UI or CLI)
+# and so cannot take a signal: its session records it terminated and goes on.
+THREAD_ENDED_OUTSIDE = "thread-ended-outside"
