@@ -391,6 +391,9 @@ async def test_follow_ups_keep_history_and_the_model_cannot_reach_beyond_its_ros
     assert (await reverie.wait_until_settled(first.id, timeout=60)).status == "idle"
     events = await all_events(reverie, first.id)
     assert "not running" in results_of(events)[-1][1]
+    (ended,) = [e for e in events if e.type == "session.thread_status_terminated"]
+    assert ended.payload["session_thread_id"] == thread.id
+    assert (await reverie.get_thread(first.id, thread.id)).status == "terminated"
     assert texts([e for e in events if e.type == "agent.message"][-1]) == "carried on"
     await reverie.send_events(
         first.id, [{"type": "user.interrupt", "session_thread_id": thread.id}]
@@ -505,12 +508,20 @@ async def test_interrupting_one_thread_then_all(
     requests = len(fake_model.requests(model_name))
     await reverie.send_message(session.id, "once more")
     await fake_model.wait_for_requests(f"{model_name}-slow", 2, timeout=30)
+    # One of them was terminated by hand meanwhile (the Web UI): the interrupt finds it gone.
+    gone = (await reverie.list_threads(session.id)).data[-1]
+    await reverie.temporal.get_workflow_handle(gone.id).terminate(reason="by hand")
     await reverie.interrupt(session.id)
     settled = await reverie.wait_until_settled(session.id, timeout=60)
     assert settled.status == "idle"
-    assert {t.status for t in (await reverie.list_threads(session.id)).data} == {"idle"}
+    statuses = {t.id: t.status for t in (await reverie.list_threads(session.id)).data}
+    assert statuses.pop(gone.id) == "terminated" and set(statuses.values()) == {"idle"}
     events = await all_events(reverie, session.id)
-    assert results_of(events)[-1] == (True, "The wait was interrupted.")
+    # (Whichever the wait learnt first: the interrupt, or that its thread is gone.)
+    assert results_of(events)[-1] in (
+        (True, "The wait was interrupted."),
+        (False, f"Threads {[gone.id]} were terminated; no reply of theirs follows."),
+    )
     # The stopped thread's reply waits for the coordinator's next turn instead of starting one.
     assert len(fake_model.requests(model_name)) == requests + 1
     assert events[-1].type == "session.status_idle"

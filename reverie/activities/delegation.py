@@ -272,7 +272,7 @@ class DelegationActivities:
     async def record_wait_result(self, params: WaitResultInput) -> None:
         if params.interrupted:
             text = "The wait was interrupted."
-        elif not params.replied and not params.still_running:
+        elif not (params.replied or params.still_running or params.terminated):
             text = "No thread was running: there is nothing to wait for."
             if params.not_running:
                 text = (
@@ -280,11 +280,18 @@ class DelegationActivities:
                     "for (a reply of theirs you have not seen yet follows this result)."
                 )
         else:
-            text = f"Threads {params.replied} ended their turn; their replies follow."
+            parts = []
+            if params.replied:
+                parts.append(f"Threads {params.replied} ended their turn; their replies follow.")
+            if params.terminated:
+                parts.append(
+                    f"Threads {params.terminated} were terminated; no reply of theirs follows."
+                )
             if params.still_running:
-                text += f" Still running: {params.still_running}."
+                parts.append(f"Still running: {params.still_running}.")
             if params.not_running:
-                text += f" Not running when the wait began: {params.not_running}."
+                parts.append(f"Not running when the wait began: {params.not_running}.")
+            text = " ".join(parts)
         with refusals_are_final(f"record the result of {params.tool_use_event_id}"):
             await events.append(
                 self._pool,

@@ -191,6 +191,8 @@ class WaitResultInput(BaseModel):
     interrupted: bool = False
     # Named, but not running when the wait began: nothing of theirs follows.
     not_running: list[str] = []
+    # Ended meanwhile without a reply (terminated, e.g. by hand outside Reverie).
+    terminated: list[str] = []
 
 
 class ThreadReplyInput(BaseModel):

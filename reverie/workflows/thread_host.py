@@ -19,7 +19,12 @@ from temporalio.exceptions import FailureError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from reverie.activities.delegation import DELEGATE, RECORD_WAIT_RESULT, ROUTE_ANSWER
+    from reverie.activities.delegation import (
+        DELEGATE,
+        RECORD_THREAD_STATUS,
+        RECORD_WAIT_RESULT,
+        ROUTE_ANSWER,
+    )
     from reverie.models.common import new_id
     from reverie.models.thread_io import ThreadWorkflowInput
     from reverie.models.threads import (
@@ -34,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ThreadEntry,
         ThreadRef,
         ThreadReply,
+        ThreadStatusInput,
         WaitResultInput,
         primary_thread_id,
     )
@@ -44,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ThreadState,
         ToolUseRef,
     )
-    from reverie.workflows.patches import MULTIAGENT
+    from reverie.workflows.patches import MULTIAGENT, THREAD_ENDED_OUTSIDE
     from reverie.workflows.recording import record
     from reverie.workflows.thread import MESSAGE_TYPE, ThreadWorkflow
 
@@ -199,15 +205,18 @@ class ThreadHost:
         if shown is not None and self._on_blocked is not None:
             await self._on_blocked(None)
         running = still()
+        ended = [i for i in wait_for if i in started and i not in running]
+        gone = [i for i in ended if (entry := self.find(i)) and entry.status == "terminated"]
         await record(
             RECORD_WAIT_RESULT,  # type: ignore[arg-type]
             WaitResultInput(
                 session_id=self._params.session_id,
                 tool_use_event_id=use.event_id,
                 result_event_id=result_id,
-                replied=[i for i in wait_for if i in started and i not in running],
+                replied=[i for i in ended if i not in gone],
                 still_running=running,
                 not_running=[i for i in wait_for if i not in started],
+                terminated=gone,
                 interrupted=bool(running) and self._interrupted(),
             ),
             summary="wait for threads",
@@ -301,6 +310,20 @@ class ThreadHost:
             workflow.logger.warning("thread %s ended outside Reverie: %s", entry.thread_id, error)
             entry.status = "terminated"
             entry.awaiting = []
+            if workflow.patched(THREAD_ENDED_OUTSIDE):
+                await record(
+                    RECORD_THREAD_STATUS,  # type: ignore[arg-type]
+                    ThreadStatusInput(
+                        session_id=self._params.session_id,
+                        thread_id=entry.thread_id,
+                        agent_name=entry.agent_name,
+                        status="terminated",
+                        event_type="session.thread_status_terminated",
+                        event_id=new_id("sevt", workflow.uuid4()),
+                        cross_id=new_id("sevt", workflow.uuid4()),
+                    ),
+                    summary="thread ended outside Reverie",
+                )
 
     async def finish_all(self) -> None:
         """The session is archived: every thread ends (records its terminated status)."""
