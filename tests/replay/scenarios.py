@@ -707,6 +707,45 @@ async def test_record_multiagent_requires_action(
     await _save(temporal_client, "multiagent_requires_action", session.id)
 
 
+async def test_record_multiagent_thread_ended_outside(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    """A thread's workflow is terminated by hand; the coordinator then messages it: the session
+    records it terminated and goes on (patch `thread-ended-outside`)."""
+    alpha = await reverie.create_agent({"name": "alpha", "model": f"{model_name}-alpha"})
+    lead = await reverie.create_agent(
+        {
+            "name": "lead",
+            "model": model_name,
+            "multiagent": {"type": "coordinator", "agents": [alpha.id]},
+        }
+    )
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("start_thread", {"agent": "alpha", "task": "a part"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("in"),
+        ],
+    )
+    session = await reverie.create_session({"agent": lead.id, "title": model_name})
+    await reverie.send_message(session.id, "start it")
+    await reverie.wait_until_settled(session.id)
+    thread = (await reverie.list_threads(session.id)).data[1]
+    await temporal_client.get_workflow_handle(thread.id).terminate(reason="by hand")
+    fake_model.script(
+        model_name,
+        [
+            Reply.tool_use("message_thread", {"thread_id": thread.id, "message": "there?"}),
+            Reply.tool_use("wait_for_threads", {}),
+            Reply.text("gone"),
+        ],
+    )
+    await reverie.send_message(session.id, "ask it")
+    await reverie.wait_until_settled(session.id)
+    await _save(temporal_client, "multiagent_thread_ended_outside", session.id)
+
+
 # ---- dreams (issue 20): a dream, and a scheduled run that starts one -----------------------------
 
 

@@ -53,6 +53,8 @@ def test_histories_are_saved() -> None:
         "multiagent_thread",
         # after the patch `threads-require-action` (issue 18)
         "multiagent_requires_action",
+        # after the patch `thread-ended-outside` (issue 18)
+        "multiagent_thread_ended_outside",
         # dreams (issue 20): a dream, a scheduled run with its child dream
         "dream",
         "scheduled_dream",
