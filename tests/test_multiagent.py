@@ -1042,6 +1042,7 @@ async def test_what_the_coordinators_model_asks_is_bounded_and_subagents_keep_to
                 [
                     ("message_thread", {"thread_id": gone, "message": "still there?"}),
                     ("wait_for_threads", {"thread_ids": [gone]}),
+                    ("wait_for_threads", {}),
                 ]
             ),
             Reply.text("phase three"),
@@ -1049,6 +1050,7 @@ async def test_what_the_coordinators_model_asks_is_bounded_and_subagents_keep_to
     )
     await reverie.send_message(session.id, "once more")
     await reverie.wait_until_settled(session.id, timeout=60)
-    last_two = results_of(await all_events(reverie, session.id))[-2:]
-    assert last_two[0][0] and f"thread {gone} is terminated" in last_two[0][1]
-    assert not last_two[1][0] and "not running" in last_two[1][1]
+    last = results_of(await all_events(reverie, session.id))[-3:]
+    assert last[0][0] and f"thread {gone} is terminated" in last[0][1]
+    assert not last[1][0] and "not running" in last[1][1]
+    assert last[2] == (False, "No thread was running: there is nothing to wait for.")
