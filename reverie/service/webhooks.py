@@ -220,6 +220,6 @@ class WebhookMethods:
     async def redeliver_webhook(self, delivery_id: str) -> WebhookDelivery:
         """Attempt a delivered or failed delivery again: a new round of retries, under the same
         `webhook-id` (receivers that de-duplicate will see it once)."""
-        await webhooks.redeliver(self.pool, _id("webhook delivery", delivery_id))
+        delivery = await webhooks.redeliver(self.pool, _id("webhook delivery", delivery_id))
         await self._ensure_dispatcher()
-        return await webhooks.get_delivery(self.pool, delivery_id)
+        return delivery

@@ -375,9 +375,10 @@ async def list_deliveries(
     )
 
 
-async def redeliver(pool: Pool, delivery_id: str) -> None:
+async def redeliver(pool: Pool, delivery_id: str) -> WebhookDelivery:
     """Start a new round of attempts (same event id, so the same `webhook-id`); refused while
-    one is under way or the endpoint is disabled."""
+    one is under way or the endpoint is disabled. Answers the delivery as this call left it
+    (read in its transaction: a dispatcher may deliver it the moment it commits)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """SELECT d.state, e.state AS endpoint_state, e.id AS endpoint_id
@@ -405,6 +406,7 @@ async def redeliver(pool: Pool, delivery_id: str) -> None:
             delivery_id,
         )
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        return await get_delivery(conn, delivery_id)
 
 
 async def requeue_pending(pool: Pool, endpoint_id: str) -> None:
