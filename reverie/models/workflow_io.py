@@ -154,6 +154,10 @@ class CarriedState(ThreadState):
     # (patch `threads-require-action`) Idle with `requires_action` because every running thread
     # waits for the client: the cross-posted tool uses named (None: not so).
     threads_blocked: list[str] | None = None
+    # After an interrupt of the whole session, replies of the stopped threads wait for the
+    # coordinator's next turn instead of starting one (until a user message comes); carried so
+    # that continuing as new in between does not let such a reply start a turn.
+    hold_thread_replies: bool = False
 
 
 class SessionOptions(BaseModel):

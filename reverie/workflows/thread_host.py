@@ -76,9 +76,17 @@ class ThreadHost:
         # One delegation is checked and carried out at a time (the running count stays exact
         # when the model starts several threads in one answer); waiting holds no lock.
         self._lock = asyncio.Lock()
-        # After an interrupt of the whole session, replies of the stopped threads wait for the
-        # coordinator's next turn instead of starting one (until a user message comes).
-        self.hold_replies = False
+
+    @property
+    def hold_replies(self) -> bool:
+        """After an interrupt of the whole session, replies of the stopped threads wait for the
+        coordinator's next turn instead of starting one (until a user message comes). Kept in
+        the carried state, so it outlives continue-as-new."""
+        return self._state.hold_thread_replies
+
+    @hold_replies.setter
+    def hold_replies(self, hold: bool) -> None:
+        self._state.hold_thread_replies = hold
 
     @property
     def enabled(self) -> bool:
