@@ -309,6 +309,20 @@ async def test_threads_through_the_sdk(
             break
     await stream.close()
     assert seen[0] == "agent.thread_message_received" and "agent.message" in seen
+    # An ended thread's stream ends: followed while it ends, and opened after (what it holds
+    # sent, then the end), as a session's does; the primary thread's with the session's end.
+    await reverie.wait_until_settled(session.id, timeout=60)
+    following = await sdk.beta.sessions.threads.events.stream(scout.id, session_id=session.id)
+    assert (await reverie.archive_session(session.id)).status == "terminated"
+
+    async def types_until_end(stream: Any) -> list[str]:
+        return [event.type async for event in stream]
+
+    ended = await asyncio.wait_for(types_until_end(following), 60)
+    assert ended[-1] == "session.thread_status_terminated"
+    for thread in (scout, primary):
+        late = await sdk.beta.sessions.threads.events.stream(thread.id, session_id=session.id)
+        assert await asyncio.wait_for(types_until_end(late), 60) == []
 
 
 def results_of(events: list[Any]) -> list[tuple[bool, str]]:

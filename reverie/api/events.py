@@ -76,24 +76,37 @@ async def stream(request: web.Request) -> web.StreamResponse:
             position = await client.event_position(session_id, resume_after)
         else:
             position = await client.last_position(session_id)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        # A client that goes away loses nothing: it resumes with Last-Event-ID.
-        with contextlib.suppress(ConnectionResetError):
-            await _send_frames(request, response, tail, position, ended)
-        return response
+        return await send_stream(request, tail, position, ended)
+
+
+async def send_stream(
+    request: web.Request, tail: Tail, position: int, ended: bool, last: str = TERMINATED
+) -> web.StreamResponse:
+    """The server-sent stream of a log (a session's, or a thread's) after `position`."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    # A client that goes away loses nothing: it resumes with Last-Event-ID.
+    with contextlib.suppress(ConnectionResetError):
+        await _send_frames(request, response, tail, position, ended, last)
+    return response
 
 
 async def _send_frames(
-    request: web.Request, response: web.StreamResponse, tail: Tail, position: int, ended: bool
+    request: web.Request,
+    response: web.StreamResponse,
+    tail: Tail,
+    position: int,
+    ended: bool,
+    last: str,
 ) -> None:
-    """Frames after `position` as they are recorded, until the session terminates."""
+    """Frames after `position` as they are recorded, until the log's `last` event type (the
+    session's, or a thread's, terminated status)."""
     pool = request.app[state.CLIENT].pool
     keepalive = request.app[state.KEEPALIVE_SECONDS]
     while True:
@@ -107,7 +120,7 @@ async def _send_frames(
         for frame in frames:
             await response.write(frame.data)
             position = frame.position
-            if frame.type == TERMINATED:
+            if frame.type == last:
                 await response.write_eof()
                 return
         if frames:

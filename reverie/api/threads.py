@@ -4,15 +4,16 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from aiohttp import web
 
 from reverie.api import state
 from reverie.api.errors import ApiError
-from reverie.api.events import _send_frames
+from reverie.api.events import send_stream
 from reverie.api.http import query_int, query_list, query_str, respond
 from reverie.api.state import client_of
+from reverie.api.tails import TERMINATED
+
+THREAD_TERMINATED = "session.thread_status_terminated"
 
 routes = web.RouteTableDef()
 
@@ -60,23 +61,19 @@ async def list_events(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{session_id}/threads/{thread_id}/stream")
 async def stream(request: web.Request) -> web.StreamResponse:
-    """From the thread's newest event on (or after `Last-Event-ID`), as the session's stream."""
+    """From the thread's newest event on (or after `Last-Event-ID`), as the session's stream:
+    it ends with the thread's terminated status (at once after what it holds, if ended)."""
     client = client_of(request)
-    log = await client.thread_log(request.match_info["session_id"], request.match_info["thread_id"])
+    session_id, thread_id = request.match_info["session_id"], request.match_info["thread_id"]
+    thread = await client.get_thread(session_id, thread_id)
+    log = await client.thread_log(session_id, thread_id)
+    # A subagent's log ends with its own terminated status; the primary's is the session's,
+    # which also holds the subagents' (cross-posted), so only the session's own ends it.
+    last = TERMINATED if log == session_id else THREAD_TERMINATED
     resume_after = request.headers.get("Last-Event-ID") or query_str(request, "last_event_id")
     async with request.app[state.TAILS].follow(log) as tail:
         if resume_after:
             position = await client.event_position_in(log, resume_after)
         else:
             position = await client.last_log_position(log)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionResetError):
-            await _send_frames(request, response, tail, position, False)
-        return response
+        return await send_stream(request, tail, position, thread.status == "terminated", last)
