@@ -4,6 +4,7 @@ events (`ThreadMethods`, mixed into `ReverieClient`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -188,8 +189,6 @@ class ThreadMethods:
     ) -> AsyncIterator[Event]:
         """A thread's events as they are recorded, from `after` on, until its turn ends (idle
         or terminated) once something happened."""
-        import time
-
         log = await self.thread_log(session_id, thread_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         position = after
