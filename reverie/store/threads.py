@@ -54,8 +54,15 @@ async def owner(conn: Pool | Connection, thread_id: str) -> str | None:
     return value
 
 
-async def _thread(conn: Pool | Connection, row: Any) -> SessionThread:
-    agent = await agents.get(conn, row["agent_id"], row["agent_version"])
+async def _thread(
+    conn: Pool | Connection, row: Any, known: dict[tuple[str, int], Agent] | None = None
+) -> SessionThread:
+    """`known`: agent versions read already (a listing's threads share a roster of at most
+    20, so it reads each once, not once per thread)."""
+    key = (row["agent_id"], row["agent_version"])
+    agent = (known or {}).get(key) or await agents.get(conn, *key)
+    if known is not None:
+        known[key] = agent
     active = row["active_seconds"] + (row["running_for"] or 0.0)
     return SessionThread(
         id=row["id"],
@@ -107,7 +114,8 @@ async def list_threads(
         page,
         limit + 1,
     )
-    return [await _thread(conn, row) for row in rows[:limit]], len(rows) > limit
+    known: dict[tuple[str, int], Agent] = {}
+    return [await _thread(conn, row, known) for row in rows[:limit]], len(rows) > limit
 
 
 async def primary_usage(conn: Pool | Connection, session_id: str) -> dict[str, Any]:
