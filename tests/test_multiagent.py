@@ -246,6 +246,11 @@ async def test_threads_through_the_sdk(
     threads = [t async for t in sdk.beta.sessions.threads.list(session.id)]
     assert [t.parent_thread_id for t in threads] == [None, threads[0].id]
     primary, scout = threads
+    # One a page: the primary thread, then the subagent's after it.
+    first = await reverie.list_threads(session.id, limit=1)
+    assert [t.id for t in first.data] == [primary.id] and first.next_page == primary.id
+    second = await reverie.list_threads(session.id, limit=1, page=first.next_page)
+    assert [t.id for t in second.data] == [scout.id] and second.next_page is None
     assert scout.agent.name == "scout" and scout.status == "idle" and scout.usage.output_tokens
     got = await sdk.beta.sessions.threads.retrieve(scout.id, session_id=session.id)
     assert got.id == scout.id and got.session_id == session.id

@@ -133,8 +133,11 @@ class ThreadMethods:
             check_id("page", page)
         session = await sessions.get(self.pool, check_id("session", session_id))
         first = page is None
+        # The first page ends with the primary thread when it holds only that (limit 1): the
+        # next page starts at the first subagent thread (the primary is no row to page after).
+        after = None if page == primary_thread_id(session_id) else page
         found, more = await thread_store.list_threads(
-            self.pool, session_id, limit=limit - 1 if first else limit, page=page
+            self.pool, session_id, limit=limit - 1 if first else limit, page=after
         )
         if first:
             usage = await thread_store.primary_usage(self.pool, session_id)
