@@ -572,8 +572,10 @@ class SessionWorkflow:
     @workflow.update
     async def archive(self) -> None:
         self._archiving = True
-        if self._in_turn:
+        if self._in_turn and self._state.threads_blocked is not None:
             # (issue 18) Idle within a turn, its threads waiting for the client: the turn stops.
+            # Only then: any other archive takes the path it took before threads existed, so
+            # histories recorded before them replay the same commands.
             self._loop.interrupt()
             await workflow.wait_condition(lambda: not self._in_turn)
         await workflow.wait_condition(lambda: self._state.status not in ("running", "rescheduling"))
