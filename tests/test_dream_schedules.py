@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from temporalio.client import Client, ScheduleOverlapPolicy
+import pytest
+from temporalio.client import Client, ScheduleOverlapPolicy, WorkflowFailureError
 
+from reverie.activities.dream import TEST_HOOK_SLOW_SCHEDULE_PICK
 from reverie.models.dreams import DreamSchedule, ScheduledDreamInput, SchedulePicked
 from reverie.service.client import ReverieClient
 from reverie.settings import Settings
@@ -17,6 +19,7 @@ from reverie.store import dreams
 from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
 from tests.dream_support import contents, findings, operations, session_with, store_with
 from tests.fake_model import FakeModelServer
+from tests.helpers import worker_process
 from tests.test_cli import cli_env, run_cli
 
 
@@ -161,3 +164,40 @@ async def test_a_schedule_dreams_over_new_sessions_once(
     assert sorted(s for b in batches for s in b) == sorted(every)
     async with reverie.pool.acquire() as conn, conn.transaction():
         assert await dreams.pick_sessions(conn, other.id, datetime.now(UTC), batch=2) == ([], True)
+
+
+async def test_a_run_canceled_while_it_picks_ends_the_dreams_it_made(
+    own_queue: ReverieClient, temporal_client: Client, model_name: str
+) -> None:
+    """The pick commits this time's dreams and moves the cursor; a cancel landing before the run
+    hears back must not leave them pending for ever (no later run picks their sessions)."""
+    client = own_queue  # served only by the worker started below, whose pick is slowed
+    agent = (await client.create_agent({"name": "canceled", "model": model_name})).id
+    store = await store_with(client, "Canceled", {})
+    await session_with(client, agent, store, "one thing")
+    schedule = await client.create_dream_schedule(
+        {"memory_store_id": store, "agent_id": agent, "cron": "0 3 1 1 *", "mode": "review"}
+    )
+    async with worker_process(client.settings, env={TEST_HOOK_SLOW_SCHEDULE_PICK: "3"}):
+        handle = await temporal_client.start_workflow(
+            ScheduledDreamWorkflow.run,
+            ScheduledDreamInput(schedule_id=schedule.id, scheduled_time=datetime.now(UTC)),
+            id=f"{schedule.id}-canceled",
+            task_queue=client.settings.task_queue,
+        )
+        made: list[str] = []
+        for _ in range(100):  # the pick has committed: its dreams exist, pending
+            made = [
+                d.id
+                for d in (await client.list_dreams(limit=100)).data
+                if d.status == "pending" and d.inputs[0].get("memory_store_id") == store
+            ]
+            if made:
+                break
+            await asyncio.sleep(0.1)
+        assert made, "the pick never made its dream"
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert [(await client.get_dream(d)).status for d in made] == ["canceled"]
+    await client.delete_dream_schedule(schedule.id)

@@ -11,6 +11,8 @@ server's `retry-after`) and, once the attempts are spent, fail the dream with th
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -75,6 +77,9 @@ from reverie.settings import Settings
 from reverie.store import dreams, memory
 from reverie.store import transcript as transcripts
 from reverie.store.pool import Connection, Pool
+
+# Tests only: seconds the schedule pick waits after committing (see test_dream_schedules).
+TEST_HOOK_SLOW_SCHEDULE_PICK = "REVERIE_TEST_HOOK_SLOW_SCHEDULE_PICK"
 
 WRITE_REFUSALS = (
     MemoryPathConflictError,
@@ -561,6 +566,8 @@ class DreamActivities:
             await dreams.record_run(
                 conn, params.schedule_id, params.scheduled_time, dream_ids, count
             )
+        # Tests only: the dreams are made and the cursor moved; the run is canceled meanwhile.
+        await asyncio.sleep(float(os.environ.get(TEST_HOOK_SLOW_SCHEDULE_PICK) or 0))
         return SchedulePicked(dream_ids=dream_ids, session_count=count)
 
 

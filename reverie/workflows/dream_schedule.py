@@ -31,7 +31,10 @@ with workflow.unsafe.imports_passed_through():
         SchedulePickInput,
     )
     from reverie.workflows.dream import RECORD_RETRY, RECORD_TIMEOUT, DreamWorkflow
-    from reverie.workflows.patches import SCHEDULED_RUN_ENDS_ITS_DREAMS
+    from reverie.workflows.patches import (
+        SCHEDULED_PICK_SURVIVES_CANCEL,
+        SCHEDULED_RUN_ENDS_ITS_DREAMS,
+    )
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
@@ -45,16 +48,20 @@ class ScheduledDreamWorkflow:
             or workflow.info().typed_search_attributes.get(SCHEDULED_START)
             or workflow.now()
         )
-        picked = await workflow.execute_activity(
-            DreamActivity.SCHEDULE_PICK,
-            SchedulePickInput(
-                schedule_id=params.schedule_id, scheduled_time=when, batch=params.batch
-            ),
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=RECORD_RETRY,
-            result_type=SchedulePicked,
-            summary="pick the new sessions",
+        pick = SchedulePickInput(
+            schedule_id=params.schedule_id, scheduled_time=when, batch=params.batch
         )
+        if workflow.patched(SCHEDULED_PICK_SURVIVES_CANCEL):
+            picked = await self._pick_through_cancel(pick)
+        else:
+            picked = await workflow.execute_activity(
+                DreamActivity.SCHEDULE_PICK,
+                pick,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+                result_type=SchedulePicked,
+                summary="pick the new sessions",
+            )
         if not picked.dream_ids:
             workflow.set_current_details("no new sessions: nothing to dream over")
             return picked
@@ -94,6 +101,25 @@ class ScheduledDreamWorkflow:
                 await self._end(picked.dream_ids[started:], "canceled")
             raise
         return picked
+
+    async def _pick_through_cancel(self, pick: SchedulePickInput) -> SchedulePicked:
+        """The pick, not abandoned when the run is canceled: it may already have made this
+        time's dreams and moved the cursor past their sessions, so the run waits for its answer
+        and ends those dreams canceled (no later run would pick their sessions again)."""
+        handle = workflow.start_activity(
+            DreamActivity.SCHEDULE_PICK,
+            pick,
+            start_to_close_timeout=RECORD_TIMEOUT,
+            retry_policy=RECORD_RETRY,
+            result_type=SchedulePicked,
+            summary="pick the new sessions",
+        )
+        try:
+            return await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            picked = await handle
+            await self._end(picked.dream_ids, "canceled")
+            raise
 
     async def _end(self, dream_ids: list[str], status: str) -> None:
         """Dreams this run will not run (or whose workflow failed without ending them): their

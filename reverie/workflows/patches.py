@@ -60,3 +60,7 @@ SCHEDULED_RUN_ENDS_ITS_DREAMS = "scheduled-run-ends-its-dreams"
 # (issue 18) A thread whose workflow ended outside Reverie (terminated in the Web UI or CLI)
 # and so cannot take a signal: its session records it terminated and goes on.
 THREAD_ENDED_OUTSIDE = "thread-ended-outside"
+# (issue 20) A scheduled dream run canceled while it picks its sessions learns which dreams the
+# pick made (it may have committed them, and moved the cursor past their sessions) and records
+# them canceled, instead of leaving them pending for ever with no run to pick them again.
+SCHEDULED_PICK_SURVIVES_CANCEL = "scheduled-pick-survives-cancel"

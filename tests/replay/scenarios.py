@@ -11,6 +11,7 @@ with a new name, recorded beside the old ones, which must all keep replaying.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -871,3 +872,46 @@ async def test_record_scheduled_dream_canceled(
         await handle.result()
     await _save(temporal_client, "scheduled_dream_canceled", run_id)
     await reverie.delete_dream_schedule(schedule.id)
+
+
+async def test_record_scheduled_dream_pick_canceled(
+    own_queue: ReverieClient, temporal_client: Client, model_name: str
+) -> None:
+    """A scheduled run canceled while it picks its sessions (patch
+    scheduled-pick-survives-cancel): it waits for the pick's answer and ends its dream."""
+    from datetime import UTC, datetime
+
+    from temporalio.client import WorkflowFailureError
+
+    from reverie.activities.dream import TEST_HOOK_SLOW_SCHEDULE_PICK
+    from reverie.models.dreams import ScheduledDreamInput
+    from reverie.workflows.dream_schedule import ScheduledDreamWorkflow
+    from tests.dream_support import session_with, store_with
+    from tests.helpers import worker_process
+
+    client = own_queue
+    agent = await new_agent(client, model_name)
+    store = await store_with(client, "Recorded pick cancel", {})
+    await session_with(client, agent, store, "one")
+    schedule = await client.create_dream_schedule(
+        {"memory_store_id": store, "agent_id": agent, "cron": "0 3 1 1 *"}
+    )
+    run_id = f"{schedule.id}-recorded-pick-cancel"
+    async with worker_process(client.settings, env={TEST_HOOK_SLOW_SCHEDULE_PICK: "3"}):
+        handle = await temporal_client.start_workflow(
+            ScheduledDreamWorkflow.run,
+            ScheduledDreamInput(schedule_id=schedule.id, scheduled_time=datetime.now(UTC)),
+            id=run_id,
+            task_queue=client.settings.task_queue,
+        )
+        for _ in range(100):
+            if await client.pool.fetchval(
+                "SELECT count(*) FROM dreams WHERE schedule_id = $1", schedule.id
+            ):
+                break
+            await asyncio.sleep(0.1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    await _save(temporal_client, "scheduled_dream_pick_canceled", run_id)
+    await client.delete_dream_schedule(schedule.id)

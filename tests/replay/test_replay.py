@@ -59,6 +59,8 @@ def test_histories_are_saved() -> None:
         "dream",
         "scheduled_dream",
         "dream_canceled",
+        # after the patch `scheduled-pick-survives-cancel` (issue 20)
+        "scheduled_dream_pick_canceled",
     }
 
 
