@@ -263,5 +263,12 @@ class SessionMemory:
             try:
                 yield conn
             finally:
-                # The pool's reset also releases it, should this fail.
-                await conn.execute("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", *key)
+                try:
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", *key
+                    )
+                except BaseException:
+                    # The pool's release does not unlock (see `store.pool`): a connection
+                    # that may still hold the lock is closed, which releases it.
+                    conn.terminate()
+                    raise
