@@ -362,8 +362,9 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
         )
         _check_temporal_size(start, "the session's start")
         now = datetime.now(UTC)
+        status = [(new_id("sevt"), "session.status_running", {})] if running else []
         async with self.pool.acquire() as conn, conn.transaction():
-            await sessions.create(
+            written = await sessions.create(
                 conn,
                 session_id,
                 agent,
@@ -371,11 +372,11 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
                 title=params.title,
                 metadata=params.metadata,
                 resources=resources,
+                running=running,
             )
-            status = [(new_id("sevt"), "session.status_running", {})] if running else []
-            await events.append(conn, session_id, [(*row, now) for row in rows + status])
-            if running:
-                await sessions.set_status(conn, session_id, "running", turns=0)
+            appended = await events.append(
+                conn, session_id, [(*row, now) for row in rows + status], new_session=True
+            )
         try:
             await self.temporal.start_workflow(
                 SessionWorkflow.run,
@@ -403,7 +404,14 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
             if isinstance(error, asyncio.CancelledError):
                 raise
             # Started after all: only the answer to the start was lost.
-        return await sessions.get(self.pool, session_id, agent)
+        # The session as written, not read again (what a read right after the start shows).
+        return await sessions.created(
+            self.pool,
+            written,
+            agent,
+            events=appended,
+            outcomes_defined=any(kind == "user.define_outcome" for _, kind, _ in rows),
+        )
 
     async def _workflow_exists(self, session_id: str) -> bool:
         """Whether a start whose call failed happened anyway; False when Temporal cannot say

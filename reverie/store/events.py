@@ -43,7 +43,9 @@ def storable(session_id: str, rows: Sequence[EventRow]) -> list[EventRow]:
     return out
 
 
-async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow]) -> int:
+async def append(
+    db: Pool | Connection, session_id: str, rows: Sequence[EventRow], *, new_session: bool = False
+) -> int:
     """Append events in order; ids already present are skipped, so a retried write is a no-op.
 
     Positions are allocated under the session row's lock: gapless and in commit order. Given a
@@ -53,16 +55,23 @@ async def append(db: Pool | Connection, session_id: str, rows: Sequence[EventRow
     PostgreSQL delivers only if and when it commits, so no one hears of rows they cannot read.
     The webhook deliveries an event owes are written by a trigger on `events` (migration 0009),
     so they too exist exactly when the event does, at no extra round trip.
+
+    `new_session`: the session's row was inserted in this very transaction, so no one else
+    can see it, let alone append to it: its count is 0, without the lock's round trip.
     """
     if not rows:
         return 0
     rows = storable(session_id, rows)
     if isinstance(db, Pool):
         async with db.acquire() as conn, conn.transaction():
-            return await append(conn, session_id, rows)
+            return await append(conn, session_id, rows, new_session=new_session)
     conn = db
-    count = await conn.fetchval(
-        "SELECT event_count FROM sessions WHERE id = $1 FOR UPDATE", session_id
+    count = (
+        0
+        if new_session
+        else await conn.fetchval(
+            "SELECT event_count FROM sessions WHERE id = $1 FOR UPDATE", session_id
+        )
     )
     if count is None:
         raise NotFoundError(f"no session with id {session_id!r}")

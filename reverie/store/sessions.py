@@ -40,11 +40,17 @@ async def create(
     title: str | None,
     metadata: dict[str, str],
     resources: list[dict[str, Any]],
-) -> None:
-    await conn.execute(
+    running: bool = False,
+) -> Any:
+    """The new row, as `get` reads it. `running`: its first turn starts with it, so it starts
+    as `set_status(..., "running", turns=0)` would leave it, without a second statement."""
+    row = await conn.fetchrow(
         """INSERT INTO sessions (id, agent_id, agent_version, environment_id, title, metadata,
-                                 resources)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                                 resources, status, running_since)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 'running' ELSE 'idle' END,
+                   CASE WHEN $8 THEN now() END)
+           RETURNING *, """
+        + _COMPUTED,
         session_id,
         agent.id,
         agent.version,
@@ -52,8 +58,19 @@ async def create(
         title,
         metadata,
         resources,
+        running,
     )
     await webhooks.record(conn, "session.created", session_id)
+    return row
+
+
+async def created(
+    conn: Pool | Connection, row: Any, agent: Agent, *, events: int, outcomes_defined: bool
+) -> Session:
+    """The session `create` wrote, with the `events` appended since, without reading it
+    again; its outcomes are read only if its initial events defined any."""
+    row = {**row, "event_count": row["event_count"] + events}
+    return await _session(conn, row, agent, None if outcomes_defined else [])
 
 
 async def discard(pool: Pool, session_id: str) -> None:
@@ -106,10 +123,11 @@ async def _session(
     )
 
 
-_SELECT = """SELECT *,
+_COMPUTED = """
     extract(epoch FROM now() - running_since)::float8 AS running_for,
     extract(epoch FROM coalesce(archived_at, now()) - created_at)::float8 AS duration_seconds
-FROM sessions """
+"""
+_SELECT = "SELECT *," + _COMPUTED + "FROM sessions "
 
 
 async def get(conn: Pool | Connection, session_id: str, agent: Agent | None = None) -> Session:
