@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     worker_workflow_tasks: int = Field(default=200, alias="REVERIE_WORKER_WORKFLOW_TASKS", ge=2)
     worker_activities: int = Field(default=200, alias="REVERIE_WORKER_ACTIVITIES", ge=1)
     worker_workflow_threads: int = Field(default=2, alias="REVERIE_WORKER_WORKFLOW_THREADS", ge=1)
+    # The worker process's young-generation garbage-collection threshold (Python's default is
+    # 700): a worker allocates many short-lived objects per task, and a larger young generation
+    # trades a few MB for ~5-10% more sessions/s (bench/README.md). 0 keeps Python's default.
+    worker_gc_threshold: int = Field(default=100_000, alias="REVERIE_WORKER_GC_THRESHOLD", ge=0)
     workflow_sandbox: Literal["passthrough", "reload"] = Field(
         default="passthrough", alias="REVERIE_WORKFLOW_SANDBOX"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -100,7 +101,16 @@ def workflow_runner(settings: Settings) -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
+def tune_garbage_collector(threshold: int) -> None:
+    """A worker allocates many short-lived objects per task (protobufs, pydantic models, JSON):
+    with Python's young generation of 700 objects, collections cost a few % of every turn. A
+    larger one is process-wide, so the process that runs a worker sets it (0: Python's)."""
+    if threshold:
+        gc.set_threshold(threshold, 50, 50)
+
+
 def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: Any) -> Worker:
+    tune_garbage_collector(settings.worker_gc_threshold)
     hooks = WebhookActivities(pool, settings, client)  # webhook deliveries (issue 19)
     events = EventActivities(pool)
     messages = model_client(settings)
