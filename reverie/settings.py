@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -201,29 +201,17 @@ class Settings(BaseSettings):
     def workspaces(self) -> Path:
         return (self.workspace_root or self.home / "workspaces").expanduser().resolve()
 
-    @field_validator("egress_allow_networks")
+    @field_validator("egress_allow_networks", "webhook_allow_networks")
     @classmethod
-    def _networks(cls, value: str) -> str:
+    def _networks(cls, value: str, info: ValidationInfo) -> str:
+        variable = cls.model_fields[info.field_name or ""].alias
         for entry in (n.strip() for n in value.split(",")):
             if entry:
                 try:
                     ipaddress.ip_network(entry, strict=False)
                 except ValueError as error:
                     raise ValueError(
-                        f"REVERIE_EGRESS_ALLOW_NETWORKS: {entry!r} is not a network in CIDR form"
-                    ) from error
-        return value
-
-    @field_validator("webhook_allow_networks")
-    @classmethod
-    def _webhook_networks(cls, value: str) -> str:
-        for entry in (n.strip() for n in value.split(",")):
-            if entry:
-                try:
-                    ipaddress.ip_network(entry, strict=False)
-                except ValueError as error:
-                    raise ValueError(
-                        f"REVERIE_WEBHOOK_ALLOW_NETWORKS: {entry!r} is not a network in CIDR form"
+                        f"{variable}: {entry!r} is not a network in CIDR form"
                     ) from error
         return value
 
