@@ -25,6 +25,7 @@ from reverie.egress import (
     EgressPolicy,
     EgressRefused,
     IPAddress,
+    dial_only,
     normalise_host,
 )
 
@@ -162,17 +163,7 @@ class WebhookResolver(AbstractResolver):
                 self.refusal = address_refusal(self._url, addresses[0], self._networks)
                 raise WebhookRefused(self.refusal or "refused")
             addresses = kept
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in addresses
-        ]
+        return dial_only(host, port, addresses)
 
     async def close(self) -> None:
         return None

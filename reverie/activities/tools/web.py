@@ -21,7 +21,7 @@ from reverie.activities.tools.heartbeat import with_heartbeat
 from reverie.activities.tools.html_text import readable_text
 from reverie.activities.tools.inputs import WebFetchInput
 from reverie.activities.tools.models import ToolOutcome
-from reverie.egress import EgressPolicy, EgressRefused
+from reverie.egress import EgressPolicy, EgressRefused, dial_only
 
 BODY_LIMIT = 100 * 1024
 MAX_REDIRECTS = 5
@@ -50,17 +50,7 @@ class PolicyResolver(AbstractResolver):
             addresses = await self._policy.resolve(host, port)
         except EgressRefused as refused:
             raise WebRefused(str(refused)) from refused
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in addresses
-        ]
+        return dial_only(host, port, addresses)
 
     async def close(self) -> None:
         return None
