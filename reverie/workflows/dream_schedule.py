@@ -16,7 +16,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import CancelledError, ChildWorkflowError, WorkflowAlreadyStartedError
-from temporalio.workflow import ChildWorkflowCancellationType
+from temporalio.workflow import ActivityHandle, ChildWorkflowCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from reverie.models.dreams import (
@@ -51,17 +51,16 @@ class ScheduledDreamWorkflow:
         pick = SchedulePickInput(
             schedule_id=params.schedule_id, scheduled_time=when, batch=params.batch
         )
-        if workflow.patched(SCHEDULED_PICK_SURVIVES_CANCEL):
-            picked = await self._pick_through_cancel(pick)
-        else:
-            picked = await workflow.execute_activity(
-                DreamActivity.SCHEDULE_PICK,
-                pick,
-                start_to_close_timeout=RECORD_TIMEOUT,
-                retry_policy=RECORD_RETRY,
-                result_type=SchedulePicked,
-                summary="pick the new sessions",
-            )
+        survives_cancel = workflow.patched(SCHEDULED_PICK_SURVIVES_CANCEL)
+        handle = workflow.start_activity(
+            DreamActivity.SCHEDULE_PICK,
+            pick,
+            start_to_close_timeout=RECORD_TIMEOUT,
+            retry_policy=RECORD_RETRY,
+            result_type=SchedulePicked,
+            summary="pick the new sessions",
+        )
+        picked = await (self._through_cancel(handle) if survives_cancel else handle)
         if not picked.dream_ids:
             workflow.set_current_details("no new sessions: nothing to dream over")
             return picked
@@ -102,22 +101,14 @@ class ScheduledDreamWorkflow:
             raise
         return picked
 
-    async def _pick_through_cancel(self, pick: SchedulePickInput) -> SchedulePicked:
+    async def _through_cancel(self, pick: ActivityHandle[SchedulePicked]) -> SchedulePicked:
         """The pick, not abandoned when the run is canceled: it may already have made this
         time's dreams and moved the cursor past their sessions, so the run waits for its answer
         and ends those dreams canceled (no later run would pick their sessions again)."""
-        handle = workflow.start_activity(
-            DreamActivity.SCHEDULE_PICK,
-            pick,
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=RECORD_RETRY,
-            result_type=SchedulePicked,
-            summary="pick the new sessions",
-        )
         try:
-            return await asyncio.shield(handle)
+            return await asyncio.shield(pick)
         except asyncio.CancelledError:
-            picked = await handle
+            picked = await pick
             await self._end(picked.dream_ids, "canceled")
             raise
 
