@@ -60,6 +60,15 @@ class _Refused(Exception):
     """A delegation the coordinator's model asked for that cannot be done: its error result."""
 
 
+def _room_to_run(params: DelegationInput, then: str) -> None:
+    """One more thread may start running (the limit on threads running at once)."""
+    if params.running >= params.max_running:
+        raise _Refused(
+            f"{params.running} threads are running already and at most "
+            f"{params.max_running} may run at once: {then}"
+        )
+
+
 def _task(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Refused(f"{field} must be a non-empty string")
@@ -135,12 +144,7 @@ class DelegationActivities:
             shown = agent_name if isinstance(agent_name, str) and len(agent_name) < 200 else "?"
             raise _Refused(f"no agent {shown!r} on the roster; choose one of {names}")
         task = _task(tool_input.get("task"), "task")
-        if params.running >= params.max_running:
-            raise _Refused(
-                f"{params.running} threads are running already and at most "
-                f"{params.max_running} may run at once: wait for some to finish "
-                f"({WAIT_FOR_THREADS}), then start more"
-            )
+        _room_to_run(params, f"wait for some to finish ({WAIT_FOR_THREADS}), then start more")
         if params.thread_count >= MAX_THREADS_PER_SESSION:
             raise _Refused(
                 f"this session has {params.thread_count} threads, the most it may have; "
@@ -175,11 +179,8 @@ class DelegationActivities:
                 f"the most it may have: wait for its reply ({WAIT_FOR_THREADS}) before sending "
                 "more"
             )
-        if entry.status != "running" and params.running >= params.max_running:
-            raise _Refused(
-                f"{params.running} threads are running already and at most "
-                f"{params.max_running} may run at once: wait for some to finish first"
-            )
+        if entry.status != "running":
+            _room_to_run(params, "wait for some to finish first")
         decision = Delegation(
             action="message",
             thread_id=entry.thread_id,
