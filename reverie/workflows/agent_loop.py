@@ -74,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         MODEL_RETRIES_IN_WORKFLOW,
         SETTLE_FAILED_MODEL_STEP,
         STOP_REASON_RULES,
+        patched,
     )
     from reverie.workflows.recording import record
     from reverie.workflows.stop_reasons import UNKNOWN_STOP_REASON_RULE, AnswerRule, rule_for
@@ -197,7 +198,7 @@ class AgentLoop:
         """After an interrupted turn: write the inputs it leaves behind into the transcript, so
         the session carries no ids for them (the next model step sees them all the same)."""
         held = self._state.held_input_ids
-        if not held or not workflow.patched(ADOPT_INTERRUPTED_INPUTS):
+        if not held or not patched(ADOPT_INTERRUPTED_INPUTS):
             return
         await record(
             Activity.ADOPT_INPUTS,
@@ -242,8 +243,8 @@ class AgentLoop:
                 # The answer landed together with the interrupt: none of its tools run.
                 await self._refuse_tools(result.tool_uses)
                 return self._stop_interrupted()
-            if workflow.patched(STOP_REASON_RULES):
-                if result.compaction_due and workflow.patched(COMPACTION):
+            if patched(STOP_REASON_RULES):
+                if result.compaction_due and patched(COMPACTION):
                     self._state.compact_next = "threshold"
                 after = await self._follow_rule(result)
                 if isinstance(after, TurnOutcome):
@@ -446,7 +447,7 @@ class AgentLoop:
     ) -> ModelStepResult | TurnOutcome:
         """The step's answer, or how the turn ends when there is none."""
         step_id = new_id("step", workflow.uuid4())
-        retries_here = workflow.patched(MODEL_RETRIES_IN_WORKFLOW)
+        retries_here = patched(MODEL_RETRIES_IN_WORKFLOW)
         max_attempts = self._options.model_max_attempts
         attempt = 1
         while True:
@@ -455,7 +456,7 @@ class AgentLoop:
             except ActivityError as error:
                 failure = error
             too_long = prompt_too_long_error(failure) if retries_here else None
-            if too_long is not None and not self._interrupted and workflow.patched(COMPACTION):
+            if too_long is not None and not self._interrupted and patched(COMPACTION):
                 # The transcript outgrew the model's window: compact it, then try the same
                 # step again (its inputs are in the transcript already; nothing is repeated).
                 stop = await self._compact("prompt_too_long", too_long.context_window_tokens)
@@ -497,7 +498,7 @@ class AgentLoop:
         options = self._options
         idle = None
         waiting = self._state.queued or self._state.held_input_ids
-        if self.ends_turns_with_answers and not waiting and workflow.patched(IDLE_WITH_ANSWER):
+        if self.ends_turns_with_answers and not waiting and patched(IDLE_WITH_ANSWER):
             # Should the answer end the turn, its step records the idle status with it (inputs
             # waiting already would go on with the turn: then the workflow decides, as before).
             # A caller whose turn may go on after a final answer (an outcome still to grade)
@@ -540,7 +541,7 @@ class AgentLoop:
         the commit, before Temporal heard), its answer is the step's; an interrupted turn then
         keeps it as an answer that landed with the interrupt. `instead`: how the turn ends when
         not by the failure itself (a compaction that failed or was interrupted)."""
-        if workflow.patched(SETTLE_FAILED_MODEL_STEP):
+        if patched(SETTLE_FAILED_MODEL_STEP):
             settled: SettledStep = await record(
                 Activity.SETTLE_MODEL_STEP,
                 SettleStepInput(session_id=self._ref.log_id, step_id=step_id),

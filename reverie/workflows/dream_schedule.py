@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from reverie.workflows.patches import (
         SCHEDULED_PICK_SURVIVES_CANCEL,
         SCHEDULED_RUN_ENDS_ITS_DREAMS,
+        patched,
     )
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -51,7 +52,7 @@ class ScheduledDreamWorkflow:
         pick = SchedulePickInput(
             schedule_id=params.schedule_id, scheduled_time=when, batch=params.batch
         )
-        survives_cancel = workflow.patched(SCHEDULED_PICK_SURVIVES_CANCEL)
+        survives_cancel = patched(SCHEDULED_PICK_SURVIVES_CANCEL)
         handle = workflow.start_activity(
             DreamActivity.SCHEDULE_PICK,
             pick,
@@ -66,7 +67,7 @@ class ScheduledDreamWorkflow:
             return picked
         # (patched: a run canceled in the Web UI stops, its dreams canceled, instead of
         # canceling only its current dream and going on with the next)
-        ends_its_dreams = workflow.patched(SCHEDULED_RUN_ENDS_ITS_DREAMS)
+        ends_its_dreams = patched(SCHEDULED_RUN_ENDS_ITS_DREAMS)
         cancellation = (
             ChildWorkflowCancellationType.TRY_CANCEL
             if ends_its_dreams

@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         SettleEvaluationInput,
     )
     from reverie.workflows.agent_loop import TurnEnd, TurnOutcome
-    from reverie.workflows.patches import OUTCOMES
+    from reverie.workflows.patches import OUTCOMES, patched
     from reverie.workflows.recording import failure_message, record
 
 AgentPass = Callable[[list[str]], Awaitable[TurnOutcome]]
@@ -175,13 +175,13 @@ class OutcomeLoop:
             outcome is not None
             and outcome.phase == "pending"
             and self._about_to_start(outcome)
-            and workflow.patched(OUTCOMES)
+            and patched(OUTCOMES)
         ):
             outcome.phase = "working"
             await self._record(outcome, "running")
         turn = await step()
         # An outcome may also have been defined while the turn ran, and taken up by it.
-        if self._state.outcome is None or not workflow.patched(OUTCOMES):
+        if self._state.outcome is None or not patched(OUTCOMES):
             return turn
         return await self._after(turn)
 

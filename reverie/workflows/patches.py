@@ -9,9 +9,15 @@ otherwise (a marker is recorded, and the new commands follow). The saved histori
 
 A guard may be dropped (`workflow.deprecate_patch`, then removed) only once no run older than it
 can still be replaying; a run is renewed at every continue-as-new.
+
+Workflow code asks `patched(ID)` (below), not `workflow.patched(ID)`: each patch Temporal records
+is a marker and an upsert of the `TemporalChangeVersion` search attribute (a visibility write on
+the server), and a new session used to record three of them in its first workflow task.
 """
 
 from __future__ import annotations
+
+from temporalio import workflow
 
 # The workflow retries model errors itself (counting only the model's answers, sleeping the
 # backoff in a timer, recording `rescheduling` as the session's own status); Temporal retries
@@ -64,3 +70,42 @@ THREAD_ENDED_OUTSIDE = "thread-ended-outside"
 # pick made (it may have committed them, and moved the cursor past their sessions) and records
 # them canceled, instead of leaving them pending for ever with no run to pick them again.
 SCHEDULED_PICK_SURVIVES_CANCEL = "scheduled-pick-survives-cancel"
+
+# (issue 15) Every patch above, taken together: a run that starts on code that has all of them
+# records this one marker (one search-attribute upsert) instead of one per patch it reaches. A
+# run that started on older code never has it, and asks for each patch as before.
+BASELINE_2026_11 = "baseline-2026-11"
+BASELINE_PATCHES = frozenset(
+    {
+        MODEL_RETRIES_IN_WORKFLOW,
+        SETTLE_FAILED_MODEL_STEP,
+        ADOPT_INTERRUPTED_INPUTS,
+        STOP_REASON_RULES,
+        COMPACTION,
+        OUTCOMES,
+        PROMOTE_STARTS_TURN,
+        IDLE_WITH_ANSWER,
+        CREATED_RUNNING,
+        MULTIAGENT,
+        THREADS_REQUIRE_ACTION,
+        SCHEDULED_RUN_ENDS_ITS_DREAMS,
+        THREAD_ENDED_OUTSIDE,
+        SCHEDULED_PICK_SURVIVES_CANCEL,
+    }
+)
+
+
+def patched(patch_id: str) -> bool:
+    """`workflow.patched(patch_id)`, with the patches of the baseline implied by its marker.
+
+    Why this is safe: Temporal answers a patch once per run and keeps the answer. The first call
+    asks for the baseline; in a run started on this code it is recorded (True for the whole run,
+    and no other baseline patch is recorded). Replaying a run from before the baseline, it is
+    absent from the history (False for the whole run): each patch is then asked for itself and
+    answers as it did when the run was recorded. A run from before the baseline that reaches its
+    first patch only after a new worker took it over (not replaying) records the baseline then,
+    which is right: every patch it had not asked for yet would have answered True there too.
+    """
+    if patch_id in BASELINE_PATCHES and workflow.patched(BASELINE_2026_11):
+        return True
+    return workflow.patched(patch_id)

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         CREATED_RUNNING,
         PROMOTE_STARTS_TURN,
         THREADS_REQUIRE_ACTION,
+        patched,
     )
     from reverie.workflows.recording import SessionBroken, record
     from reverie.workflows.thread_host import ThreadHost
@@ -138,7 +139,7 @@ class SessionWorkflow:
             self._params.started_running
             and workflow.info().continued_run_id is None
             and self._state.queued
-            and workflow.patched(CREATED_RUNNING)
+            and patched(CREATED_RUNNING)
         ):
             # The creator recorded the first turn's running status with the messages.
             self._announced = True
@@ -225,7 +226,7 @@ class SessionWorkflow:
         client's answers (`event_ids`: the cross-posted tool uses): the session idles with
         `requires_action` naming them (again with the rest, as answers come), as it does for
         its own tool uses; once a thread goes on (None), it is running again."""
-        if self._blocked_unpatched or not workflow.patched(THREADS_REQUIRE_ACTION):
+        if self._blocked_unpatched or not patched(THREADS_REQUIRE_ACTION):
             self._blocked_unpatched = True
             return
         if event_ids is not None:
@@ -355,7 +356,7 @@ class SessionWorkflow:
         for ref in defined:  # before the first await: a concurrent send is checked against it
             self._outcome.define(ref)
         try:
-            if self._starts_turn(params) and workflow.patched(PROMOTE_STARTS_TURN):
+            if self._starts_turn(params) and patched(PROMOTE_STARTS_TURN):
                 echoes = await self._promote_starting_turn(params)
             else:
                 echoes = await self._promote(params)

@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ThreadState,
         ToolUseRef,
     )
-    from reverie.workflows.patches import MULTIAGENT, THREAD_ENDED_OUTSIDE
+    from reverie.workflows.patches import MULTIAGENT, THREAD_ENDED_OUTSIDE, patched
     from reverie.workflows.recording import record
     from reverie.workflows.thread import MESSAGE_TYPE, ThreadWorkflow
 
@@ -113,7 +113,7 @@ class ThreadHost:
         """Carry out one delegation tool use; the id of its recorded result."""
         result_id = new_id("sevt", workflow.uuid4())
         async with self._lock:
-            workflow.patched(MULTIAGENT)
+            patched(MULTIAGENT)
             decision: Delegation = await record(
                 DELEGATE,  # type: ignore[arg-type]
                 DelegationInput(
@@ -318,7 +318,7 @@ class ThreadHost:
             workflow.logger.warning("thread %s ended outside Reverie: %s", entry.thread_id, error)
             entry.status = "terminated"
             entry.awaiting = []
-            if workflow.patched(THREAD_ENDED_OUTSIDE):
+            if patched(THREAD_ENDED_OUTSIDE):
                 await record(
                     RECORD_THREAD_STATUS,  # type: ignore[arg-type]
                     ThreadStatusInput(

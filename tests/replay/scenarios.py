@@ -172,7 +172,11 @@ async def test_record_terminal_error(
 
 
 async def test_record_tools(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     toolset = {
         "type": "agent_toolset_20260401",
@@ -212,7 +216,7 @@ async def test_record_tools(
         [{"type": "user.custom_tool_result", "custom_tool_use_id": lookup.id, "content": "found"}],
     )
     await reverie.wait_until_settled(session.id, timeout=30)
-    await _save(temporal_client, "tools", session.id)
+    await _save(temporal_client, prefix + "tools", session.id)
 
 
 async def test_record_long_turn(
@@ -242,7 +246,11 @@ async def test_record_long_turn(
 
 
 async def test_record_retries_in_workflow(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """A 429 retried by the workflow (status rescheduling, a backoff timer, running again), an
     exhausted step (settled: its span closed), then a terminal 400 (settled too)."""
@@ -263,7 +271,7 @@ async def test_record_retries_in_workflow(
     await reverie.wait_until_settled(session_id, timeout=30)
     await reverie.send_message(session_id, "terminal")
     await reverie.wait_until_settled(session_id, timeout=30)
-    await _save(temporal_client, "retries_in_workflow", session_id)
+    await _save(temporal_client, prefix + "retries_in_workflow", session_id)
 
 
 async def test_record_interrupt_in_backoff(
@@ -271,6 +279,7 @@ async def test_record_interrupt_in_backoff(
     temporal_client: Client,
     fake_model: FakeModelServer,
     model_name: str,
+    prefix: str = "",
 ) -> None:
     """An interrupt while the workflow waits to retry a 429, then a turn with a tool use that is
     interrupted while it waits for a confirmation: inputs adopted into the transcript."""
@@ -304,7 +313,7 @@ async def test_record_interrupt_in_backoff(
         await own_queue.wait_until_settled(session.id)
         await own_queue.send_message(session.id, "never mind")
         await own_queue.wait_until_settled(session.id)
-    await _save(temporal_client, "interrupt_in_backoff", session.id)
+    await _save(temporal_client, prefix + "interrupt_in_backoff", session.id)
 
 
 async def test_record_committed_answer_settled(
@@ -312,6 +321,7 @@ async def test_record_committed_answer_settled(
     temporal_client: Client,
     fake_model: FakeModelServer,
     model_name: str,
+    prefix: str = "",
 ) -> None:
     """The worker dies right after committing an answer, with no worker-loss retry allowed:
     the workflow settles the step, finds the answer and goes on with it."""
@@ -327,7 +337,7 @@ async def test_record_committed_answer_settled(
         await own_queue.wait_until_settled(session.id, timeout=60)
         await own_queue.send_message(session.id, "two")
         await own_queue.wait_until_settled(session.id, timeout=60)
-    await _save(temporal_client, "committed_answer_settled", session.id)
+    await _save(temporal_client, prefix + "committed_answer_settled", session.id)
 
 
 async def test_record_record_refused(
@@ -350,7 +360,11 @@ def _stop_tool(name: str, tool_input: dict) -> dict:
 
 
 async def test_record_stop_reasons(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """One turn per rule: a `max_tokens` answer whose last tool use is cut off (the complete one
     runs), a refusal (idle `refusal`, its tool use not run), `pause_turn` continued, a stop
@@ -384,7 +398,7 @@ async def test_record_stop_reasons(
     for text in ("cut off", "refuse", "pause", "future", "fill the window"):
         await reverie.send_message(session.id, text)
         await reverie.wait_until_settled(session.id, timeout=30)
-    await _save(temporal_client, "stop_reasons", session.id)
+    await _save(temporal_client, prefix + "stop_reasons", session.id)
 
 
 def _bash_only() -> dict:
@@ -416,14 +430,18 @@ async def _long_compacting_session(
 
 
 async def test_record_compaction_threshold(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """The model's small window is reported: Reverie compacts before the step after an answer
     that neared it."""
     fake_model.set_context_window(model_name, 1500)
     session_id = await _long_compacting_session(reverie, fake_model, model_name)
     assert fake_model.too_long(model_name) == 0
-    await _save(temporal_client, "compaction_threshold", session_id)
+    await _save(temporal_client, prefix + "compaction_threshold", session_id)
 
 
 async def test_record_compaction_prompt_too_long(
@@ -476,7 +494,11 @@ async def test_record_promote_starts_turn(
 
 
 async def test_record_idle_with_answer(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """A step whose answer ends the turn records the idle status with it; one during which a
     message arrived does not (the turn goes on); a tool use, then an answer; an interrupt
@@ -511,14 +533,18 @@ async def test_record_idle_with_answer(
     await reverie.send_message(session_id, "last")
     await reverie.interrupt(session_id)
     await reverie.wait_until_settled(session_id)
-    await _save(temporal_client, "idle_with_answer", session_id)
+    await _save(temporal_client, prefix + "idle_with_answer", session_id)
 
 
 # ---- recorded after the patch `created-running` (issue 15) --------------------------------------
 
 
 async def test_record_created_running(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """A session created with messages: its creator recorded the first turn's running status;
     then a turn as any other."""
@@ -536,7 +562,7 @@ async def test_record_created_running(
     await reverie.wait_until_settled(session.id)
     await reverie.send_message(session.id, "three")
     await reverie.wait_until_settled(session.id)
-    await _save(temporal_client, "created_running", session.id)
+    await _save(temporal_client, prefix + "created_running", session.id)
 
 
 # ---- recorded after the patch `outcomes` (issue 16) -----------------------------------------
@@ -554,7 +580,11 @@ def _verdict(result: str, met: list[bool]) -> dict:
 
 
 async def test_record_outcomes(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """After the patch `outcomes`: an outcome revised once then satisfied (from initial_events),
     one interrupted while graded, one that reaches max_iterations and takes its final pass."""
@@ -604,14 +634,18 @@ async def test_record_outcomes(
     await reverie.wait_until_settled(session.id, timeout=60)
     results = [o.result for o in (await reverie.get_session(session.id)).outcome_evaluations]
     assert results == ["satisfied", "interrupted", "max_iterations_reached"], results
-    await _save(temporal_client, "outcomes", session.id)
+    await _save(temporal_client, prefix + "outcomes", session.id)
 
 
 # ---- multi-agent (issue 18): a coordinator's session and one of its threads ----------------------
 
 
 async def test_record_multiagent(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """A coordinator fans out to two subagent threads and waits for them, then sends one a
     follow-up; saves the session's history (patch `multiagent`) and the thread's
@@ -657,12 +691,16 @@ async def test_record_multiagent(
     fake_model.script(f"{model_name}-alpha", [Reply.text("more of alpha")])
     await reverie.send_message(session.id, "ask alpha again")
     await reverie.wait_until_settled(session.id)
-    await _save(temporal_client, "multiagent", session.id)
-    await _save(temporal_client, "multiagent_thread", alpha.id)
+    await _save(temporal_client, prefix + "multiagent", session.id)
+    await _save(temporal_client, prefix + "multiagent_thread", alpha.id)
 
 
 async def test_record_multiagent_requires_action(
-    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+    reverie: ReverieClient,
+    temporal_client: Client,
+    fake_model: FakeModelServer,
+    model_name: str,
+    prefix: str = "",
 ) -> None:
     """A coordinator waits for a thread whose tool use waits for the client: the session idles
     with requires_action (patch `threads-require-action`), then runs again once answered."""
@@ -705,7 +743,7 @@ async def test_record_multiagent_requires_action(
         session.id, [{"type": "user.tool_confirmation", "tool_use_id": asked, "result": "allow"}]
     )
     await reverie.wait_until_settled(session.id)
-    await _save(temporal_client, "multiagent_requires_action", session.id)
+    await _save(temporal_client, prefix + "multiagent_requires_action", session.id)
 
 
 async def test_record_multiagent_thread_ended_outside(
@@ -784,6 +822,7 @@ async def test_record_scheduled_dream(
     settings: Settings,
     fake_model: FakeModelServer,
     model_name: str,
+    prefix: str = "",
 ) -> None:
     """A scheduled run: it picks one new session and runs its dream as a child workflow."""
     from datetime import UTC, datetime
@@ -806,7 +845,7 @@ async def test_record_scheduled_dream(
         id=run_id,
         task_queue=settings.task_queue,
     )
-    await _save(temporal_client, "scheduled_dream", run_id)
+    await _save(temporal_client, prefix + "scheduled_dream", run_id)
     await reverie.delete_dream_schedule(schedule.id)
 
 
@@ -915,3 +954,104 @@ async def test_record_scheduled_dream_pick_canceled(
             await handle.result()
     await _save(temporal_client, "scheduled_dream_pick_canceled", run_id)
     await client.delete_dream_schedule(schedule.id)
+
+
+# ---- recorded after the patch `baseline-2026-11` (issue 15) --------------------------------------
+# The same lives as above, on code where one marker stands for every earlier patch: a run that
+# starts there records only it, and asks for no patch of the baseline one by one.
+
+
+async def test_record_baseline_tools(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_tools(reverie, temporal_client, fake_model, model_name, prefix="baseline_")
+
+
+async def test_record_baseline_retries_in_workflow(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_retries_in_workflow(
+        reverie, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_interrupt_in_backoff(
+    own_queue: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_interrupt_in_backoff(
+        own_queue, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_committed_answer_settled(
+    own_queue: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_committed_answer_settled(
+        own_queue, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_stop_reasons(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_stop_reasons(
+        reverie, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_compaction_threshold(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_compaction_threshold(
+        reverie, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_idle_with_answer(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_idle_with_answer(
+        reverie, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_created_running(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_created_running(
+        reverie, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_outcomes(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_outcomes(reverie, temporal_client, fake_model, model_name, prefix="baseline_")
+
+
+async def test_record_baseline_multiagent(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_multiagent(
+        reverie, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_multiagent_requires_action(
+    reverie: ReverieClient, temporal_client: Client, fake_model: FakeModelServer, model_name: str
+) -> None:
+    await test_record_multiagent_requires_action(
+        reverie, temporal_client, fake_model, model_name, prefix="baseline_"
+    )
+
+
+async def test_record_baseline_scheduled_dream(
+    reverie: ReverieClient,
+    temporal_client: Client,
+    settings: Settings,
+    fake_model: FakeModelServer,
+    model_name: str,
+) -> None:
+    await test_record_scheduled_dream(
+        reverie, temporal_client, settings, fake_model, model_name, prefix="baseline_"
+    )

@@ -58,6 +58,20 @@ def test_histories_are_saved() -> None:
         # dreams (issue 20): a dream, a scheduled run with its child dream
         "dream",
         "scheduled_dream",
+        # after the patch `baseline-2026-11` (issue 15): the same lives, one marker for all
+        "baseline_created_running",
+        "baseline_tools",
+        "baseline_retries_in_workflow",
+        "baseline_interrupt_in_backoff",
+        "baseline_committed_answer_settled",
+        "baseline_stop_reasons",
+        "baseline_compaction_threshold",
+        "baseline_idle_with_answer",
+        "baseline_outcomes",
+        "baseline_multiagent",
+        "baseline_multiagent_thread",
+        "baseline_multiagent_requires_action",
+        "baseline_scheduled_dream",
         "dream_canceled",
         # after the patch `scheduled-pick-survives-cancel` (issue 20)
         "scheduled_dream_pick_canceled",
