@@ -57,6 +57,7 @@ from bench.session_overhead import (  # noqa: E402
     summary_ms,
     table,
 )
+from reverie import event_loop  # noqa: E402
 from reverie.models.common import new_id  # noqa: E402
 from reverie.service.client import ReverieClient  # noqa: E402
 from reverie.settings import Settings  # noqa: E402
@@ -1335,7 +1336,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--keepalive", type=float, default=15.0)
         options = parser.parse_args(argv[1:])
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-        asyncio.run(serve(options.keepalive))
+        event_loop.run(serve(options.keepalive))
         return
     run_main(parse_args(argv), run, render)
 

@@ -33,6 +33,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
 from bench.event_feed import start_database  # noqa: E402
+from reverie import event_loop  # noqa: E402
 from reverie.models.dreams import EXTRACT_CONCURRENCY  # noqa: E402
 from reverie.settings import Settings  # noqa: E402
 from reverie.starter.client import ReverieClient  # noqa: E402
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=1.0, help="seconds per model call")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args))
+    report = event_loop.run(run(args))
     print(table(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.event_feed import start_database  # noqa: E402
+from reverie import event_loop  # noqa: E402
 from reverie.activities.memory import SessionMemory  # noqa: E402
 from reverie.models.memory import MemoryStoreResource  # noqa: E402
 from reverie.service.memory import MemoryMethods  # noqa: E402
@@ -323,7 +324,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    report = asyncio.run(run(args))
+    report = event_loop.run(run(args))
     print(render(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -53,6 +53,7 @@ import asyncpg  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
+from reverie import event_loop  # noqa: E402
 from reverie.settings import Settings  # noqa: E402
 from reverie.starter.client import ReverieClient  # noqa: E402
 from reverie.starter.stack import EmbeddedPostgres, TemporalDevServer, free_port  # noqa: E402
@@ -650,7 +651,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    report = asyncio.run(run(args))
+    report = event_loop.run(run(args))
     print(render(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

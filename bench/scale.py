@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 import asyncpg  # noqa: E402
 import psutil  # noqa: E402
 
+from reverie import event_loop  # noqa: E402
 from reverie.settings import Settings  # noqa: E402
 from reverie.simulated_model import SimulatedModelServer  # noqa: E402
 from reverie.starter.client import ReverieClient  # noqa: E402
@@ -240,4 +241,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -54,6 +54,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from bench.bare_roundtrip import BareRoundTrip, bare_step  # noqa: E402
+from reverie import event_loop  # noqa: E402
 from reverie.connections import connect_database  # noqa: E402
 from reverie.settings import Settings  # noqa: E402
 from reverie.simulated_model import SimulatedModelServer  # noqa: E402
@@ -1075,7 +1076,7 @@ def run_main(
         return await run(args)
 
     try:
-        report = asyncio.run(guarded())
+        report = event_loop.run(guarded())
     except BaseException:
         if not interrupted:
             raise

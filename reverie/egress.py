@@ -60,6 +60,34 @@ class EgressRefused(Exception):
     """A connection the policy does not allow; the message is meant for the model."""
 
 
+async def resolve_name(name: str, port: int, refusal: type[Exception]) -> list[str]:
+    """Every address the system resolver (`socket.getaddrinfo`, in threads of its own) gives
+    `name`, distinct, in its order; `refusal(reason)` raised when it fails or takes too long.
+    Whatever the event loop (uvloop resolves through libuv), policies check what the system
+    resolver answers, the answer every other program on the host gets."""
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(
+                _RESOLVER_THREADS,
+                functools.partial(
+                    socket.getaddrinfo,
+                    name,
+                    port,
+                    type=socket.SOCK_STREAM,
+                    proto=socket.IPPROTO_TCP,
+                ),
+            ),
+            RESOLVE_TIMEOUT_SECONDS,
+        )
+    except (OSError, UnicodeError) as error:
+        raise refusal(f"{name} could not be resolved: {error}") from error
+    except TimeoutError as error:
+        raise refusal(
+            f"{name} could not be resolved within {RESOLVE_TIMEOUT_SECONDS:g} s"
+        ) from error
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 class EgressPolicy(BaseModel):
     """What one session's outbound connections may reach.
 
@@ -172,31 +200,11 @@ class EgressPolicy(BaseModel):
             raise EgressRefused(reason)
         # The very string that was checked is the one resolved (ASCII, validated).
         name = normalise_host(host)
-        try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(
-                    _RESOLVER_THREADS,
-                    functools.partial(
-                        socket.getaddrinfo,
-                        name,
-                        port,
-                        type=socket.SOCK_STREAM,
-                        proto=socket.IPPROTO_TCP,
-                    ),
-                ),
-                RESOLVE_TIMEOUT_SECONDS,
-            )
-        except (socket.gaierror, UnicodeError) as error:
-            raise EgressRefused(f"{name} could not be resolved: {error}") from error
-        except TimeoutError as error:
-            raise EgressRefused(
-                f"{name} could not be resolved within {RESOLVE_TIMEOUT_SECONDS:g} s"
-            ) from error
+        addresses = await resolve_name(name, port, EgressRefused)
         allowed: list[str] = []
         refusals: list[str] = []
         trusted = self._trusted(name, port)
-        for *_, sockaddr in infos:
-            address = str(sockaddr[0])
+        for address in addresses:
             if not trusted and (reason := self.address_refusal(address)):
                 refusals.append(reason)
             elif address not in allowed:

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from reverie.event_loop import EventLoopChoice
+
 
 class Settings(BaseSettings):
     """Read from the environment; unset values fall back to the embedded stack's defaults."""
@@ -129,6 +131,9 @@ class Settings(BaseSettings):
     workflow_sandbox: Literal["passthrough", "reload"] = Field(
         default="passthrough", alias="REVERIE_WORKFLOW_SANDBOX"
     )
+    # (issue 15) The event loop of every Reverie process (reverie/event_loop.py reads it from the
+    # environment before the loop starts; declared here for validation and the README's table).
+    event_loop: EventLoopChoice = Field(default="uvloop", alias="REVERIE_EVENT_LOOP")
     # (issue 17) The most memories one memory store may hold (the hosted API's limit).
     memory_max_memories: int = Field(default=10_000, alias="REVERIE_MEMORY_MAX_MEMORIES", ge=1)
     # (issue 19) Webhooks. Non-public networks (CIDR, comma-separated) webhook endpoints may be

@@ -13,7 +13,6 @@ POST to its own loopback services, the cloud metadata address or the private net
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 
@@ -21,12 +20,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from reverie.egress import (
-    RESOLVE_TIMEOUT_SECONDS,
     EgressPolicy,
     EgressRefused,
     IPAddress,
     dial_only,
     normalise_host,
+    resolve_name,
 )
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -117,20 +116,7 @@ async def check_registration(raw: str, allowed_networks: tuple[str, ...]) -> str
     if literal is not None:
         addresses: list[str] = [str(literal)]
     else:
-        try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-                ),
-                RESOLVE_TIMEOUT_SECONDS,
-            )
-        except (OSError, UnicodeError) as error:
-            raise WebhookRefused(f"{host} could not be resolved: {error}") from None
-        except TimeoutError:
-            raise WebhookRefused(
-                f"{host} could not be resolved within {RESOLVE_TIMEOUT_SECONDS:g} s"
-            ) from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = await resolve_name(host, port, WebhookRefused)
         if not addresses:
             raise WebhookRefused(f"{host} has no address")
     for address in addresses:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import anthropic
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -20,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from reverie import event_loop
 from reverie.activities.compaction import CompactionActivities
 from reverie.activities.delegation import DelegationActivities
 from reverie.activities.dream import DreamActivities
@@ -109,7 +111,22 @@ def tune_garbage_collector(threshold: int) -> None:
         gc.set_threshold(threshold, 50, 50)
 
 
-def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: Any) -> Worker:
+class ReverieWorker(Worker):
+    """A Temporal worker that closes the model client its activities share once they stopped
+    (its aiohttp session would otherwise be left open, and warned about, at exit)."""
+
+    def __init__(self, *args: Any, model: anthropic.AsyncAnthropic, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model = model
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await self.model.close()
+
+
+def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: Any) -> ReverieWorker:
     tune_garbage_collector(settings.worker_gc_threshold)
     hooks = WebhookActivities(pool, settings, client)  # webhook deliveries (issue 19)
     events = EventActivities(pool)
@@ -121,8 +138,9 @@ def build_worker(client: Client, pool: Pool, settings: Settings, **overrides: An
     delegation = DelegationActivities(pool)  # multi-agent threads (issue 18)
     grader = GraderActivities(pool, settings, messages)
     dreams = DreamActivities(pool, settings, messages)  # dreaming (issue 20)
-    return Worker(
+    return ReverieWorker(
         client,
+        model=messages,
         task_queue=settings.task_queue,
         workflows=[
             SessionWorkflow,
@@ -208,7 +226,7 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(run_worker())
+    event_loop.run(run_worker())
 
 
 if __name__ == "__main__":

@@ -236,7 +236,16 @@ async def user_process(
     home.mkdir(parents=True, exist_ok=True)
     os.chown(home, uid, SHARED_GID)
     home.chmod(0o700)
-    command = [*as_user(uid), sys.executable, *args]
+    # The umask is set by a shell in between: uvloop's subprocesses take no `umask` argument.
+    command = [
+        *as_user(uid),
+        "/bin/sh",
+        "-c",
+        'umask 002 && exec "$@"',
+        "sh",
+        sys.executable,
+        *args,
+    ]
     log = (home.parent / f"{home.name}.log").open("ab")
     process = await asyncio.create_subprocess_exec(
         *command,
@@ -244,7 +253,6 @@ async def user_process(
         stdout=log,
         stderr=log,
         cwd="/",
-        umask=0o002,
     )
     try:
         yield process

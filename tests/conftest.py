@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from reverie import event_loop
 from reverie.settings import Settings
 from reverie.starter.client import ReverieClient
 from reverie.starter.stack import EmbeddedPostgres, TemporalDevServer, free_port
@@ -21,6 +23,14 @@ from reverie.store.pool import connect
 from reverie.worker import build_worker
 from tests.api_support import api, sdk  # noqa: F401  (the HTTP API fixtures)
 from tests.fake_model import FakeModelServer
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict:
+    """Tests run on the event loop Reverie's processes run on (uvloop unless
+    REVERIE_EVENT_LOOP=asyncio), so what they check is what a deployment runs."""
+    factory = event_loop.loop_factory()
+    return {event_loop.chosen(): factory} if factory else {"asyncio": asyncio.new_event_loop}
+
 
 # Low enough that a dozen turns cross it, so continue-as-new is exercised for real.
 CONTINUE_AS_NEW_EVENTS = 200

@@ -219,8 +219,11 @@ async def test_a_compaction_is_recorded_once_whatever_the_attempts(
     )
     before = (await reverie.get_session(session_id)).usage
     env = ActivityEnvironment()
-    first = await env.run(activities.compact_transcript, params)
-    second = await env.run(activities.compact_transcript, params)
+    try:
+        first = await env.run(activities.compact_transcript, params)
+        second = await env.run(activities.compact_transcript, params)
+    finally:
+        await client.close()
 
     assert first.compacted and second.compacted
     assert len(fake_model.summary_requests(model_name)) == 1

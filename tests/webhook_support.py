@@ -30,7 +30,7 @@ from reverie.models.webhooks import DispatcherInput
 from reverie.settings import Settings
 from reverie.starter.client import ReverieClient
 from reverie.store.pool import Pool, connect
-from reverie.worker import build_worker
+from reverie.worker import ReverieWorker, build_worker
 from reverie.workflows.webhooks import WORKFLOWS, ensure_dispatcher
 
 RECEIVER_HOST = "127.0.0.2"
@@ -88,14 +88,15 @@ def webhook_worker(client: Client, pool: Pool, settings: Settings, *, sessions: 
     # Built for a queue no one polls (a second worker for the same queue cannot be made in one
     # process), then given this one: only its configuration is used.
     scratch = settings.model_copy(update={"task_queue": f"{settings.task_queue}-unused"})
-    config = build_worker(client, pool, scratch).config()
+    built = build_worker(client, pool, scratch)
+    config = built.config()
     config["task_queue"] = settings.task_queue
     registered = {getattr(a, "__temporal_activity_definition").name for a in config["activities"]}
-    if "webhook_deliver_due" in registered:  # reverie.worker registers them already
-        return Worker(**config)
-    config["workflows"] = [*config["workflows"], *mine["workflows"]]
-    config["activities"] = [*config["activities"], *mine["activities"]]
-    return Worker(**config)
+    if "webhook_deliver_due" not in registered:  # reverie.worker registers them already
+        config["workflows"] = [*config["workflows"], *mine["workflows"]]
+        config["activities"] = [*config["activities"], *mine["activities"]]
+    # The model client its activities share is closed when this worker stops.
+    return ReverieWorker(model=built.model, **config)
 
 
 @dataclass

@@ -10,7 +10,6 @@ not be reached (or refused to serve), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -20,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from reverie import event_loop
 from reverie.models.errors import InvalidRequestError, ReverieError
 from reverie.settings import Settings, load_settings
 from reverie.starter.api_cli import add_api_commands
@@ -577,7 +577,7 @@ def fail(args: argparse.Namespace, body: dict[str, Any], text: str, code: int) -
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        code = asyncio.run(run(args))
+        code = event_loop.run(run(args))
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:

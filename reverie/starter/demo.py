@@ -6,7 +6,6 @@ stops everything it started on the way out, also on Ctrl-C or error.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -17,6 +16,7 @@ import sys
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from reverie import event_loop
 from reverie.connections import running_stack
 from reverie.models.events import Event
 from reverie.service.client import ReverieClient
@@ -220,7 +220,7 @@ def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # make may pipe us
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        idle = asyncio.run(demo())
+        idle = event_loop.run(demo())
     except KeyboardInterrupt:
         print("interrupted")
         return 130
