@@ -87,11 +87,15 @@ NOT_RUN_RESULT = (
 
 
 def model_client(settings: Settings) -> anthropic.AsyncAnthropic:
+    """The SDK's client over its aiohttp transport (`anthropic[aiohttp]`), which costs a model
+    call about half the CPU of its default httpx one (bench/README.md, issue 15); proxies from
+    the environment apply as with httpx. Whoever makes it closes it (`await client.close()`)."""
     return anthropic.AsyncAnthropic(
         api_key=settings.anthropic_api_key or "simulated",
         base_url=settings.anthropic_base_url,
         max_retries=0,
         timeout=settings.model_timeout_seconds,
+        http_client=anthropic.DefaultAioHttpClient(timeout=settings.model_timeout_seconds),
     )
 
 
@@ -301,6 +305,8 @@ class ModelActivities:
         """
         with refusals_are_final(f"settle model step {params.step_id}"):
             async with self._pool.acquire() as conn, conn.transaction():
+                # The session's lock before the step's row, as `_commit` takes them.
+                await sessions.lock(conn, params.session_id)
                 if not await transcript.finish_step(
                     conn, params.step_id, params.session_id, ABANDONED
                 ):
@@ -556,15 +562,17 @@ class ModelActivities:
             stop_details=_stop_details(message),
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await transcript.finish_step(
-                conn, params.step_id, params.session_id, result.model_dump(mode="json")
+            # The session's lock first, as `settle_model_step` takes it (two writers of one step
+            # never wait on each other), and with it whether the answer ends the turn, so that
+            # the step's result is written once, as it will stay.
+            if await self._ends_turn(conn, params, result, start_id):
+                result.idle_recorded = True
+            if not await transcript.finish_step_with_answer(
+                conn, params.step_id, params.session_id, result.model_dump(mode="json"), content
             ):
                 # Another attempt of this step committed first: its answer is the one recorded.
                 stored = await transcript.finished_step(conn, params.step_id)
                 return ModelStepResult.model_validate(stored)
-            await transcript.add(
-                conn, f"{params.step_id}:out", params.session_id, "assistant", content
-            )
             status = None
             if not params.retries_in_workflow:
                 status, _ = await sessions.status_of(conn, params.session_id)
@@ -573,17 +581,14 @@ class ModelActivities:
                 resumed = derived_id("sevt", params.step_id, "resumed")
                 rows.insert(0, (resumed, "session.status_running", {}, now))
                 await sessions.set_status(conn, params.session_id, "running")
-            if await self._ends_turn(conn, params, result, start_id):
+            idle_turns = None
+            if result.idle_recorded:
                 assert params.idle is not None
-                result.idle_recorded = True
-                await transcript.set_step_result(
-                    conn, params.step_id, result.model_dump(mode="json")
-                )
                 idle = {"stop_reason": {"type": "end_turn"}}
                 rows.append((params.idle.event_id, "session.status_idle", idle, now))
-                await sessions.set_status(conn, params.session_id, "idle", turns=params.idle.turns)
+                idle_turns = params.idle.turns
             await events.append(conn, params.session_id, rows)
-            await sessions.add_usage(conn, params.session_id, usage)
+            await sessions.record_step(conn, params.session_id, usage, idle_turns=idle_turns)
             if params.parent_session_id:  # a subagent thread's usage is its session's too
                 await sessions.add_usage(conn, params.parent_session_id, usage)
         return result
@@ -595,21 +600,16 @@ class ModelActivities:
         """Whether the answer ends the turn by the workflow's rule (`IdleSpec`): it ends it
         (`end_turn`, `stop_sequence`, no tool use) and no input reached the session since the
         step began (checked under the session's lock, which every append takes: an input
-        recorded after this commit finds the session idle, and starts the next turn)."""
+        recorded after this commit finds the session idle, and starts the next turn). Takes the
+        session's lock either way."""
         if (
             params.idle is None
             or result.tool_uses
             or result.stop_reason not in ("end_turn", "stop_sequence")
         ):
+            await sessions.lock(conn, params.session_id)
             return False
-        await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", params.session_id)
-        arrived = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE session_id = $1 AND type LIKE 'user.%'"
-            " AND position > (SELECT position FROM events WHERE id = $2))",
-            params.session_id,
-            start_id,
-        )
-        return not arrived
+        return not await sessions.input_since(conn, params.session_id, start_id)
 
     async def _record(self, session_id: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
         now = datetime.now(UTC)

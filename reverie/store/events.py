@@ -62,31 +62,25 @@ async def append(
     if not rows:
         return 0
     rows = storable(session_id, rows)
-    if isinstance(db, Pool):
+    if isinstance(db, Pool) and any(row[1] == "user.define_outcome" for row in rows):
+        # The outcome is written with its event: two statements, one transaction.
         async with db.acquire() as conn, conn.transaction():
             return await append(conn, session_id, rows, new_session=new_session)
-    conn = db
-    count = (
-        0
-        if new_session
-        else await conn.fetchval(
-            "SELECT event_count FROM sessions WHERE id = $1 FOR UPDATE", session_id
-        )
-    )
-    if count is None:
-        raise NotFoundError(f"no session with id {session_id!r}")
-    # One statement, under the lock just taken (so its snapshot sees every append committed
-    # before): the rows not recorded yet, numbered on from `count`, the new count, the NOTIFY.
-    inserted = await conn.fetchval(
-        _APPEND,
+    # One call (migration 0013): the row's lock and count, then the rows not recorded yet,
+    # numbered on from the count, the new count and the NOTIFY, in one statement under the lock;
+    # given the pool, that statement is a transaction of its own.
+    inserted = await db.fetchval(
+        "SELECT reverie_append_events($1, $2, $3, $4, $5, $6, $7)",
         session_id,
         [row[0] for row in rows],
         [row[1] for row in rows],
         [json.dumps(row[2]) for row in rows],
         [row[3] for row in rows],
-        count,
+        0 if new_session else None,
         NOTIFY_CHANNEL,
     )
+    if inserted is None:
+        raise NotFoundError(f"no session with id {session_id!r}")
     if not inserted:
         return 0
     fresh_ids = set(inserted)
@@ -94,29 +88,9 @@ async def append(
     for event_id, kind, payload, _ in fresh:
         if kind == "user.define_outcome":
             # The outcome exists exactly when its event does (same transaction).
-            await outcomes.define(conn, session_id, event_id, payload)
+            assert not isinstance(db, Pool)  # a pool took the transaction above
+            await outcomes.define(db, session_id, event_id, payload)
     return len(fresh)
-
-
-# `append`'s statement: $1 session, $2-$5 ids, types, payloads (JSON text), stamps, $6 the count
-# read under the lock, $7 the channel. Answers the ids inserted (NULL when none was new).
-_APPEND = """
-WITH fresh AS (
-  SELECT t.id, t.type, t.payload, t.processed_at, row_number() OVER (ORDER BY t.ord) AS n
-  FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[])
-       WITH ORDINALITY AS t(id, type, payload, processed_at, ord)
-  WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = t.id)
-), ins AS (
-  INSERT INTO events (id, session_id, position, type, payload, processed_at)
-  SELECT id, $1, $6 + n, type, payload::jsonb, processed_at FROM fresh
-  RETURNING id
-), total AS (SELECT count(*)::int AS n, array_agg(id) AS ids FROM ins)
-UPDATE sessions SET event_count = $6 + total.n, updated_at = now()
-FROM total
-WHERE sessions.id = $1 AND total.n > 0
-  AND pg_notify($7, $1 || ' ' || ($6 + total.n)) IS NOT NULL
-RETURNING total.ids
-"""
 
 
 def _event(row: Any) -> Event:
