@@ -55,6 +55,7 @@ from temporalio.worker import Worker  # noqa: E402
 
 from bench.bare_roundtrip import BareRoundTrip, bare_step  # noqa: E402
 from reverie import event_loop  # noqa: E402
+from reverie.activities.model import model_client  # noqa: E402
 from reverie.connections import connect_database  # noqa: E402
 from reverie.settings import Settings  # noqa: E402
 from reverie.simulated_model import SimulatedModelServer  # noqa: E402
@@ -444,11 +445,14 @@ class DirectConversation:
     """The same conversation without Reverie: one process, the SDK, a growing messages list.
 
     Requests have the shape Reverie sends (system prompt and last block marked for caching), so
-    the simulated server does the same work for both.
+    the simulated server does the same work for both; the client is made as Reverie's worker
+    makes its own (`model_client`: the SDK's aiohttp transport), so both send alike.
     """
 
     def __init__(self, base_url: str, max_tokens: int) -> None:
-        self.client = anthropic.AsyncAnthropic(base_url=base_url, api_key="x", max_retries=0)
+        self.client = model_client(
+            Settings(ANTHROPIC_API_KEY="x", ANTHROPIC_BASE_URL=base_url, DATABASE_URL="unused")
+        )
         self.max_tokens = max_tokens
         self.system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": EPHEMERAL}]
         self.messages: list[dict[str, Any]] = []

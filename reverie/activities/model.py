@@ -354,20 +354,20 @@ class ModelActivities:
                 await self._add_inputs(params.session_id, list(params.results.values()))
 
     async def _open(self, params: ModelStepInput, start_id: str) -> None:
-        """The step's inputs into the transcript and its span opened, in one transaction."""
+        """The step's inputs into the transcript and its span opened, in one transaction (one
+        statement when the step has no new inputs, as most steps of a tool-using turn)."""
+        start = [(start_id, "span.model_request_start", {}, datetime.now(UTC))]
+        if not params.input_event_ids:
+            await events.append(self._pool, params.session_id, start)
+            return
         async with self._pool.acquire() as conn, conn.transaction():
-            if params.input_event_ids:
-                inputs = await events.get_many(conn, params.input_event_ids)
-                await transcript.add_many(
-                    conn,
-                    params.session_id,
-                    [(f"in:{event_id}", "user", blocks) for event_id, blocks in user_rows(inputs)],
-                )
-            await events.append(
+            inputs = await events.get_many(conn, params.input_event_ids)
+            await transcript.add_many(
                 conn,
                 params.session_id,
-                [(start_id, "span.model_request_start", {}, datetime.now(UTC))],
+                [(f"in:{event_id}", "user", blocks) for event_id, blocks in user_rows(inputs)],
             )
+            await events.append(conn, params.session_id, start)
 
     async def _add_inputs(self, session_id: str, event_ids: list[str]) -> None:
         if not event_ids:

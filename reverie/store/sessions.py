@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from reverie.models.agents import Agent
-from reverie.models.common import Page
+from reverie.models.common import Page, new_id
 from reverie.models.errors import InvalidRequestError, NotFoundError
 from reverie.models.outcomes import OutcomeEvaluation
 from reverie.models.sessions import Session, SessionStats, SessionStatus, SessionUsage, Usage
+from reverie.models.webhooks import EVENT_PREFIX, event_data
 from reverie.store import agents, outcomes, threads, webhooks
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
@@ -44,13 +46,9 @@ async def create(
 ) -> Any:
     """The new row, as `get` reads it. `running`: its first turn starts with it, so it starts
     as `set_status(..., "running", turns=0)` would leave it, without a second statement."""
+    # `session.created` is announced by the same statement (`webhooks.announcing`).
     row = await conn.fetchrow(
-        """INSERT INTO sessions (id, agent_id, agent_version, environment_id, title, metadata,
-                                 resources, status, running_since)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 'running' ELSE 'idle' END,
-                   CASE WHEN $8 THEN now() END)
-           RETURNING *, """
-        + _COMPUTED,
+        _CREATE,
         session_id,
         agent.id,
         agent.version,
@@ -59,9 +57,10 @@ async def create(
         metadata,
         resources,
         running,
+        new_id(EVENT_PREFIX),
+        json.dumps(event_data("session.created", session_id)),
     )
-    await webhooks.record(conn, "session.created", session_id)
-    return row
+    return {key: value for key, value in row.items() if key != "created_notified"}
 
 
 async def created(
@@ -128,6 +127,22 @@ _COMPUTED = """
     extract(epoch FROM coalesce(archived_at, now()) - created_at)::float8 AS duration_seconds
 """
 _SELECT = "SELECT *," + _COMPUTED + "FROM sessions "
+
+# `create`: the row, and the `session.created` announcement written by the same statement.
+_CREATED_HOOK, _CREATED_NOTIFY = webhooks.announcing(
+    "created", "$9::text", "'session.created'::text", "$10::text"
+)
+_CREATE = f"""
+WITH new AS (
+  INSERT INTO sessions (id, agent_id, agent_version, environment_id, title, metadata, resources,
+                        status, running_since)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 'running' ELSE 'idle' END,
+          CASE WHEN $8 THEN now() END)
+  RETURNING *
+), {_CREATED_HOOK}
+SELECT new.*, {_COMPUTED}, {_CREATED_NOTIFY}
+FROM new
+"""
 
 
 async def get(conn: Pool | Connection, session_id: str, agent: Agent | None = None) -> Session:
