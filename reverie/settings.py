@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     # (issue 15) The event loop of every Reverie process (reverie/event_loop.py reads it from the
     # environment before the loop starts; declared here for validation and the README's table).
     event_loop: EventLoopChoice = Field(default="uvloop", alias="REVERIE_EVENT_LOOP")
+    # (issue 15) The model client's HTTP transport (activities/model.py `model_client`).
+    model_http: Literal["aiohttp", "httpx"] = Field(default="aiohttp", alias="REVERIE_MODEL_HTTP")
     # (issue 17) The most memories one memory store may hold (the hosted API's limit).
     memory_max_memories: int = Field(default=10_000, alias="REVERIE_MEMORY_MAX_MEMORIES", ge=1)
     # (issue 19) Webhooks. Non-public networks (CIDR, comma-separated) webhook endpoints may be

@@ -58,7 +58,7 @@ from reverie.models.workflow_io import (
 )
 from reverie.observability.metrics import METRICS
 from reverie.settings import Settings
-from reverie.store import agents, events, sessions, transcript
+from reverie.store import agents, events, sessions, steps, transcript
 from reverie.store.pool import Pool
 
 # Agent versions a worker keeps in memory (they never change once written).
@@ -87,15 +87,22 @@ NOT_RUN_RESULT = (
 
 
 def model_client(settings: Settings) -> anthropic.AsyncAnthropic:
-    """The SDK's client over its aiohttp transport (`anthropic[aiohttp]`), which costs a model
-    call about half the CPU of its default httpx one (bench/README.md, issue 15); proxies from
-    the environment apply as with httpx. Whoever makes it closes it (`await client.close()`)."""
+    """The SDK's client, by default over its aiohttp transport (`anthropic[aiohttp]`), which
+    costs a model call about half the CPU of its httpx one (issue 15); proxies from the
+    environment apply either way. `REVERIE_MODEL_HTTP=httpx` keeps the SDK's default, which also
+    sends TCP keep-alive probes on a call's idle connection (for a NAT that drops connections
+    silent for minutes). Whoever makes it closes it (`await client.close()`)."""
+    http_client = (
+        anthropic.DefaultAioHttpClient(timeout=settings.model_timeout_seconds)
+        if settings.model_http == "aiohttp"
+        else None
+    )
     return anthropic.AsyncAnthropic(
         api_key=settings.anthropic_api_key or "simulated",
         base_url=settings.anthropic_base_url,
         max_retries=0,
         timeout=settings.model_timeout_seconds,
-        http_client=anthropic.DefaultAioHttpClient(timeout=settings.model_timeout_seconds),
+        http_client=http_client,
     )
 
 
@@ -354,20 +361,15 @@ class ModelActivities:
                 await self._add_inputs(params.session_id, list(params.results.values()))
 
     async def _open(self, params: ModelStepInput, start_id: str) -> None:
-        """The step's inputs into the transcript and its span opened, in one transaction (one
-        statement when the step has no new inputs, as most steps of a tool-using turn)."""
-        start = [(start_id, "span.model_request_start", {}, datetime.now(UTC))]
+        """The step's new inputs into the transcript and its span opened: one call
+        (`steps.open_step`), or one append when the step has no new inputs."""
+        start = (start_id, "span.model_request_start", {}, datetime.now(UTC))
         if not params.input_event_ids:
-            await events.append(self._pool, params.session_id, start)
+            await events.append(self._pool, params.session_id, [start])
             return
-        async with self._pool.acquire() as conn, conn.transaction():
-            inputs = await events.get_many(conn, params.input_event_ids)
-            await transcript.add_many(
-                conn,
-                params.session_id,
-                [(f"in:{event_id}", "user", blocks) for event_id, blocks in user_rows(inputs)],
-            )
-            await events.append(conn, params.session_id, start)
+        inputs = await events.get_many(self._pool, params.input_event_ids)
+        rows = [(f"in:{event_id}", blocks) for event_id, blocks in user_rows(inputs)]
+        await steps.open_step(self._pool, params.session_id, rows, start)
 
     async def _add_inputs(self, session_id: str, event_ids: list[str]) -> None:
         if not event_ids:
@@ -561,55 +563,86 @@ class ModelActivities:
             compaction_due=due,
             stop_details=_stop_details(message),
         )
+        if not params.retries_in_workflow:
+            return await self._commit_legacy(params, result, content, rows, usage, start_id)
+        ends = self._may_end_turn(params, result)
+        idle = {"stop_reason": {"type": "end_turn"}}
+        outcome = await steps.commit_step(
+            self._pool,
+            params.session_id,
+            params.step_id,
+            result=result.model_dump(mode="json"),
+            result_if_idle={**result.model_dump(mode="json"), "idle_recorded": True},
+            answer=content,
+            rows=rows,
+            idle=(params.idle.event_id, idle, now, params.idle.turns) if params.idle else None,
+            idle_after=start_id if ends else None,
+            usage=usage,
+            parent_session_id=params.parent_session_id,
+        )
+        if outcome == "recorded":
+            # Another attempt of this step committed first: its answer is the one recorded.
+            stored = await transcript.finished_step(self._pool, params.step_id)
+            return ModelStepResult.model_validate(stored)
+        result.idle_recorded = outcome == "idle"
+        return result
+
+    @staticmethod
+    def _may_end_turn(params: ModelStepInput, result: ModelStepResult) -> bool:
+        """Whether the answer ends the turn by the workflow's rule (`IdleSpec`): it ends it
+        (`end_turn`, `stop_sequence`, no tool use); the commit then records the idle status with
+        it, if no input reached the session since the step began (checked under the session's
+        lock, which every append takes: an input recorded after the commit finds the session
+        idle, and starts the next turn)."""
+        return (
+            params.idle is not None
+            and not result.tool_uses
+            and (result.stop_reason in ("end_turn", "stop_sequence"))
+        )
+
+    async def _commit_legacy(
+        self,
+        params: ModelStepInput,
+        result: ModelStepResult,
+        content: list[Any],
+        rows: list[tuple[str, str, dict[str, Any], datetime]],
+        usage: Usage,
+        start_id: str,
+    ) -> ModelStepResult:
+        """The commit of runs older than the patch `MODEL_RETRIES_IN_WORKFLOW` (Temporal
+        retries their model errors), statement by statement: a retried step that now succeeds
+        records the session running again before its answer."""
+        now = rows[-1][3]
         async with self._pool.acquire() as conn, conn.transaction():
-            # The session's lock first, as `settle_model_step` takes it (two writers of one step
-            # never wait on each other), and with it whether the answer ends the turn, so that
-            # the step's result is written once, as it will stay.
-            if await self._ends_turn(conn, params, result, start_id):
-                result.idle_recorded = True
+            # The session's lock before the step's row, as settling takes them.
+            if self._may_end_turn(params, result):
+                ends = not await sessions.input_since(conn, params.session_id, start_id)
+            else:
+                await sessions.lock(conn, params.session_id)
+                ends = False
+            result.idle_recorded = ends
             if not await transcript.finish_step_with_answer(
                 conn, params.step_id, params.session_id, result.model_dump(mode="json"), content
             ):
-                # Another attempt of this step committed first: its answer is the one recorded.
                 stored = await transcript.finished_step(conn, params.step_id)
                 return ModelStepResult.model_validate(stored)
-            status = None
-            if not params.retries_in_workflow:
-                status, _ = await sessions.status_of(conn, params.session_id)
+            status, _ = await sessions.status_of(conn, params.session_id)
             if status == "rescheduling":
                 # The retry worked: say so before the answer, as the hosted API does.
                 resumed = derived_id("sevt", params.step_id, "resumed")
-                rows.insert(0, (resumed, "session.status_running", {}, now))
+                rows = [(resumed, "session.status_running", {}, now), *rows]
                 await sessions.set_status(conn, params.session_id, "running")
             idle_turns = None
-            if result.idle_recorded:
+            if ends:
                 assert params.idle is not None
                 idle = {"stop_reason": {"type": "end_turn"}}
-                rows.append((params.idle.event_id, "session.status_idle", idle, now))
+                rows = [*rows, (params.idle.event_id, "session.status_idle", idle, now)]
                 idle_turns = params.idle.turns
             await events.append(conn, params.session_id, rows)
             await sessions.record_step(conn, params.session_id, usage, idle_turns=idle_turns)
             if params.parent_session_id:  # a subagent thread's usage is its session's too
                 await sessions.add_usage(conn, params.parent_session_id, usage)
         return result
-
-    @staticmethod
-    async def _ends_turn(
-        conn: Any, params: ModelStepInput, result: ModelStepResult, start_id: str
-    ) -> bool:
-        """Whether the answer ends the turn by the workflow's rule (`IdleSpec`): it ends it
-        (`end_turn`, `stop_sequence`, no tool use) and no input reached the session since the
-        step began (checked under the session's lock, which every append takes: an input
-        recorded after this commit finds the session idle, and starts the next turn). Takes the
-        session's lock either way."""
-        if (
-            params.idle is None
-            or result.tool_uses
-            or result.stop_reason not in ("end_turn", "stop_sequence")
-        ):
-            await sessions.lock(conn, params.session_id)
-            return False
-        return not await sessions.input_since(conn, params.session_id, start_id)
 
     async def _record(self, session_id: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
         now = datetime.now(UTC)
