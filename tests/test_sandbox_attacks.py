@@ -8,6 +8,7 @@ unprivileged_user` covers an ordinary user's worker when the suite runs as root.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -91,6 +92,23 @@ async def test_no_capabilities_no_root_no_new_privileges(workspace: Workspace) -
     assert fields["CapEff"] == fields["CapPrm"] == fields["CapBnd"] == "0000000000000000"
     assert fields["NoNewPrivs"] == "1"
     assert fields["Seccomp"] == "2"  # a filter is installed
+
+
+async def test_a_command_inherits_no_descriptor_of_another_running_at_once(
+    workspace: Workspace, home: Path
+) -> None:
+    """Two sessions' commands started together, on the loop workers run on (uvloop, whose
+    children keep every inheritable descriptor of the worker): neither sees a descriptor beyond
+    its own standard ones, in particular not the other's sandbox files (its bwrap arguments,
+    seccomp filter, passwd), which stay open in the worker while it runs."""
+    other = Workspace.for_session(home / "workspaces", "sesn_neighbour", hidden=[home])
+    listing = "sleep 0.5; ls -l /proc/self/fd/ | tail -n +2"
+    mine, theirs = await asyncio.gather(bash(workspace, listing), bash(other, listing))
+    for out in (mine, theirs):
+        assert "memfd" not in out, out
+        numbers = sorted(int(line.split()[8]) for line in out.splitlines() if "->" in line)
+        # 0-2, and the descriptor `ls` reads /proc/self/fd through.
+        assert numbers[:3] == [0, 1, 2] and len(numbers) <= 4, out
 
 
 async def test_cannot_mount_unmount_or_nest_namespaces(workspace: Workspace, home: Path) -> None:

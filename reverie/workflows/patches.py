@@ -105,6 +105,10 @@ def patched(patch_id: str) -> bool:
     answers as it did when the run was recorded. A run from before the baseline that reaches its
     first patch only after a new worker took it over (not replaying) records the baseline then,
     which is right: every patch it had not asked for yet would have answered True there too.
+
+    For operators: a run carrying the baseline's marker has every patch of the baseline (its
+    `TemporalChangeVersion` names only the baseline); workers older than the baseline cannot
+    replay such runs (deploy/README.md, "Upgrading").
     """
     if patch_id in BASELINE_PATCHES and workflow.patched(BASELINE_2026_11):
         return True

@@ -40,6 +40,7 @@ from reverie.activities.tools.inputs import (
 )
 from reverie.activities.tools.models import WORK_VIRTUAL, ToolOutcome
 from reverie.activities.tools.paths import HostPath, PathRefused, to_host, to_virtual_text
+from reverie.activities.tools.process_loop import on_process_loop
 from reverie.activities.tools.workspace import Workspace
 
 FILE_INPUTS: dict[str, type[ToolInput]] = {
@@ -596,18 +597,8 @@ async def _grep_program() -> _Grep:
         executable = shutil.which("grep", path=_GREP_PATH)
         if executable is None:
             raise _Failed("grep: the grep program is not installed on this worker")
-        probe = await asyncio.create_subprocess_exec(
-            executable,
-            "-P",
-            "-e",
-            "x",
-            "--",
-            os.devnull,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _GREP = _Grep(executable, "-P" if await probe.wait() == 1 else "-E")
+        status = await on_process_loop(_exit_status(executable, "-P", "-e", "x", "--", os.devnull))
+        _GREP = _Grep(executable, "-P" if status == 1 else "-E")
     return _GREP
 
 
@@ -651,23 +642,61 @@ async def _grep(params: GrepInput, workspace: Workspace) -> ToolOutcome:
     # grep opens the start by this name, which is the descriptor it inherited: the folder we
     # resolved, whatever is renamed meanwhile. Below it, `grep -r` follows no symlink.
     start = f"/proc/self/fd/{fd}"
+    argv = [
+        *_GREP_LIMITS,
+        program.executable,
+        "-r",
+        "-n",
+        "-H",
+        "-I",
+        "--devices=skip",
+        "--color=never",
+        "--exclude-dir=.git",
+        "--exclude-dir=node_modules",
+        program.syntax,
+        "-e",
+        params.pattern,
+        "--",
+        start,
+    ]
+    ran = await on_process_loop(_run_grep(argv, fd))
+    if ran is None:
+        return ToolOutcome.error(f"grep: timed out after {GREP_TIMEOUT:g} s")
+    out, truncated, err, returncode = ran
+    lines = [_grep_line(line, start, target.virtual) for line in _lines(out)]
+    errors = [_grep_line(line, start, target.virtual) for line in _lines(err)]
+    # grep names itself by the path it was started with; the agent needs only "grep".
+    errors = [
+        line.removeprefix(f"{program.executable}: ").removeprefix("grep: ") for line in errors
+    ]
+    if truncated:
+        lines.append(f"[output truncated at {GREP_OUTPUT_LIMIT} bytes]")
+    if not lines:
+        if errors and returncode not in (0, 1):
+            return ToolOutcome.error(to_virtual_text(workspace, "grep: " + "\n".join(errors)))
+        return ToolOutcome.text("no matches")
+    if errors and not truncated:
+        lines += [f"[grep: {line}]" for line in errors]
+    return ToolOutcome.text(to_virtual_text(workspace, "\n".join(lines)))
+
+
+async def _exit_status(*argv: str) -> int:
+    """A program's exit status, its output discarded (run on the process loop)."""
+    probe = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return await probe.wait()
+
+
+async def _run_grep(argv: list[str], fd: int) -> tuple[bytes, bool, bytes, int | None] | None:
+    """grep started with the start's descriptor `fd` (closed here once it is passed on), its
+    output capped, its errors; None when it timed out (run on the process loop)."""
     try:
         process = await asyncio.create_subprocess_exec(
-            *_GREP_LIMITS,
-            program.executable,
-            "-r",
-            "-n",
-            "-H",
-            "-I",
-            "--devices=skip",
-            "--color=never",
-            "--exclude-dir=.git",
-            "--exclude-dir=node_modules",
-            program.syntax,
-            "-e",
-            params.pattern,
-            "--",
-            start,
+            *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -694,26 +723,12 @@ async def _grep(params: GrepInput, workspace: Workspace) -> ToolOutcome:
         )
         finished = True
     except TimeoutError:
-        return ToolOutcome.error(f"grep: timed out after {GREP_TIMEOUT:g} s")
+        return None
     finally:
         if not finished:
             _kill(process)
         await process.wait()
-    lines = [_grep_line(line, start, target.virtual) for line in _lines(out)]
-    errors = [_grep_line(line, start, target.virtual) for line in _lines(err)]
-    # grep names itself by the path it was started with; the agent needs only "grep".
-    errors = [
-        line.removeprefix(f"{program.executable}: ").removeprefix("grep: ") for line in errors
-    ]
-    if truncated:
-        lines.append(f"[output truncated at {GREP_OUTPUT_LIMIT} bytes]")
-    if not lines:
-        if errors and process.returncode not in (0, 1):
-            return ToolOutcome.error(to_virtual_text(workspace, "grep: " + "\n".join(errors)))
-        return ToolOutcome.text("no matches")
-    if errors and not truncated:
-        lines += [f"[grep: {line}]" for line in errors]
-    return ToolOutcome.text(to_virtual_text(workspace, "\n".join(lines)))
+    return out, truncated, err, process.returncode
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:

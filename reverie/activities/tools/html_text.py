@@ -101,7 +101,14 @@ def _without_skipped(html: str) -> str:
 
 
 async def readable_text(html: str) -> str:
-    """`html_to_text` in a child process (this file, stdlib only, so it starts fast)."""
+    """`html_to_text` in a child process (this file, stdlib only, so it starts fast), started
+    where children inherit nothing else of the worker (process_loop.py)."""
+    from reverie.activities.tools.process_loop import on_process_loop
+
+    return await on_process_loop(_readable_text(html))
+
+
+async def _readable_text(html: str) -> str:
     import asyncio
     import sys
 

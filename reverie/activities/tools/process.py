@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reverie.activities.tools.output import CappedOutput
+from reverie.activities.tools.process_loop import from_any_thread, on_process_loop
 
 HEARTBEAT_SECONDS = 1.0
 # After the command ends, how long leftover output may take to arrive once its group is killed.
@@ -40,7 +41,21 @@ async def run_process(
 ) -> ProcessResult:
     """Run `argv` with stdout and stderr combined, calling `heartbeat` about every second.
 
-    `pass_fds` are inherited by the command (bwrap reads its generated files from them)."""
+    `pass_fds` are inherited by the command (bwrap reads its generated files from them), and
+    no other descriptor of the worker is (see process_loop.py)."""
+    return await on_process_loop(
+        _run(argv, env, cwd, timeout, from_any_thread(heartbeat), tuple(pass_fds))
+    )
+
+
+async def _run(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float,
+    heartbeat: Callable[[], None],
+    pass_fds: tuple[int, ...],
+) -> ProcessResult:
     output = CappedOutput()
     # Our own pipe rather than asyncio's: its `wait()` would also wait for the pipe to close,
     # and only we can close our end to cut loose from a process that escaped the group.

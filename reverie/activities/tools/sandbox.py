@@ -198,7 +198,10 @@ class SandboxFiles:
         self.fds: list[int] = []
 
     def data(self, content: bytes) -> int:
-        fd = os.memfd_create("reverie-sandbox", 0)
+        # Close-on-exec: only the bwrap it is passed to (`pass_fds`) inherits it. uvloop does not
+        # close other descriptors in children, so an inheritable one would reach every process
+        # a worker starts meanwhile, other sessions' sandboxes included.
+        fd = os.memfd_create("reverie-sandbox", os.MFD_CLOEXEC)
         self.fds.append(fd)
         os.write(fd, content)
         os.lseek(fd, 0, os.SEEK_SET)
