@@ -363,9 +363,25 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
         _check_temporal_size(start, "the session's start")
         now = datetime.now(UTC)
         status = [(new_id("sevt"), "session.status_running", {})] if running else []
-        async with self.pool.acquire() as conn, conn.transaction():
-            written = await sessions.create(
-                conn,
+        initial_rows = [(*row, now) for row in rows + status]
+        if any(kind == "user.define_outcome" for _, kind, _ in rows):
+            # An outcome is written with its event, by `events.append`: one transaction.
+            async with self.pool.acquire() as conn, conn.transaction():
+                written = await sessions.create(
+                    conn,
+                    session_id,
+                    agent,
+                    environment_id=environment.id,
+                    title=params.title,
+                    metadata=params.metadata,
+                    resources=resources,
+                    running=running,
+                )
+                appended = await events.append(conn, session_id, initial_rows, new_session=True)
+        else:
+            # One call: the row, its announcement, its events (issue 15).
+            written = await sessions.create_with_events(
+                self.pool,
                 session_id,
                 agent,
                 environment_id=environment.id,
@@ -373,10 +389,9 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
                 metadata=params.metadata,
                 resources=resources,
                 running=running,
+                rows=initial_rows,
             )
-            appended = await events.append(
-                conn, session_id, [(*row, now) for row in rows + status], new_session=True
-            )
+            appended = 0  # counted in the row already
         try:
             await self.temporal.start_workflow(
                 SessionWorkflow.run,

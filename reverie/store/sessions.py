@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,8 @@ from reverie.models.outcomes import OutcomeEvaluation
 from reverie.models.sessions import Session, SessionStats, SessionStatus, SessionUsage, Usage
 from reverie.models.webhooks import EVENT_PREFIX, event_data
 from reverie.store import agents, outcomes, threads, webhooks
+from reverie.store.events import NOTIFY_CHANNEL as EVENTS_CHANNEL
+from reverie.store.events import EventRow, storable
 from reverie.store.paging import cursor_args, encode_cursor
 from reverie.store.pool import Connection, Pool
 
@@ -61,6 +64,47 @@ async def create(
         json.dumps(event_data("session.created", session_id)),
     )
     return {key: value for key, value in row.items() if key != "created_notified"}
+
+
+async def create_with_events(
+    pool: Pool,
+    session_id: str,
+    agent: Agent,
+    *,
+    environment_id: str,
+    title: str | None,
+    metadata: dict[str, str],
+    resources: list[dict[str, Any]],
+    running: bool,
+    rows: Sequence[EventRow],
+) -> Any:
+    """`create`, then `events.append(rows, new_session=True)`, in one call (migration 0015);
+    the row as `get` reads it, its event count included. Not for rows defining an outcome
+    (their outcome is written by `events.append`, in the creating transaction)."""
+    assert all(row[1] != "user.define_outcome" for row in rows)
+    rows = storable(session_id, rows)
+    row = await pool.fetchrow(
+        "SELECT *, "
+        + _COMPUTED
+        + " FROM reverie_create_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+        " $11, $12, $13, $14, $15)",
+        session_id,
+        agent.id,
+        agent.version,
+        environment_id,
+        title,
+        metadata,
+        resources,
+        running,
+        new_id(EVENT_PREFIX),
+        json.dumps(event_data("session.created", session_id)),
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [json.dumps(r[2]) for r in rows],
+        [r[3] for r in rows],
+        EVENTS_CHANNEL,
+    )
+    return dict(row)
 
 
 async def created(
