@@ -132,6 +132,10 @@ async def _readable_text(html: str) -> str:
         child.kill()
         await child.wait()
         return strip_tags(html)
+    except BaseException:  # cancelled: the child goes too
+        child.kill()
+        await asyncio.shield(child.wait())
+        raise
     if child.returncode != 0:
         return strip_tags(html)
     return out.decode("utf-8", "replace")
