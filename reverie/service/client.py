@@ -363,25 +363,18 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
         _check_temporal_size(start, "the session's start")
         now = datetime.now(UTC)
         status = [(new_id("sevt"), "session.status_running", {})] if running else []
-        initial_rows = [(*row, now) for row in rows + status]
-        row_fields: dict[str, Any] = {
-            "environment_id": environment.id,
-            "title": params.title,
-            "metadata": params.metadata,
-            "resources": resources,
-            "running": running,
-        }
-        if any(kind == "user.define_outcome" for _, kind, _ in rows):
-            # An outcome is written with its event, by `events.append`: one transaction.
-            async with self.pool.acquire() as conn, conn.transaction():
-                written = await sessions.create(conn, session_id, agent, **row_fields)
-                appended = await events.append(conn, session_id, initial_rows, new_session=True)
-        else:
-            # One call: the row, its announcement, its events (issue 15).
-            written = await sessions.create_with_events(
-                self.pool, session_id, agent, rows=initial_rows, **row_fields
-            )
-            appended = 0  # counted in the row already
+        # One call: the row, its announcement, its events (and their outcome, if one is defined).
+        written = await sessions.create(
+            self.pool,
+            session_id,
+            agent,
+            environment_id=environment.id,
+            title=params.title,
+            metadata=params.metadata,
+            resources=resources,
+            running=running,
+            rows=[(*row, now) for row in rows + status],
+        )
         try:
             await self.temporal.start_workflow(
                 SessionWorkflow.run,
@@ -414,7 +407,6 @@ class ReverieClient(MemoryMethods, WebhookMethods, ThreadMethods, DreamMethods):
             self.pool,
             written,
             agent,
-            events=appended,
             outcomes_defined=any(kind == "user.define_outcome" for _, kind, _ in rows),
         )
 

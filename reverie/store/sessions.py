@@ -37,7 +37,7 @@ SESSION_TABLES = (
 
 
 async def create(
-    conn: Pool | Connection,
+    db: Pool | Connection,
     session_id: str,
     agent: Agent,
     *,
@@ -46,44 +46,29 @@ async def create(
     metadata: dict[str, str],
     resources: list[dict[str, Any]],
     running: bool = False,
+    rows: Sequence[EventRow] = (),
 ) -> Any:
-    """The new row, as `get` reads it. `running`: its first turn starts with it, so it starts
-    as `set_status(..., "running", turns=0)` would leave it, without a second statement."""
-    # `session.created` is announced by the same statement (`webhooks.announcing`).
-    row = await conn.fetchrow(
-        _CREATE,
-        session_id,
-        agent.id,
-        agent.version,
-        environment_id,
-        title,
-        metadata,
-        resources,
-        running,
-        new_id(EVENT_PREFIX),
-        json.dumps(event_data("session.created", session_id)),
-    )
-    return {key: value for key, value in row.items() if key != "created_notified"}
-
-
-async def create_with_events(
-    pool: Pool,
-    session_id: str,
-    agent: Agent,
-    *,
-    environment_id: str,
-    title: str | None,
-    metadata: dict[str, str],
-    resources: list[dict[str, Any]],
-    running: bool,
-    rows: Sequence[EventRow],
-) -> Any:
-    """`create`, then `events.append(rows, new_session=True)`, in one call (migration 0015);
-    the row as `get` reads it, its event count included. Not for rows defining an outcome
-    (their outcome is written by `events.append`, in the creating transaction)."""
-    assert all(row[1] != "user.define_outcome" for row in rows)
+    """The new row, as `get` reads it, its event count included: written with its
+    `session.created` announcement and its initial events (`rows`) in one call (migration 0015).
+    `running`: its first turn starts with it, so it starts as `set_status(..., "running",
+    turns=0)` would leave it. As `events.append` does, an outcome an initial event defines is
+    written in the same transaction; given the pool, that is the only case that takes one."""
     rows = storable(session_id, rows)
-    row = await pool.fetchrow(
+    defined = [row for row in rows if row[1] == "user.define_outcome"]
+    if defined and isinstance(db, Pool):
+        async with db.acquire() as conn, conn.transaction():
+            return await create(
+                conn,
+                session_id,
+                agent,
+                environment_id=environment_id,
+                title=title,
+                metadata=metadata,
+                resources=resources,
+                running=running,
+                rows=rows,
+            )
+    row = await db.fetchrow(
         "SELECT *, "
         + _COMPUTED
         + " FROM reverie_create_session($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
@@ -104,15 +89,18 @@ async def create_with_events(
         [r[3] for r in rows],
         EVENTS_CHANNEL,
     )
+    for event_id, _, payload, _ in defined:
+        # The outcome exists exactly when its event does (same transaction).
+        assert not isinstance(db, Pool)  # a pool took the transaction above
+        await outcomes.define(db, session_id, event_id, payload)
     return dict(row)
 
 
 async def created(
-    conn: Pool | Connection, row: Any, agent: Agent, *, events: int, outcomes_defined: bool
+    conn: Pool | Connection, row: Any, agent: Agent, *, outcomes_defined: bool
 ) -> Session:
-    """The session `create` wrote, with the `events` appended since, without reading it
-    again; its outcomes are read only if its initial events defined any."""
-    row = {**row, "event_count": row["event_count"] + events}
+    """The session `create` wrote, without reading it again; its outcomes are read only if its
+    initial events defined any."""
     return await _session(conn, row, agent, None if outcomes_defined else [])
 
 
@@ -171,22 +159,6 @@ _COMPUTED = """
     extract(epoch FROM coalesce(archived_at, now()) - created_at)::float8 AS duration_seconds
 """
 _SELECT = "SELECT *," + _COMPUTED + "FROM sessions "
-
-# `create`: the row, and the `session.created` announcement written by the same statement.
-_CREATED_HOOK, _CREATED_NOTIFY = webhooks.announcing(
-    "created", "$9::text", "'session.created'::text", "$10::text"
-)
-_CREATE = f"""
-WITH new AS (
-  INSERT INTO sessions (id, agent_id, agent_version, environment_id, title, metadata, resources,
-                        status, running_since)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN 'running' ELSE 'idle' END,
-          CASE WHEN $8 THEN now() END)
-  RETURNING *
-), {_CREATED_HOOK}
-SELECT new.*, {_COMPUTED}, {_CREATED_NOTIFY}
-FROM new
-"""
 
 
 async def get(conn: Pool | Connection, session_id: str, agent: Agent | None = None) -> Session:

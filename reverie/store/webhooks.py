@@ -57,29 +57,6 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT 1 FROM inserted LIMIT 1) A
 """
 
 
-def announcing(cte: str, event_id: str, webhook_type: str, data: str) -> tuple[str, str]:
-    """What a statement that makes a change adds to announce it, as `record` would after it,
-    without a round trip of its own: a CTE named `cte` writing the deliveries (the SQL
-    expressions `event_id`, `webhook_type`, `data` give the announcement's id, type and JSON
-    data), and a column for its SELECT list sending the NOTIFY when it wrote any (a plain
-    SELECT in a WITH runs only if the statement reads it)."""
-    body = f"""{cte} AS (
-    INSERT INTO webhook_deliveries (id, event_id, endpoint_id, event_type, data, created_at)
-    SELECT '{DELIVERY_PREFIX}_' || md5({event_id} || '/' || e.id), {event_id}, e.id,
-           {webhook_type}, ({data})::jsonb, now()
-    FROM webhook_endpoints e
-    WHERE e.state = 'enabled' AND {webhook_type} = ANY (e.enabled_events)
-    FOR KEY SHARE OF e SKIP LOCKED  -- an endpoint a delete holds is skipped (see 0010)
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-)"""
-    notify = (
-        f"(SELECT count(pg_notify('{NOTIFY_CHANNEL}', '')) FROM (SELECT 1 FROM {cte} LIMIT 1)"
-        f" AS any_{cte}) AS {cte}_notified"
-    )
-    return body, notify
-
-
 async def _write_outbox(
     conn: Pool | Connection, rows: Sequence[tuple[str, str, dict[str, Any], datetime | None]]
 ) -> None:
