@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,7 +60,8 @@ from reverie.models.workflow_io import (
 from reverie.observability.metrics import METRICS
 from reverie.settings import Settings
 from reverie.store import agents, events, sessions, steps, transcript
-from reverie.store.pool import Pool
+from reverie.store.events import EventRow
+from reverie.store.pool import Connection, Pool
 
 # Agent versions a worker keeps in memory (they never change once written).
 AGENTS_CACHED = 512
@@ -84,6 +86,11 @@ NOT_RUN_RESULT = (
     "This tool use was not run: the answer ended with stop_reason {stop_reason}, which runs no "
     "tools."
 )
+
+
+class _AlreadyCommitted(Exception):
+    """Raised inside a commit's transaction to roll back what it wrote before learning that an
+    earlier attempt of the step committed."""
 
 
 def model_client(settings: Settings) -> anthropic.AsyncAnthropic:
@@ -505,7 +512,7 @@ class ModelActivities:
         # Kept verbatim (a `compaction` block must go back exactly as it came).
         content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
         usage = usage_of(message.usage)
-        rows: list[tuple[str, str, dict[str, Any], datetime]] = []
+        rows: list[EventRow] = []
         now = datetime.now(UTC)
         if any(b["type"] == "compaction" for b in content):
             # The API compacted the context before answering.
@@ -563,23 +570,28 @@ class ModelActivities:
             compaction_due=due,
             stop_details=_stop_details(message),
         )
-        if not params.retries_in_workflow:
-            return await self._commit_legacy(params, result, content, rows, usage, start_id)
         ends = self._may_end_turn(params, result)
         idle = {"stop_reason": {"type": "end_turn"}}
-        outcome = await steps.commit_step(
-            self._pool,
-            params.session_id,
-            params.step_id,
-            result=result.model_dump(mode="json"),
-            result_if_idle={**result.model_dump(mode="json"), "idle_recorded": True},
-            answer=content,
-            rows=rows,
-            idle=(params.idle.event_id, idle, now, params.idle.turns) if params.idle else None,
-            idle_after=start_id if ends else None,
-            usage=usage,
-            parent_session_id=params.parent_session_id,
-        )
+
+        def commit(db: Pool | Connection, rows: list[EventRow]) -> Awaitable[steps.StepCommit]:
+            return steps.commit_step(
+                db,
+                params.session_id,
+                params.step_id,
+                result=result.model_dump(mode="json"),
+                result_if_idle={**result.model_dump(mode="json"), "idle_recorded": True},
+                answer=content,
+                rows=rows,
+                idle=(params.idle.event_id, idle, now, params.idle.turns) if params.idle else None,
+                idle_after=start_id if ends else None,
+                usage=usage,
+                parent_session_id=params.parent_session_id,
+            )
+
+        if params.retries_in_workflow:
+            outcome = await commit(self._pool, rows)
+        else:
+            outcome = await self._commit_resuming(params, rows, now, commit)
         if outcome == "recorded":
             # Another attempt of this step committed first: its answer is the one recorded.
             stored = await transcript.finished_step(self._pool, params.step_id)
@@ -600,49 +612,32 @@ class ModelActivities:
             and (result.stop_reason in ("end_turn", "stop_sequence"))
         )
 
-    async def _commit_legacy(
+    async def _commit_resuming(
         self,
         params: ModelStepInput,
-        result: ModelStepResult,
-        content: list[Any],
-        rows: list[tuple[str, str, dict[str, Any], datetime]],
-        usage: Usage,
-        start_id: str,
-    ) -> ModelStepResult:
+        rows: list[EventRow],
+        now: datetime,
+        commit: Callable[[Connection, list[EventRow]], Awaitable[steps.StepCommit]],
+    ) -> steps.StepCommit:
         """The commit of runs older than the patch `MODEL_RETRIES_IN_WORKFLOW` (Temporal
-        retries their model errors), statement by statement: a retried step that now succeeds
-        records the session running again before its answer."""
-        now = rows[-1][3]
-        async with self._pool.acquire() as conn, conn.transaction():
-            # The session's lock before the step's row, as settling takes them.
-            if self._may_end_turn(params, result):
-                ends = not await sessions.input_since(conn, params.session_id, start_id)
-            else:
+        retries their model errors): a step that succeeds after a retry first records the
+        session running again (before its answer, as the hosted API does), in the commit's
+        transaction; nothing of it is kept when an earlier attempt had committed."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # The session's lock before the step's row, as settling takes them.
                 await sessions.lock(conn, params.session_id)
-                ends = False
-            result.idle_recorded = ends
-            if not await transcript.finish_step_with_answer(
-                conn, params.step_id, params.session_id, result.model_dump(mode="json"), content
-            ):
-                stored = await transcript.finished_step(conn, params.step_id)
-                return ModelStepResult.model_validate(stored)
-            status, _ = await sessions.status_of(conn, params.session_id)
-            if status == "rescheduling":
-                # The retry worked: say so before the answer, as the hosted API does.
-                resumed = derived_id("sevt", params.step_id, "resumed")
-                rows = [(resumed, "session.status_running", {}, now), *rows]
-                await sessions.set_status(conn, params.session_id, "running")
-            idle_turns = None
-            if ends:
-                assert params.idle is not None
-                idle = {"stop_reason": {"type": "end_turn"}}
-                rows = [*rows, (params.idle.event_id, "session.status_idle", idle, now)]
-                idle_turns = params.idle.turns
-            await events.append(conn, params.session_id, rows)
-            await sessions.record_step(conn, params.session_id, usage, idle_turns=idle_turns)
-            if params.parent_session_id:  # a subagent thread's usage is its session's too
-                await sessions.add_usage(conn, params.parent_session_id, usage)
-        return result
+                status, _ = await sessions.status_of(conn, params.session_id)
+                if status == "rescheduling":
+                    resumed = derived_id("sevt", params.step_id, "resumed")
+                    rows = [(resumed, "session.status_running", {}, now), *rows]
+                    await sessions.set_status(conn, params.session_id, "running")
+                outcome = await commit(conn, rows)
+                if outcome == "recorded":
+                    raise _AlreadyCommitted  # rolls the running status back
+                return outcome
+        except _AlreadyCommitted:
+            return "recorded"
 
     async def _record(self, session_id: str, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
         now = datetime.now(UTC)

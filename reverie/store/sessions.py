@@ -337,51 +337,11 @@ async def add_usage(conn: Connection, session_id: str, usage: Usage) -> None:
     )
 
 
-async def record_step(
-    conn: Connection, session_id: str, usage: Usage, *, idle_turns: int | None = None
-) -> None:
-    """A model step's usage (`add_usage`) and, when its answer ended the turn (`idle_turns`,
-    the turn count), the idle status as `set_status(..., "idle", turns=idle_turns)` leaves it,
-    in one statement."""
-    await conn.execute(
-        """UPDATE sessions SET
-             input_tokens = input_tokens + $2,
-             output_tokens = output_tokens + $3,
-             cache_creation_input_tokens = cache_creation_input_tokens + $4,
-             cache_read_input_tokens = cache_read_input_tokens + $5,
-             model_requests = model_requests + 1,
-             active_seconds = active_seconds + CASE
-               WHEN $6 AND running_since IS NOT NULL
-               THEN extract(epoch FROM now() - running_since) ELSE 0 END,
-             running_since = CASE WHEN $6 THEN NULL ELSE running_since END,
-             status = CASE WHEN $6 THEN 'idle' ELSE status END,
-             turns = CASE WHEN $6 THEN $7 ELSE turns END,
-             updated_at = now()
-           WHERE id = $1""",
-        session_id,
-        usage.input_tokens,
-        usage.output_tokens,
-        usage.cache_creation_input_tokens,
-        usage.cache_read_input_tokens,
-        idle_turns is not None,
-        idle_turns,
-    )
-
-
 async def lock(conn: Connection, session_id: str) -> bool:
     """The session row's lock, held until the transaction ends (every append takes it);
     False when there is no such session (what the caller writes next then fails as it would)."""
     found = await conn.fetchval("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
     return found is not None
-
-
-async def input_since(conn: Connection, session_id: str, event_id: str) -> bool:
-    """Whether a user input reached the session after `event_id`, checked under the session
-    row's lock (taken here, held until the transaction ends; migration 0013)."""
-    arrived = await conn.fetchval("SELECT reverie_input_since($1, $2)", session_id, event_id)
-    if arrived is None:
-        raise NotFoundError(f"no session with id {session_id!r}")
-    return bool(arrived)
 
 
 async def status_of(conn: Pool | Connection, session_id: str) -> tuple[str, bool]:

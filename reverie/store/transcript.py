@@ -128,36 +128,6 @@ async def finish_step(
     return bool(inserted)
 
 
-async def finish_step_with_answer(
-    conn: Connection,
-    step_id: str,
-    session_id: str,
-    result: dict[str, Any],
-    content: list[Any],
-) -> bool:
-    """`finish_step` and the answer's transcript entry (`<step id>:out`, role assistant, as
-    `add` writes it) in one statement: both, or neither when an earlier attempt recorded the
-    step (False; write nothing more)."""
-    result, _ = scrub_json(result)
-    content, _ = scrub_json(content)
-    inserted = await conn.fetchval(
-        """WITH step AS (
-             INSERT INTO model_steps (step_id, session_id, result) VALUES ($1, $2, $3)
-             ON CONFLICT (step_id) DO NOTHING RETURNING true AS done
-           ), answer AS (
-             INSERT INTO transcript (id, session_id, role, content)
-             SELECT $1 || ':out', $2, 'assistant', $4 FROM step
-             ON CONFLICT (id) DO NOTHING
-           )
-           SELECT EXISTS (SELECT 1 FROM step)""",
-        step_id,
-        session_id,
-        result,
-        content,
-    )
-    return bool(inserted)
-
-
 async def add_many(
     conn: Connection, session_id: str, rows: list[tuple[str, str, list[Any]]]
 ) -> None:
