@@ -207,7 +207,7 @@ class EgressPolicy(BaseModel):
         for address in addresses:
             if not trusted and (reason := self.address_refusal(address)):
                 refusals.append(reason)
-            elif address not in allowed:
+            else:  # `resolve_name` answers each address once
                 allowed.append(address)
         if not allowed:
             raise EgressRefused(refusals[0] if refusals else f"{name} has no address")

@@ -572,14 +572,15 @@ class ModelActivities:
         )
         ends = self._may_end_turn(params, result)
         idle = {"stop_reason": {"type": "end_turn"}}
+        recorded = result.model_dump(mode="json")
 
         def commit(db: Pool | Connection, rows: list[EventRow]) -> Awaitable[steps.StepCommit]:
             return steps.commit_step(
                 db,
                 params.session_id,
                 params.step_id,
-                result=result.model_dump(mode="json"),
-                result_if_idle={**result.model_dump(mode="json"), "idle_recorded": True},
+                result=recorded,
+                result_if_idle={**recorded, "idle_recorded": True},
                 answer=content,
                 rows=rows,
                 idle=(params.idle.event_id, idle, now, params.idle.turns) if params.idle else None,
